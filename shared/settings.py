@@ -1,0 +1,129 @@
+"""Settings from the environment, read in one place for web, worker and CLI.
+
+Nothing here is read at import time: call :func:`get_settings` (cached) or
+:func:`load_settings` with an explicit mapping (tests).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+PREFIX = "STYLEQUEUE_"
+
+
+class SettingsError(ValueError):
+    """A setting has a value we cannot use; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one job may ask for. Checked by the web before anything is stored."""
+
+    max_upload_bytes: int = 20 * 1024 * 1024  # whole request
+    max_image_pixels: int = 40_000_000  # decoded pixels per uploaded image
+    max_size: int = 1024  # longest side of the output
+    max_iterations: int = 2000
+    max_styles: int = 4
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    redis_url: str
+    storage_url: str
+    s3_endpoint_url: str | None
+    vgg19_weights: str
+    secret_key: str
+    # token -> owner id; owner ids of API callers look like "api:<name>"
+    api_tokens: Mapping[str, str] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
+    progress_maxlen: int = 20_000  # entries kept per job stream
+    progress_ttl_seconds: int = 3 * 24 * 3600  # stream kept after the job ends
+    job_soft_time_limit: int = 3600
+    job_time_limit: int = 3660
+    lock_ttl_seconds: int = 60  # per-job lock, renewed while the job runs
+    queued_grace_seconds: int = 60  # sweeper re-enqueues rows queued longer than this
+    var_dir: str = "./var"
+    precision: str = "float32"  # engine precision used by this worker
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(PREFIX + name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{PREFIX}{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{PREFIX}{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def parse_api_tokens(raw: str) -> dict[str, str]:
+    """``name=token,name2=token2`` (or bare tokens) -> {token: owner id}.
+
+    A bare token's owner id is derived from its hash, so the token itself never lands in the
+    database.
+    """
+    tokens: dict[str, str] = {}
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        name, sep, token = item.partition("=")
+        if not sep:
+            token, name = name, hashlib.sha256(name.encode()).hexdigest()[:16]
+        name, token = name.strip(), token.strip()
+        if not token or not name:
+            raise SettingsError(f"{PREFIX}API_TOKENS has an empty name or token in {item!r}")
+        tokens[token] = f"api:{name}"
+    return tokens
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    var_dir = env.get(PREFIX + "VAR_DIR", "./var")
+    default_db = "sqlite:///" + str(Path(var_dir, "stylequeue.db"))
+    limits = Limits(
+        max_upload_bytes=_int(env, "MAX_UPLOAD_BYTES", Limits.max_upload_bytes, 1024),
+        max_image_pixels=_int(env, "MAX_IMAGE_PIXELS", Limits.max_image_pixels, 64),
+        max_size=_int(env, "MAX_SIZE", Limits.max_size, 16),
+        max_iterations=_int(env, "MAX_ITERATIONS", Limits.max_iterations, 1),
+        max_styles=_int(env, "MAX_STYLES", Limits.max_styles, 1),
+    )
+    precision = env.get(PREFIX + "PRECISION", "float32")
+    if precision not in ("float32", "mixed_bfloat16"):
+        raise SettingsError(f"{PREFIX}PRECISION must be float32 or mixed_bfloat16, got {precision!r}")
+    soft = _int(env, "JOB_SOFT_TIME_LIMIT", 3600, 1)
+    hard = _int(env, "JOB_TIME_LIMIT", soft + 60, 2)
+    if hard <= soft:
+        raise SettingsError(f"{PREFIX}JOB_TIME_LIMIT ({hard}) must exceed JOB_SOFT_TIME_LIMIT ({soft})")
+    return Settings(
+        database_url=env.get(PREFIX + "DATABASE_URL") or default_db,
+        redis_url=env.get(PREFIX + "REDIS_URL") or "redis://127.0.0.1:6379/0",
+        storage_url=env.get(PREFIX + "STORAGE_URL") or "file://" + str(Path(var_dir, "objects")),
+        s3_endpoint_url=env.get(PREFIX + "S3_ENDPOINT_URL") or None,
+        vgg19_weights=env.get(PREFIX + "VGG19_WEIGHTS") or "imagenet",
+        secret_key=env.get(PREFIX + "SECRET_KEY") or "",
+        api_tokens=parse_api_tokens(env.get(PREFIX + "API_TOKENS", "")),
+        limits=limits,
+        progress_maxlen=_int(env, "PROGRESS_MAXLEN", 20_000, 100),
+        progress_ttl_seconds=_int(env, "PROGRESS_TTL_SECONDS", 3 * 24 * 3600, 1),
+        job_soft_time_limit=soft,
+        job_time_limit=hard,
+        lock_ttl_seconds=_int(env, "LOCK_TTL_SECONDS", 60, 2),
+        queued_grace_seconds=_int(env, "QUEUED_GRACE_SECONDS", 60, 0),
+        var_dir=var_dir,
+        precision=precision,
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once from the environment."""
+    return load_settings()

@@ -1,0 +1,1 @@
+"""The web role: Flask app factory, JSON API and HTML pages. Never imports TensorFlow."""

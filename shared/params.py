@@ -87,7 +87,9 @@ class TransferParams:
         data = dict(data or {})
         preset = str(data.pop("preset", "default") or "default").strip()
         if preset not in PRESETS:
-            raise ParamError("preset", f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+            raise ParamError(
+                "preset", f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}"
+            )
         known = {f.name for f in fields(cls)} - {"preset"}
         for key in data:
             if key not in known:
@@ -99,7 +101,7 @@ class TransferParams:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TransferParams:
-        """Inverse of :meth:`to_dict` (what the database stores). Not re-validated against limits."""
+        """Inverse of :meth:`to_dict` (what the database stores); not re-checked against limits."""
         values = dict(data)
         for key in ("content_layers", "style_layers"):
             if key in values:
@@ -266,9 +268,7 @@ def _int_range(name: str, value: Any, low: int, high: int) -> None:
         raise ParamError(name, f"must be from {low} to {high}, got {value}")
 
 
-def _float_range(
-    name: str, value: Any, low: float, high: float, *, low_open: bool = False
-) -> None:
+def _float_range(name: str, value: Any, low: float, high: float, *, low_open: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ParamError(name, f"must be a number from {low:g} to {high:g}")
     if not math.isfinite(value):
@@ -288,7 +288,9 @@ def _layers(name: str, layers: LayerWeights) -> None:
     seen = set()
     for layer, weight in layers:
         if layer not in VGG19_LAYERS:
-            raise ParamError(name, f"unknown VGG19 layer {layer!r}; choose from {', '.join(VGG19_LAYERS)}")
+            raise ParamError(
+                name, f"unknown VGG19 layer {layer!r}; choose from {', '.join(VGG19_LAYERS)}"
+            )
         if layer in seen:
             raise ParamError(name, f"layer {layer!r} is listed twice")
         seen.add(layer)

@@ -98,11 +98,15 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     )
     precision = env.get(PREFIX + "PRECISION", "float32")
     if precision not in ("float32", "mixed_bfloat16"):
-        raise SettingsError(f"{PREFIX}PRECISION must be float32 or mixed_bfloat16, got {precision!r}")
+        raise SettingsError(
+            f"{PREFIX}PRECISION must be float32 or mixed_bfloat16, got {precision!r}"
+        )
     soft = _int(env, "JOB_SOFT_TIME_LIMIT", 3600, 1)
     hard = _int(env, "JOB_TIME_LIMIT", soft + 60, 2)
     if hard <= soft:
-        raise SettingsError(f"{PREFIX}JOB_TIME_LIMIT ({hard}) must exceed JOB_SOFT_TIME_LIMIT ({soft})")
+        raise SettingsError(
+            f"{PREFIX}JOB_TIME_LIMIT ({hard}) must exceed JOB_SOFT_TIME_LIMIT ({soft})"
+        )
     return Settings(
         database_url=env.get(PREFIX + "DATABASE_URL") or default_db,
         redis_url=env.get(PREFIX + "REDIS_URL") or "redis://127.0.0.1:6379/0",

@@ -1,0 +1,85 @@
+"""The Celery app object: configuration and routes, no tasks.
+
+The web enqueues by task name through this app (it never imports ``worker``); the worker
+builds the same app and registers the tasks. Settings for long GPU jobs follow DESIGN.md:
+acks late, reject on worker lost, prefetch 1, a visibility timeout above the longest job,
+and a fast restore of unacked messages when a worker dies.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from shared.settings import Settings, get_settings
+
+QUEUE = "style"
+RUN_JOB = "stylequeue.run_job"
+SWEEP = "stylequeue.sweep_queued"
+SWEEP_INTERVAL_SECONDS = 30.0
+
+
+def celery_config(settings: Settings) -> dict:
+    return {
+        "broker_url": settings.redis_url,
+        "result_backend": None,  # job state lives in the database, not in Celery results
+        "task_ignore_result": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_default_queue": QUEUE,
+        "task_queues": (Queue(QUEUE),),
+        "task_routes": {RUN_JOB: {"queue": QUEUE}, SWEEP: {"queue": QUEUE}},
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "task_soft_time_limit": settings.job_soft_time_limit,
+        "task_time_limit": settings.job_time_limit,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {
+            # A message not acked within this is handed to another worker: must exceed the
+            # longest job, or a long job would run twice.
+            "visibility_timeout": settings.job_time_limit + 600,
+            # How often unacked messages of dead workers are restored (Redis transport);
+            # these make a lost job come back in seconds rather than ~100 s.
+            "unacked_restore_interval": 5,
+            "unacked_throttle": 1,
+            "socket_timeout": 10,
+            "socket_connect_timeout": 5,
+        },
+        "beat_schedule": {
+            "sweep-queued": {"task": SWEEP, "schedule": SWEEP_INTERVAL_SECONDS},
+        },
+        "worker_hijack_root_logger": False,
+    }
+
+
+def create_celery(settings: Settings | None = None, name: str = "stylequeue") -> Celery:
+    settings = settings or get_settings()
+    app = Celery(name, set_as_current=False)
+    app.config_from_object(celery_config(settings))
+    return app
+
+
+def enqueue_run_job(app: Celery, job_id: str) -> None:
+    """Send ``run_job(job_id)`` by name. Call only after the job row is committed."""
+    app.send_task(
+        RUN_JOB,
+        args=[job_id],
+        queue=QUEUE,
+        task_id=f"run-{job_id}-{_nonce()}",
+        retry=True,
+        retry_policy={
+            "max_retries": 2,
+            "interval_start": 0.2,
+            "interval_step": 0.5,
+            "interval_max": 1.0,
+        },
+    )
+
+
+def _nonce() -> str:
+    import secrets
+
+    return secrets.token_hex(4)

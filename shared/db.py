@@ -1,0 +1,72 @@
+"""Database engine and sessions (SQLAlchemy 2), one engine per URL per process."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+_lock = threading.Lock()
+_makers: dict[str, sessionmaker[Session]] = {}
+
+
+def make_engine(url: str) -> Engine:
+    """An engine tuned for the backend: SQLite gets WAL and a busy timeout, since web and
+    worker processes write to the same file."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+def get_sessionmaker(url: str) -> sessionmaker[Session]:
+    """The process's session factory for ``url`` (engine created on first use)."""
+    with _lock:
+        maker = _makers.get(url)
+        if maker is None:
+            maker = _makers[url] = sessionmaker(bind=make_engine(url), expire_on_commit=False)
+        return maker
+
+
+def get_engine(url: str) -> Engine:
+    engine = get_sessionmaker(url).kw["bind"]
+    assert isinstance(engine, Engine)
+    return engine
+
+
+@contextmanager
+def session_scope(url: str) -> Iterator[Session]:
+    """A session that commits on success and rolls back on error."""
+    session = get_sessionmaker(url)()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def dispose_all() -> None:
+    """Forget pooled connections: after a fork (the child must not share sockets) or in tests."""
+    with _lock:
+        for maker in _makers.values():
+            maker.kw["bind"].dispose(close=False)
+        _makers.clear()

@@ -1,0 +1,159 @@
+"""Session-wide real services: Redis, SQLite/PostgreSQL, moto's S3 server.
+
+Fixtures, not a base class: a test asks for what it uses.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import redis
+
+from shared.settings import Limits, Settings, load_settings
+from tests import services
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+POSTGRES_ENV = "STYLEQUEUE_TEST_POSTGRES_URL"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # `database_url` runs on SQLite always and on PostgreSQL when one is configured (CI sets it).
+    if "database_url" in metafunc.fixturenames:
+        backends = ["sqlite"] + (["postgres"] if os.environ.get(POSTGRES_ENV) else [])
+        metafunc.parametrize("database_backend", backends, indirect=True)
+
+
+@pytest.fixture
+def database_backend(request: pytest.FixtureRequest) -> str:
+    return getattr(request, "param", "sqlite")
+
+
+# ---- Redis ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Base URL of a Redis server: the configured/local one if it answers, else our own."""
+    configured = os.environ.get("STYLEQUEUE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    if services.redis_answers(configured):
+        yield configured.rsplit("/", 1)[0]
+        return
+    with services.private_redis(tmp_path_factory.mktemp("redis")) as (url, _proc):
+        yield url.rsplit("/", 1)[0]
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> Iterator[str]:
+    """A Redis database number of the test's own, emptied before and after."""
+    url = f"{redis_server}/13"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+    client.close()
+
+
+# ---- databases -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server_db() -> Iterator[str | None]:
+    """One fresh PostgreSQL database for the session (None when none is configured)."""
+    admin = os.environ.get(POSTGRES_ENV)
+    if not admin:
+        yield None
+        return
+    with services.postgres_database(admin) as url:
+        from shared.migrate import upgrade
+
+        upgrade(url)
+        yield url
+
+
+@pytest.fixture
+def database_url(
+    database_backend: str, tmp_path: Path, postgres_server_db: str | None
+) -> Iterator[str]:
+    """A migrated, empty database: a fresh SQLite file, or the session's PostgreSQL emptied."""
+    from shared.db import dispose_all
+
+    if database_backend == "postgres":
+        assert postgres_server_db, f"{POSTGRES_ENV} is not set"
+        _truncate(postgres_server_db)
+        yield postgres_server_db
+        dispose_all()
+        return
+    from shared.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'stylequeue.db'}"
+    upgrade(url)
+    yield url
+    dispose_all()
+
+
+def _truncate(url: str) -> None:
+    from sqlalchemy import text
+
+    from shared.db import get_engine
+
+    with get_engine(url).begin() as conn:
+        conn.execute(text("DELETE FROM jobs"))
+
+
+# ---- object storage ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    with services.moto_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new bucket on the moto server; AWS credentials for it set in the environment."""
+    import boto3
+
+    for key, value in services.s3_env(s3_endpoint).items():
+        monkeypatch.setenv(key, value)
+    name = f"sq-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
+    return name
+
+
+# ---- settings ------------------------------------------------------------------------------
+
+
+TEST_LIMITS = Limits(
+    max_upload_bytes=2 * 1024 * 1024,
+    max_image_pixels=4_000_000,
+    max_size=128,
+    max_iterations=200,
+    max_styles=3,
+)
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    """Settings for a test: its own var dir and object folder; override any field."""
+
+    def build(**overrides: object) -> Settings:
+        base = load_settings({
+            "STYLEQUEUE_VAR_DIR": str(tmp_path / "var"),
+            "STYLEQUEUE_VGG19_WEIGHTS": "random",
+            "STYLEQUEUE_SECRET_KEY": "test-secret",
+            "STYLEQUEUE_API_TOKENS": "alice=alice-token,bob=bob-token",
+        })  # fmt: skip
+        return replace(base, limits=TEST_LIMITS, **overrides)  # type: ignore[arg-type]
+
+    return build
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings], database_url: str, redis_url: str) -> Settings:
+    return make_settings(database_url=database_url, redis_url=redis_url)

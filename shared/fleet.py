@@ -1,0 +1,31 @@
+"""Which workers are alive and which weights they run, as short-lived Redis keys.
+
+Each worker process refreshes its key every ~30 s; the dashboard shows a banner when any
+live worker runs ``random`` weights (its pictures are not real style transfer).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis
+
+PREFIX = "stylequeue:worker:"
+TTL_SECONDS = 90
+
+
+def announce(client: redis.Redis, name: str, info: dict[str, Any], ttl: int = TTL_SECONDS) -> None:
+    """Publish this worker's state: {weights, weights_ok, weights_error, precision, ...}."""
+    client.set(PREFIX + name, json.dumps({"name": name, **info}), ex=ttl)
+
+
+def retire(client: redis.Redis, name: str) -> None:
+    client.delete(PREFIX + name)
+
+
+def list_workers(client: redis.Redis) -> list[dict[str, Any]]:
+    keys = sorted(client.scan_iter(match=PREFIX + "*", count=200))
+    if not keys:
+        return []
+    return [json.loads(raw) for raw in client.mget(keys) if raw is not None]

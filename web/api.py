@@ -1,0 +1,290 @@
+"""The JSON API, ``/api/v1`` (DESIGN, "HTTP contract (v1)").
+
+Views stay thin: checking and storing a submission lives in :mod:`web.submission`, the job's
+JSON in :mod:`web.job_json`, progress in :mod:`web.progress_reader`, image responses in
+:mod:`web.media`. A job is visible only to its owner; anyone else gets the same 404 as for
+an id that does not exist. GET endpoints never change state (apart from ``/session``
+creating the browser's owner id).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import redis
+from flask import Blueprint, Response, jsonify, request, url_for
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from shared import keys
+from shared.fleet import list_workers
+from shared.models import Job
+from shared.states import JobStatus, transition
+from web.auth import csrf_token, current_caller, current_owner, ensure_session_owner
+from web.config_info import config_payload
+from web.errors import ApiError
+from web.extensions import services
+from web.job_json import job_json
+from web.media import load_object, png_response
+from web.progress_reader import parse_after, parse_limit, read_progress
+from web.submission import check_active_limit, parse_submission, submit_job
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+DEFAULT_PER_PAGE = 20
+MAX_PER_PAGE = 100
+
+
+def _not_found() -> ApiError:
+    return ApiError(404, "job_not_found", "no such job")
+
+
+def _owned_job(session: Session, job_id: str, *, for_update: bool = False) -> Job:
+    """The caller's job, or 404 (malformed id, unknown id, or someone else's job alike)."""
+    try:
+        canonical = str(uuid.UUID(job_id))
+    except ValueError:
+        raise _not_found() from None
+    owner = current_owner()
+    if owner is None:
+        raise _not_found()
+    query = select(Job).where(Job.id == canonical, Job.owner == owner)
+    if for_update:
+        query = query.with_for_update()
+    job = session.scalar(query)
+    if job is None:
+        raise _not_found()
+    return job
+
+
+def _load_job(job_id: str) -> Job:
+    with services().db() as session:
+        return _owned_job(session, job_id)
+
+
+def _int_arg(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name, "")
+    if raw == "":
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise ApiError(
+            400, "invalid_parameter", f"{name} must be an integer from {low} to {high}", field=name
+        )
+    return int(raw)
+
+
+# ---- session, config, fleet -----------------------------------------------------------------
+
+
+@bp.get("/session")
+def get_session() -> Response:
+    """Who am I, and the CSRF token a cookie-based client must send with each POST."""
+    caller = current_caller()
+    if caller.via == "token":
+        return jsonify({"owner": caller.owner, "auth": "token", "csrf_token": None})
+    owner = ensure_session_owner()
+    return jsonify({"owner": owner, "auth": "session", "csrf_token": csrf_token()})
+
+
+@bp.get("/config")
+def get_config() -> Response:
+    return jsonify(config_payload(services().settings.limits))
+
+
+@bp.get("/fleet")
+def get_fleet() -> Response:
+    """Live workers and their weights (the pages show a banner for ``random`` weights)."""
+    try:
+        workers = list_workers(services().redis)
+    except redis.RedisError:
+        raise ApiError(503, "redis_unavailable", "the worker registry cannot be read now") from None
+    return jsonify(
+        {
+            "workers": workers,
+            "random_weights": any(w.get("weights") == "random" for w in workers),
+        }
+    )
+
+
+# ---- jobs -----------------------------------------------------------------------------------
+
+
+@bp.post("/jobs")
+def create_job() -> tuple[Response, int, dict[str, str]]:
+    svc = services()
+    caller = current_caller()
+    if request.mimetype != "multipart/form-data":
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "send the job as multipart/form-data with content and style files",
+        )
+    owner = caller.owner if caller.via == "token" else ensure_session_owner()
+    assert owner is not None
+    check_active_limit(svc, owner)
+    submission = parse_submission(request.form, request.files, svc.settings.limits)
+    job = submit_job(svc, owner, submission)
+    location = url_for("api.get_job", job_id=job.id)
+    return jsonify(job_json(job)), 201, {"Location": location}
+
+
+@bp.get("/jobs")
+def list_jobs() -> Response:
+    page = _int_arg("page", 1, 1, 1_000_000)
+    per_page = _int_arg("per_page", DEFAULT_PER_PAGE, 1, MAX_PER_PAGE)
+    owner = current_owner()
+    jobs: list[Any] = []
+    total = 0
+    if owner is not None:
+        with services().db() as session:
+            total = (
+                session.scalar(select(func.count()).select_from(Job).where(Job.owner == owner)) or 0
+            )
+            jobs = list(
+                session.scalars(
+                    select(Job)
+                    .where(Job.owner == owner)
+                    .order_by(Job.created_at.desc(), Job.id.desc())
+                    .offset((page - 1) * per_page)
+                    .limit(per_page)
+                )
+            )
+    more = page * per_page < total
+    return jsonify(
+        {
+            "jobs": [job_json(j) for j in jobs],
+            "page": page,
+            "per_page": per_page,
+            "total": total,
+            "next": url_for("api.list_jobs", page=page + 1, per_page=per_page) if more else None,
+            "prev": url_for("api.list_jobs", page=page - 1, per_page=per_page)
+            if page > 1
+            else None,
+        }
+    )
+
+
+@bp.get("/jobs/<job_id>")
+def get_job(job_id: str) -> Response:
+    return jsonify(job_json(_load_job(job_id)))
+
+
+@bp.get("/jobs/<job_id>/progress")
+def job_progress(job_id: str) -> Response:
+    after = parse_after(request.args.get("after"))
+    limit = parse_limit(request.args.get("limit"))
+    job = _load_job(job_id)
+    page = read_progress(services(), job, after, limit)
+    return jsonify(
+        {
+            "entries": page.entries,
+            "last_id": page.last_id,
+            "more": page.more,
+            "source": page.source,
+            "status": job.status,
+            "iterations_done": job.iterations_done,
+            "iterations_total": job.iterations_total,
+        }
+    )
+
+
+@bp.post("/jobs/<job_id>/cancel")
+def cancel_job(job_id: str) -> tuple[Response, int]:
+    """Queued: canceled at once. Running: flagged; the worker stops within an iteration.
+    Already canceled: 202 again (idempotent). Succeeded or failed: 409."""
+    svc = services()
+    with svc.db() as session:
+        job = _owned_job(session, job_id, for_update=True)
+        status = JobStatus(job.status)
+        if status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
+            raise ApiError(
+                409,
+                "job_finished",
+                f"the job has already {status.value}; there is nothing to cancel",
+            )
+        if status is JobStatus.QUEUED:
+            transition(job, JobStatus.CANCELED, cancel_requested=True)
+        elif status is JobStatus.RUNNING:
+            job.cancel_requested = True
+        session.commit()
+    if status in (JobStatus.QUEUED, JobStatus.RUNNING):
+        # Also tell a worker that may be starting (queued) or running it right now.
+        try:
+            svc.progress.request_cancel(job.id)
+        except redis.RedisError:
+            log.warning("cancel flag for job %s not set: Redis unreachable", job.id)
+            if status is JobStatus.RUNNING:
+                raise ApiError(
+                    503,
+                    "redis_unavailable",
+                    "the cancel is recorded but the worker cannot be told now; try again",
+                ) from None
+    return jsonify(job_json(job)), 202
+
+
+# ---- images ---------------------------------------------------------------------------------
+
+
+@bp.get("/jobs/<job_id>/result")
+def job_result(job_id: str) -> Response:
+    job = _load_job(job_id)
+    if not job.result_key:
+        if job.terminal:
+            message = f"the job {job.status} without a result image"
+        else:
+            message = f"the job is {job.status}; the result is ready when it succeeds"
+        raise ApiError(404, "result_not_ready", message)
+    data = load_object(
+        services(),
+        job.result_key,
+        ApiError(404, "result_not_ready", "the result image is not stored yet"),
+    )
+    download = request.args.get("download", "").lower() in ("1", "true", "yes")
+    return png_response(
+        data, immutable=job.terminal, download_name=f"stylequeue-{job.id}.png" if download else None
+    )
+
+
+@bp.get("/jobs/<job_id>/snapshots")
+def job_snapshots(job_id: str) -> Response:
+    job = _load_job(job_id)
+    return jsonify(
+        {
+            "snapshots": [
+                {"iteration": it, "url": url_for("api.job_snapshot", job_id=job.id, iteration=it)}
+                for it in sorted(job.snapshot_iterations or [])
+            ]
+        }
+    )
+
+
+@bp.get("/jobs/<job_id>/snapshots/<int:iteration>")
+def job_snapshot(job_id: str, iteration: int) -> Response:
+    job = _load_job(job_id)
+    missing = ApiError(404, "snapshot_not_found", f"no snapshot at iteration {iteration}")
+    data = load_object(services(), keys.snapshot_key(job.id, iteration), missing)
+    return png_response(data, immutable=job.terminal)
+
+
+@bp.get("/jobs/<job_id>/inputs/content")
+def job_input_content(job_id: str) -> Response:
+    job = _load_job(job_id)
+    key = (job.input_keys or {}).get("content") or keys.content_key(job.id)
+    data = load_object(services(), key, ApiError(404, "input_not_found", "no content image"))
+    return png_response(data, immutable=True)
+
+
+@bp.get("/jobs/<job_id>/inputs/style/<int:index>")
+def job_input_style(job_id: str, index: int) -> Response:
+    job = _load_job(job_id)
+    styles = (job.input_keys or {}).get("styles", [])
+    missing = ApiError(
+        404, "input_not_found", f"no style image {index} (the job has {len(styles)})"
+    )
+    if index >= len(styles):
+        raise missing
+    return png_response(load_object(services(), styles[index], missing), immutable=True)

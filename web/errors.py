@@ -1,0 +1,117 @@
+"""Errors as JSON: ``{"error": {"code", "message", "field"?}}``.
+
+Everything under ``/api/`` (and the health endpoints) answers errors in this shape, whatever
+went wrong: our own :class:`ApiError`, a Werkzeug HTTP error (404 route, 405, 413 from
+``MAX_CONTENT_LENGTH``) or an unexpected exception (500, logged). Other paths keep Flask's
+HTML error pages unless the client asks for JSON; the pages blueprint may style them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from flask import Flask, Response, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CODES: dict[int, str] = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "invalid",
+    429: "too_many_requests",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+JSON_PATH_PREFIXES = ("/api/", "/healthz", "/readyz")
+
+
+class ApiError(Exception):
+    """An error the client should see: status, machine code, readable message, field."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        field: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        self.headers = dict(headers or {})
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    field: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    **extra: object,
+) -> Response:
+    body: dict[str, object] = {"code": code, "message": message}
+    if field is not None:
+        body["field"] = field
+    response = jsonify({"error": body, **extra})
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def wants_json() -> bool:
+    if request.path.startswith(JSON_PATH_PREFIXES):
+        return True
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json"
+
+
+def _http_message(exc: HTTPException) -> str:
+    if exc.code == 413:
+        limit = current_app.config.get("MAX_CONTENT_LENGTH")
+        return f"the request is too large; the limit is {limit} bytes in all"
+    if exc.code == 404:
+        return "no such resource"
+    if exc.code == 405:
+        return f"{request.method} is not allowed here"
+    return exc.description or exc.name
+
+
+def handle_api_error(exc: ApiError) -> Response:
+    return error_response(exc.status, exc.code, exc.message, exc.field, exc.headers)
+
+
+def handle_http_exception(exc: HTTPException) -> Response | HTTPException:
+    if not wants_json():
+        return exc
+    status = exc.code or 500
+    # Keep headers such as Allow (405) and WWW-Authenticate; the body becomes JSON.
+    headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+    return error_response(
+        status, DEFAULT_CODES.get(status, "error"), _http_message(exc), headers=headers
+    )
+
+
+def handle_unexpected(exc: Exception) -> Response | HTTPException:
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    if not wants_json():
+        return InternalServerError()
+    return error_response(500, "internal_error", "something went wrong on our side")
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(ApiError, handle_api_error)
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(Exception, handle_unexpected)

@@ -1,0 +1,93 @@
+"""The job as JSON: one shape for ``GET /jobs/<id>``, the list, submit and cancel answers.
+
+Times are ISO-8601 UTC (``2026-11-24T15:54:00.123Z``); floats that are not finite (a
+diverged loss) become ``null`` so browsers can ``JSON.parse`` every answer.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import url_for
+
+from shared.models import Job
+from shared.states import JobStatus, utcnow
+
+
+def iso(dt: datetime | None) -> str | None:
+    if dt is None:
+        return None
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def finite(value: float | None) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return value
+
+
+def duration_seconds(job: Job) -> float | None:
+    """Run time: started to finished, or to now while running; None before it starts."""
+    if job.started_at is None:
+        return None
+    end = job.finished_at or utcnow()
+    return round(max(0.0, (end - job.started_at).total_seconds()), 3)
+
+
+def job_links(job: Job) -> dict[str, Any]:
+    jid = job.id
+    styles = job.input_keys.get("styles", []) if job.input_keys else []
+    snapshots = sorted(job.snapshot_iterations or [])
+    result = url_for("api.job_result", job_id=jid)
+    if job.result_key:
+        thumbnail = result
+    elif snapshots:
+        thumbnail = url_for("api.job_snapshot", job_id=jid, iteration=snapshots[-1])
+    else:
+        thumbnail = url_for("api.job_input_content", job_id=jid)
+    return {
+        "self": url_for("api.get_job", job_id=jid),
+        "progress": url_for("api.job_progress", job_id=jid),
+        "result": result,
+        "download": url_for("api.job_result", job_id=jid, download=1),
+        "snapshots": url_for("api.job_snapshots", job_id=jid),
+        "cancel": url_for("api.cancel_job", job_id=jid),
+        "dashboard": f"/jobs/{jid}",
+        "content": url_for("api.job_input_content", job_id=jid),
+        "styles": [url_for("api.job_input_style", job_id=jid, index=i) for i in range(len(styles))],
+        "thumbnail": thumbnail,
+    }
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    params = job.params or {}
+    status = JobStatus(job.status)
+    return {
+        "id": job.id,
+        "status": status.value,
+        "terminal": status.terminal,
+        "params": params,
+        "preset": params.get("preset"),
+        "weights": job.weights,
+        "iterations_done": job.iterations_done,
+        "iterations_total": job.iterations_total,
+        "best_loss": finite(job.best_loss),
+        "best_iteration": job.best_iteration,
+        "result_available": bool(job.result_key),
+        "error": job.error,
+        "cancel_requested": bool(job.cancel_requested),
+        "attempts": job.attempts,
+        "worker": job.worker,
+        "width": job.width,
+        "height": job.height,
+        "n_styles": len(job.input_keys.get("styles", [])) if job.input_keys else 0,
+        "snapshots": sorted(job.snapshot_iterations or []),
+        "created_at": iso(job.created_at),
+        "enqueued_at": iso(job.enqueued_at),
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
+        "duration_seconds": duration_seconds(job),
+        "links": job_links(job),
+    }

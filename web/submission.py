@@ -1,0 +1,264 @@
+"""Submitting a job: check everything, store the clean inputs, commit the row, then enqueue.
+
+The order is the contract (DESIGN, "One job, end to end"):
+
+1. every parameter and every image is checked before anything is written, so a rejected
+   request leaves no object and no row;
+2. the clean PNGs go to storage; if that fails, what was written is deleted (503, no row);
+3. the ``queued`` row is committed; only then is ``run_job`` sent, so a worker never gets
+   an id it cannot find;
+4. a broker that is down is logged, not an error: the row stays ``queued`` with
+   ``enqueued_at`` NULL and the sweeper sends it later.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.datastructures import FileStorage, ImmutableMultiDict
+
+from shared import keys
+from shared.celery_app import enqueue_run_job
+from shared.images import CleanImage, ImageRejected, validate_image
+from shared.models import Job, new_id
+from shared.params import ParamError, TransferParams
+from shared.settings import Limits
+from shared.states import JobStatus, utcnow
+from web.errors import ApiError
+from web.extensions import Services
+
+log = logging.getLogger(__name__)
+
+CONTENT_FIELD = "content"
+STYLE_FIELD = "style"
+FILE_FIELDS = (CONTENT_FIELD, STYLE_FIELD)
+# What a submit may set. Engine internals (layers, Adam betas, precision) are not for the API.
+PARAM_FIELDS = (
+    "preset",
+    "iterations",
+    "max_size",
+    "content_weight",
+    "style_weight",
+    "tv_weight",
+    "learning_rate",
+    "seed",
+    "snapshot_every",
+    "preserve_colors",
+    "weights",
+    "style_scale",
+    "style_blend",
+    "init",
+)
+IGNORED_FIELDS = frozenset({"csrf_token"})
+ACTIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+
+
+@dataclass(frozen=True)
+class Submission:
+    params: TransferParams
+    content: CleanImage
+    styles: list[CleanImage]
+
+
+def output_size(width: int, height: int, max_size: int) -> tuple[int, int]:
+    """The picture the job paints: the content image scaled down so its longest side is at
+    most ``max_size`` (never scaled up), aspect ratio kept."""
+    longest = max(width, height)
+    if longest <= max_size:
+        return width, height
+    scale = max_size / longest
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+# ---- 1. checking --------------------------------------------------------------------------
+
+
+def _read_files(files: ImmutableMultiDict[str, FileStorage], name: str) -> list[bytes]:
+    """The non-empty parts named ``name``; an empty part with no filename is an unused input."""
+    out = []
+    for part in files.getlist(name):
+        data = part.read()
+        if not data and not part.filename:
+            continue
+        out.append(data)
+    return out
+
+
+def parse_params(
+    form: ImmutableMultiDict[str, str], n_styles: int, limits: Limits
+) -> TransferParams:
+    """Form fields -> validated params; every error names its field."""
+    values: dict[str, str] = {}
+    for name in form:
+        if name in IGNORED_FIELDS:
+            continue
+        if name not in PARAM_FIELDS:
+            raise ApiError(
+                400,
+                "unknown_parameter",
+                f"unknown parameter {name!r}; known: {', '.join(PARAM_FIELDS)}",
+                field=name,
+            )
+        given = form.getlist(name)
+        if len(given) > 1:
+            raise ApiError(
+                400, "duplicate_parameter", f"{name!r} is given {len(given)} times", field=name
+            )
+        values[name] = given[0]
+    try:
+        return TransferParams.from_inputs(values, limits=limits, n_styles=n_styles)
+    except ParamError as exc:
+        raise ApiError(422, "invalid_parameter", exc.message, field=exc.field) from None
+
+
+def _clean(data: bytes, field: str, limits: Limits, label: str) -> CleanImage:
+    try:
+        return validate_image(data, field, limits.max_image_pixels)
+    except ImageRejected as exc:
+        raise ApiError(exc.status, exc.code, f"{label}: {exc.message}", field=exc.field) from None
+
+
+def parse_submission(
+    form: ImmutableMultiDict[str, str],
+    files: ImmutableMultiDict[str, FileStorage],
+    limits: Limits,
+) -> Submission:
+    """Check the whole request (parts, parameters, images) without writing anything."""
+    for name in FILE_FIELDS:
+        if name in form:
+            raise ApiError(400, "not_a_file", f"send {name!r} as a file upload", field=name)
+    for name in files:
+        if name not in FILE_FIELDS:
+            raise ApiError(
+                400,
+                "unknown_field",
+                f"unexpected file {name!r}; send content and style",
+                field=name,
+            )
+    contents = _read_files(files, CONTENT_FIELD)
+    styles = _read_files(files, STYLE_FIELD)
+    if not contents:
+        raise ApiError(
+            400, "missing_file", "choose a content image (the photo to paint)", field=CONTENT_FIELD
+        )
+    if len(contents) > 1:
+        raise ApiError(400, "too_many_files", "send exactly one content image", field=CONTENT_FIELD)
+    if not styles:
+        raise ApiError(
+            400, "missing_file", "choose a style image (the painting to imitate)", field=STYLE_FIELD
+        )
+    if len(styles) > limits.max_styles:
+        raise ApiError(
+            422,
+            "too_many_files",
+            f"send at most {limits.max_styles} style images, got {len(styles)}",
+            field=STYLE_FIELD,
+        )
+    params = parse_params(form, len(styles), limits)
+    content = _clean(contents[0], CONTENT_FIELD, limits, "content image")
+    cleaned = [
+        _clean(
+            data, STYLE_FIELD, limits, f"style image {i + 1}" if len(styles) > 1 else "style image"
+        )
+        for i, data in enumerate(styles)
+    ]
+    return Submission(params, content, cleaned)
+
+
+def check_active_limit(svc: Services, owner: str) -> None:
+    """429 when the owner already has as many queued + running jobs as allowed."""
+    limit = svc.settings.limits.max_active_jobs
+    with svc.db() as session:
+        active = session.scalar(
+            select(func.count()).select_from(Job).where(Job.owner == owner, Job.status.in_(ACTIVE))
+        )
+    if active is not None and active >= limit:
+        raise ApiError(
+            429,
+            "too_many_active_jobs",
+            f"you have {active} jobs queued or running (limit {limit}); "
+            "wait for one to finish or cancel one",
+            headers={"Retry-After": "30"},
+        )
+
+
+# ---- 2-4. storing, committing, enqueueing ------------------------------------------------
+
+
+def _store_inputs(svc: Services, job_id: str, sub: Submission) -> dict[str, object]:
+    content_key = keys.content_key(job_id)
+    style_keys = [keys.style_key(job_id, i) for i in range(len(sub.styles))]
+    try:
+        svc.storage.put(content_key, sub.content.png, "image/png")
+        for key, image in zip(style_keys, sub.styles, strict=True):
+            svc.storage.put(key, image.png, "image/png")
+    except Exception:
+        log.exception("storing the inputs of job %s failed", job_id)
+        _forget_inputs(svc, job_id)
+        raise ApiError(
+            503, "storage_unavailable", "the object store cannot take uploads right now; try again"
+        ) from None
+    return {"content": content_key, "styles": style_keys}
+
+
+def _forget_inputs(svc: Services, job_id: str) -> None:
+    try:
+        svc.storage.delete_prefix(keys.job_prefix(job_id))
+    except Exception:
+        log.exception("could not delete the partial inputs of job %s", job_id)
+
+
+def _enqueue(svc: Services, job: Job) -> None:
+    try:
+        enqueue_run_job(svc.celery, job.id)
+    except Exception as exc:
+        log.warning(
+            "job %s stays queued: the broker refused it (%s); the sweeper will send it", job.id, exc
+        )
+        return
+    stamp = utcnow()
+    try:
+        with svc.db() as session:
+            # Only this column: the worker may already be updating the row.
+            session.execute(update(Job).where(Job.id == job.id).values(enqueued_at=stamp))
+            session.commit()
+        job.enqueued_at = stamp
+    except SQLAlchemyError:
+        log.exception("job %s was sent but enqueued_at could not be stamped", job.id)
+
+
+def submit_job(svc: Services, owner: str, sub: Submission) -> Job:
+    """Store, commit, enqueue. Returns the job as committed (plus ``enqueued_at``)."""
+    job_id = new_id()
+    input_keys = _store_inputs(svc, job_id, sub)
+    width, height = output_size(sub.content.width, sub.content.height, sub.params.max_size)
+    job = Job(
+        id=job_id,
+        owner=owner,
+        status=JobStatus.QUEUED.value,
+        params=sub.params.to_dict(),
+        input_keys=input_keys,
+        snapshot_iterations=[],
+        iterations_total=sub.params.iterations,
+        iterations_done=0,
+        attempts=0,
+        cancel_requested=False,
+        width=width,
+        height=height,
+        created_at=utcnow(),
+    )
+    try:
+        with svc.db() as session:
+            session.add(job)
+            session.commit()
+    except SQLAlchemyError:
+        log.exception("inserting job %s failed", job_id)
+        _forget_inputs(svc, job_id)
+        raise ApiError(
+            503, "database_unavailable", "the job could not be recorded; try again"
+        ) from None
+    _enqueue(svc, job)
+    return job

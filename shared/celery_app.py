@@ -41,15 +41,23 @@ def celery_config(settings: Settings) -> dict:
             # A message not acked within this is handed to another worker: must exceed the
             # longest job, or a long job would run twice.
             "visibility_timeout": settings.job_time_limit + 600,
-            # How often unacked messages of dead workers are restored (Redis transport);
-            # these make a lost job come back in seconds rather than ~100 s.
+            # How often unacked messages older than visibility_timeout are restored (Redis
+            # transport). A SIGKILLed worker's message thus comes back only after the
+            # visibility timeout; its job is recovered sooner by the per-job lock expiring and
+            # the sweeper re-queueing it (shared/sweeper.py). A killed pool child's message is
+            # requeued at once (task_reject_on_worker_lost).
             "unacked_restore_interval": 5,
-            "unacked_throttle": 1,
+            "unacked_restore_throttle": 1,
             "socket_timeout": 10,
             "socket_connect_timeout": 5,
         },
         "beat_schedule": {
-            "sweep-queued": {"task": SWEEP, "schedule": SWEEP_INTERVAL_SECONDS},
+            # Expires: a sweep stuck behind a long job is dropped, not run 100 times later.
+            "sweep-queued": {
+                "task": SWEEP,
+                "schedule": SWEEP_INTERVAL_SECONDS,
+                "options": {"expires": SWEEP_INTERVAL_SECONDS},
+            },
         },
         "worker_hijack_root_logger": False,
     }

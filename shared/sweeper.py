@@ -1,0 +1,206 @@
+"""The sweeper: nothing submitted is lost, whatever happened to the broker or a worker.
+
+Two kinds of stuck rows are put back on the queue:
+
+1. ``queued`` rows never sent (the broker was down at submit: ``enqueued_at`` is NULL) or sent
+   longer than ``queued_grace_seconds`` ago whose message is no longer waiting in the broker
+   (lost with a Redis restart, say). Rows whose message is still waiting are left alone, so a
+   long backlog does not fill the queue with duplicates.
+2. ``running`` rows whose per-job lock is gone: the runner died (its lock stopped being
+   renewed and expired). They go back to ``queued`` and are enqueued again; the next runner
+   restarts the job from iteration 1.
+
+Terminal rows are never touched. A duplicate delivery is harmless: ``run_job`` ignores
+terminal rows and jobs whose lock a live runner holds. Several sweepers may run at once
+(beat, ``stylequeue sweep``, tests); a short Redis lock lets only one work at a time.
+
+Runs from the ``stylequeue.sweep_queued`` task (Celery beat, every 30 s) and from
+``stylequeue sweep``.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import secrets
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import redis
+from celery import Celery
+from sqlalchemy import or_, select
+
+from shared.celery_app import QUEUE, RUN_JOB, enqueue_run_job
+from shared.db import session_scope
+from shared.locks import lock_exists
+from shared.models import Job
+from shared.progress import redis_client
+from shared.settings import Settings
+from shared.states import JobStatus, transition, utcnow
+
+log = logging.getLogger("stylequeue.sweeper")
+
+SWEEP_LOCK_KEY = "stylequeue:lock:sweep"
+SWEEP_LOCK_SECONDS = 25
+BATCH = 500
+# kombu's Redis transport keeps a queue's waiting messages in one list per priority step
+# (default steps 0, 3, 6, 9; step 0 is the bare queue name).
+_PRIORITY_SEP = "\x06\x16"
+_PRIORITY_STEPS = (3, 6, 9)
+
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass
+class SweepReport:
+    requeued: int = 0  # queued rows sent to the broker again
+    recovered: int = 0  # running rows of dead runners put back on the queue
+    skipped: bool = False  # another sweep held the sweep lock
+    errors: list[str] = field(default_factory=list)
+
+
+def sweep(settings: Settings, celery_app: Celery) -> SweepReport:
+    """One pass. Safe to call concurrently from anywhere; returns what it did."""
+    client = redis_client(settings.redis_url)
+    report = SweepReport()
+    token = secrets.token_hex(8)
+    try:
+        if not client.set(SWEEP_LOCK_KEY, token, nx=True, ex=SWEEP_LOCK_SECONDS):
+            report.skipped = True
+            return report
+    except redis.RedisError as exc:
+        # Without Redis there is no broker to enqueue to either: nothing to do this time.
+        report.errors.append(f"redis unavailable: {exc}")
+        log.warning("sweep: redis unavailable: %s", exc)
+        return report
+    try:
+        _recover_orphans(settings, celery_app, client, report)
+        _requeue_stale(settings, celery_app, client, report)
+    finally:
+        with contextlib.suppress(redis.RedisError):  # else it expires on its own
+            client.eval(_RELEASE, 1, SWEEP_LOCK_KEY, token)
+        client.close()
+    if report.requeued or report.recovered or report.errors:
+        log.info(
+            "sweep: re-enqueued %d queued, recovered %d orphaned%s",
+            report.requeued,
+            report.recovered,
+            f", errors: {'; '.join(report.errors)}" if report.errors else "",
+        )
+    return report
+
+
+# ---- running rows whose runner died --------------------------------------------------------
+
+
+def _recover_orphans(
+    settings: Settings, app: Celery, client: redis.Redis, report: SweepReport
+) -> None:
+    with session_scope(settings.database_url) as session:
+        running = session.scalars(
+            select(Job.id).where(Job.status == JobStatus.RUNNING.value).limit(BATCH)
+        ).all()
+    for job_id in running:
+        if lock_exists(client, job_id):
+            continue
+        with session_scope(settings.database_url) as session:
+            job = session.get(Job, job_id, with_for_update=True)
+            # Re-read under the row lock and re-check the job lock: the runner may have just
+            # finished (it releases the lock only after committing the final state) or a new
+            # runner may have just started.
+            if job is None or job.status != JobStatus.RUNNING.value:
+                continue
+            if lock_exists(client, job_id):
+                continue
+            log.warning(
+                "sweep: job %s was running on %s but its lock is gone; re-queueing",
+                job_id,
+                job.worker,
+            )
+            transition(job, JobStatus.QUEUED, enqueued_at=None)
+        report.recovered += 1
+        if not _send(settings, app, job_id, report):
+            return  # the row stays queued with enqueued_at NULL; the next sweep sends it
+
+
+# ---- queued rows never sent, or whose message is gone ---------------------------------------
+
+
+def _requeue_stale(
+    settings: Settings, app: Celery, client: redis.Redis, report: SweepReport
+) -> None:
+    cutoff = utcnow() - timedelta(seconds=settings.queued_grace_seconds)
+    with session_scope(settings.database_url) as session:
+        stale = session.scalars(
+            select(Job.id)
+            .where(
+                Job.status == JobStatus.QUEUED.value,
+                or_(Job.enqueued_at.is_(None), Job.enqueued_at <= cutoff),
+            )
+            .order_by(Job.created_at)
+            .limit(BATCH)
+        ).all()
+    if not stale:
+        return
+    waiting = pending_job_ids(client)
+    for job_id in stale:
+        if job_id in waiting:
+            continue
+        if not _send(settings, app, job_id, report):
+            return
+        report.requeued += 1
+
+
+def _send(settings: Settings, app: Celery, job_id: str, report: SweepReport) -> bool:
+    """Enqueue and stamp ``enqueued_at``; False (and stop this pass) if the broker is down."""
+    try:
+        enqueue_run_job(app, job_id)
+    except Exception as exc:  # kombu/redis connection errors vary by transport
+        report.errors.append(f"enqueue {job_id}: {type(exc).__name__}: {exc}")
+        return False
+    with session_scope(settings.database_url) as session:
+        job = session.get(Job, job_id)
+        if job is not None and job.status == JobStatus.QUEUED.value:
+            job.enqueued_at = utcnow()
+    return True
+
+
+def pending_job_ids(client: redis.Redis, queue: str = QUEUE) -> set[str]:
+    """Job ids of ``run_job`` messages waiting (not yet delivered) in the Redis broker.
+
+    Best effort: reads kombu's Redis transport lists; an unreadable message is ignored, so
+    the worst case is a duplicate message, which ``run_job`` shrugs off.
+    """
+    ids: set[str] = set()
+    keys = [queue] + [f"{queue}{_PRIORITY_SEP}{step}" for step in _PRIORITY_STEPS]
+    try:
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.lrange(key, 0, -1)
+        batches = pipe.execute()
+    except redis.RedisError:
+        return ids
+    for raw in (item for batch in batches for item in batch):
+        job_id = _job_id_of(raw)
+        if job_id:
+            ids.add(job_id)
+    return ids
+
+
+def _job_id_of(raw: bytes) -> str | None:
+    try:
+        message = json.loads(raw)
+        if message.get("headers", {}).get("task") != RUN_JOB:
+            return None
+        body = message["body"]
+        if message.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = json.loads(body)[0]
+        return str(args[0]) if args else None
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None

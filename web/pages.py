@@ -1,32 +1,246 @@
-"""HTML pages. For now a placeholder index; the pages issue replaces this module.
+"""The HTML pages: submission form, jobs list and the live job dashboard.
 
-It shows the one thing pages need from the job system: templates get ``csrf_token()``
-(from :func:`web.auth.template_context`) to put in a <meta> tag for their fetch calls.
+Thin on purpose: the pages render a shell (layout, form controls, the job's first state) and
+small hand-written ES modules in ``web/static`` do the rest through the JSON API, with the
+session cookie and its CSRF token. Static files are served by this blueprint under
+``/assets/`` with a content hash in the URL, so browsers cache them for a year and never
+run a stale script after an upgrade.
 """
 
 from __future__ import annotations
 
-from flask import Blueprint, render_template_string
+import hashlib
+import uuid
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
-bp = Blueprint("pages", __name__)
+from flask import Blueprint, render_template, request, url_for
+from sqlalchemy import select
 
-INDEX = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="csrf-token" content="{{ csrf_token() }}">
-<title>stylequeue</title>
-</head>
-<body>
-<h1>stylequeue</h1>
-<p>Neural style transfer as a service. The web pages are coming; the JSON API is at
-<a href="{{ url_for('api.get_config') }}">/api/v1/</a>.</p>
-</body>
-</html>
-"""
+from shared.images import ALLOWED_FORMATS
+from shared.models import Job
+from shared.params import MAX_SEED, PRESETS, TransferParams
+from shared.settings import Limits
+from web import auth
+from web.extensions import services
+from web.job_json import job_json
+
+STATIC_DIR = Path(__file__).parent / "static"
+ONE_YEAR = 365 * 24 * 3600
+
+
+class _Pages(Blueprint):
+    def get_send_file_max_age(self, filename: str | None) -> int | None:
+        # Hashed URLs (?v=...) never change content: cache them hard. Anything else revalidates.
+        return ONE_YEAR if request.args.get("v") else None
+
+
+bp = _Pages(
+    "pages",
+    __name__,
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/assets",
+)
+
+
+@lru_cache(maxsize=256)
+def _file_hash(path: str, mtime: float) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:10]
+
+
+def asset(filename: str) -> str:
+    """URL of a static file with its content hash (cache busting)."""
+    path = STATIC_DIR / filename
+    try:
+        version: str | None = _file_hash(str(path), path.stat().st_mtime)
+    except OSError:
+        version = None
+    return url_for("pages.static", filename=filename, v=version)
+
+
+# ---- what the form offers -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sample:
+    slug: str
+    title: str
+    artist: str
+    year: int
+
+
+SAMPLES = (
+    Sample("starry-night", "The Starry Night", "Vincent van Gogh", 1889),
+    Sample("the-scream", "The Scream", "Edvard Munch", 1893),
+    Sample("woman-with-hat", "Woman with a Hat", "Henri Matisse", 1905),
+    Sample("shipwreck", "The Shipwreck", "J. M. W. Turner", 1805),
+)
+
+FORM_PRESETS = (("quick", "Quick"), ("balanced", "Balanced"), ("high", "High quality"))
+DEFAULT_PRESET = "quick"
+
+# Rough seconds per iteration at a reference size (VGG19, one fused Adam step, float32);
+# the cost grows about with the pixel count. See the estimates note in web/static/README.md.
+SECONDS_PER_ITERATION = {"cpu": (256, 0.45), "gpu": (512, 0.012)}
+
+
+def _estimate(iterations: int, max_size: int, kind: str) -> float:
+    ref_size, per_iteration = SECONDS_PER_ITERATION[kind]
+    return iterations * per_iteration * (max_size / ref_size) ** 2
+
+
+def _human(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(5, round(seconds / 5) * 5)} s"
+    minutes = seconds / 60
+    if minutes < 90:
+        return f"{round(minutes)} min"
+    return f"{minutes / 60:.1f} h"
+
+
+def preset_estimate(iterations: int, max_size: int) -> str:
+    gpu = _human(_estimate(iterations, max_size, "gpu"))
+    cpu = _human(_estimate(iterations, max_size, "cpu"))
+    return f"about {gpu} on a GPU, {cpu} on a CPU"
+
+
+def _num(value: float) -> str:
+    return f"{value:g}"
+
+
+def _fields(limits: Limits, preset: TransferParams) -> tuple[list[dict], list[dict]]:
+    main = [
+        {"name": "iterations", "label": "Iterations", "min": 1, "max": limits.max_iterations,
+         "step": 1, "value": preset.iterations,
+         "hint": f"More steps, more painterly. 1 to {limits.max_iterations}."},
+        {"name": "max_size", "label": "Size (longest side, px)", "min": 16,
+         "max": limits.max_size, "step": 1, "value": preset.max_size,
+         "hint": f"16 to {limits.max_size}. Bigger is slower."},
+    ]  # fmt: skip
+    advanced = [
+        {"name": "style_weight", "label": "Style weight", "min": 0, "max": 1e12, "step": "any",
+         "value": _num(preset.style_weight), "hint": "Higher: more painting, less photo."},
+        {"name": "content_weight", "label": "Content weight", "min": 0, "max": 1e12,
+         "step": "any", "value": _num(preset.content_weight),
+         "hint": "Higher: the photo stays more recognisable."},
+        {"name": "tv_weight", "label": "Smoothness (TV weight)", "min": 0, "max": 1e12,
+         "step": "any", "value": _num(preset.tv_weight), "hint": "Higher: fewer speckles."},
+        {"name": "learning_rate", "label": "Learning rate", "min": 0.000001, "max": 100,
+         "step": "any", "value": _num(preset.learning_rate),
+         "hint": "Optimiser step size (pixels in 0-1)."},
+        {"name": "style_scale", "label": "Style scale", "min": 0.1, "max": 4, "step": "any",
+         "value": _num(preset.style_scale), "hint": "Size of the brush strokes, 0.1 to 4."},
+        {"name": "snapshot_every", "label": "Snapshot every", "min": 0,
+         "max": limits.max_iterations, "step": 1, "value": preset.snapshot_every,
+         "hint": "Iterations between saved frames (0: none)."},
+        {"name": "seed", "label": "Seed", "min": 0, "max": MAX_SEED, "step": 1,
+         "value": preset.seed, "hint": "Same seed and inputs: same picture."},
+    ]  # fmt: skip
+    return main, advanced
+
+
+PRESET_KEYS = (
+    "iterations", "max_size", "content_weight", "style_weight", "tv_weight", "learning_rate",
+    "style_scale", "snapshot_every", "seed", "preserve_colors",
+)  # fmt: skip
+
+
+def _page_config(limits: Limits) -> dict[str, Any]:
+    return {
+        "limits": {
+            "max_upload_bytes": limits.max_upload_bytes,
+            "max_image_pixels": limits.max_image_pixels,
+            "max_size": limits.max_size,
+            "max_iterations": limits.max_iterations,
+            "max_styles": limits.max_styles,
+        },
+        "formats": sorted(ALLOWED_FORMATS.values()),
+        "presets": {
+            name: {k: getattr(PRESETS[name], k) for k in PRESET_KEYS} for name, _ in FORM_PRESETS
+        },
+        "urls": {"jobs": url_for("api.create_job"), "fleet": url_for("api.get_fleet")},
+    }
+
+
+# ---- views --------------------------------------------------------------------------------
+
+
+def _render(template: str, status: int = 200, **context: Any):  # type: ignore[no-untyped-def]
+    html = render_template(template, asset=asset, csrf_value=auth.csrf_token(), **context)
+    return html, status, {"Cache-Control": "no-store"}
 
 
 @bp.get("/")
-def index() -> str:
-    return render_template_string(INDEX)
+def index():  # type: ignore[no-untyped-def]
+    limits = services().settings.limits
+    main_fields, advanced_fields = _fields(limits, PRESETS[DEFAULT_PRESET])
+    presets = [
+        {
+            "name": name,
+            "label": label,
+            "iterations": PRESETS[name].iterations,
+            "max_size": PRESETS[name].max_size,
+            "estimate": preset_estimate(PRESETS[name].iterations, PRESETS[name].max_size),
+        }
+        for name, label in FORM_PRESETS
+    ]
+    return _render(
+        "pages/index.html",
+        nav="new",
+        samples=SAMPLES,
+        presets=presets,
+        default_preset=DEFAULT_PRESET,
+        main_fields=main_fields,
+        advanced_fields=advanced_fields,
+        accept=",".join(sorted(ALLOWED_FORMATS.values())),
+        max_upload_mb=f"{limits.max_upload_bytes / 1024 / 1024:g}",
+        page_config=_page_config(limits),
+    )
+
+
+@bp.get("/jobs")
+def jobs():  # type: ignore[no-untyped-def]
+    raw = request.args.get("page", "1")
+    page = int(raw) if raw.isdigit() and 1 <= int(raw) <= 1_000_000 else 1
+    config = {"page": page, "per_page": 10, "urls": {"jobs": url_for("api.list_jobs")}}
+    return _render("pages/jobs.html", nav="jobs", page_config=config)
+
+
+def _owned(job_id: str) -> dict[str, Any] | None:
+    """The caller's job as JSON, or None: unknown id and someone else's job look the same."""
+    try:
+        canonical = str(uuid.UUID(job_id))
+    except ValueError:
+        return None
+    owner = auth.current_owner()
+    if owner is None:
+        return None
+    with services().db() as session:
+        job = session.scalar(select(Job).where(Job.id == canonical, Job.owner == owner))
+        return job_json(job) if job is not None else None
+
+
+@bp.get("/jobs/<job_id>")
+def dashboard(job_id: str):  # type: ignore[no-untyped-def]
+    data = _owned(job_id)
+    if data is None:
+        return not_found(what="job")
+    config = {"job": data, "urls": {"fleet": url_for("api.get_fleet")}}
+    return _render("pages/dashboard.html", nav="jobs", job=data, page_config=config)
+
+
+def not_found(what: str = "page"):  # type: ignore[no-untyped-def]
+    return _render("pages/404.html", status=404, nav=None, what=what)
+
+
+@bp.app_errorhandler(404)
+def page_not_found(exc: Exception):  # type: ignore[no-untyped-def]
+    """HTML 404 for browsers on other paths; the API keeps its JSON errors."""
+    from web.errors import handle_http_exception, wants_json
+
+    if wants_json():
+        return handle_http_exception(exc)  # type: ignore[arg-type]
+    return not_found()

@@ -1,0 +1,30 @@
+"""Fixtures for the web tests: an app on real Redis, a real database and folder storage.
+
+``app`` is built from the shared ``settings`` fixture (SQLite, and PostgreSQL when
+configured); bearer tokens ``alice-token`` / ``bob-token`` are configured there.
+"""
+
+from __future__ import annotations
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from shared.settings import Settings
+from shared.storage import Storage, get_storage
+from web import create_app
+
+
+@pytest.fixture
+def app(settings: Settings) -> Flask:
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def storage(settings: Settings) -> Storage:
+    return get_storage(settings)

@@ -1,0 +1,103 @@
+"""Helpers for the web tests: submitting, reading and writing job rows, error bodies."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import Any
+
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+from werkzeug.test import TestResponse
+
+from shared.db import session_scope
+from shared.models import Job, new_id
+from shared.settings import Settings
+from shared.states import utcnow
+from tests.web import images
+
+ALICE = {"Authorization": "Bearer alice-token"}
+BOB = {"Authorization": "Bearer bob-token"}
+ALICE_OWNER = "api:alice"
+SMALL = {"iterations": "5", "max_size": "64"}  # within the test limits
+
+
+def submit(
+    client: FlaskClient,
+    headers: dict[str, str] | None = None,
+    *,
+    content: bytes | None = None,
+    styles: Iterable[bytes] | None = None,
+    content_name: str = "content.png",
+    fields: dict[str, Any] | None = None,
+    no_content: bool = False,
+    no_style: bool = False,
+) -> TestResponse:
+    """POST /api/v1/jobs as multipart (Alice's token unless ``headers`` says otherwise).
+
+    Defaults: a small PNG content, one JPEG style, 5 iterations at 64 px.
+    """
+    data: dict[str, Any] = dict(SMALL if fields is None else fields)
+    if not no_content:
+        body = images.png() if content is None else content
+        data["content"] = (io.BytesIO(body), content_name)
+    if not no_style:
+        parts = [images.jpeg()] if styles is None else list(styles)
+        data["style"] = [(io.BytesIO(p), f"style-{i}.jpg") for i, p in enumerate(parts)]
+    return client.post(
+        "/api/v1/jobs",
+        data=data,
+        headers=ALICE if headers is None else headers,
+        content_type="multipart/form-data",
+    )
+
+
+def count_jobs(settings: Settings) -> int:
+    with session_scope(settings.database_url) as session:
+        return session.scalar(select(func.count()).select_from(Job)) or 0
+
+
+def load_job(settings: Settings, job_id: str) -> Job:
+    with session_scope(settings.database_url) as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        session.expunge(job)
+        return job
+
+
+def update_job(settings: Settings, job_id: str, **values: Any) -> None:
+    with session_scope(settings.database_url) as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        for key, value in values.items():
+            setattr(job, key, value)
+
+
+def insert_job(settings: Settings, owner: str = ALICE_OWNER, **values: Any) -> str:
+    """A job row written directly (no inputs stored), for list / state tests."""
+    job = Job(
+        id=values.pop("id", None) or new_id(),
+        owner=owner,
+        status=values.pop("status", "queued"),
+        params={"preset": "default", "iterations": 5},
+        input_keys={"content": "x", "styles": ["y"]},
+        iterations_total=5,
+        created_at=values.pop("created_at", None) or utcnow(),
+        **values,
+    )
+    with session_scope(settings.database_url) as session:
+        session.add(job)
+    return job.id
+
+
+def with_settings(settings: Settings, **limits: Any) -> Settings:
+    return replace(settings, limits=replace(settings.limits, **limits))
+
+
+def error_of(response: TestResponse) -> dict[str, Any]:
+    assert response.is_json, response.data[:200]
+    body = response.get_json()
+    assert set(body["error"]) <= {"code", "message", "field"}
+    assert body["error"]["message"]
+    return body["error"]

@@ -134,9 +134,10 @@ class JobLock:
 
     def owned(self) -> bool:
         current = self.redis.get(self.key)
-        return current is not None and (
-            current.decode() if isinstance(current, bytes) else current
-        ) == self.value
+        return (
+            current is not None
+            and (current.decode() if isinstance(current, bytes) else current) == self.value
+        )
 
     # ---- renewal -------------------------------------------------------------------------
 

@@ -19,9 +19,7 @@ from shared.states import utcnow
 from shared.storage import get_storage
 
 # Small and quick: the default for every job a test makes.
-SMALL_PARAMS = replace(
-    TransferParams(), iterations=8, max_size=40, snapshot_every=4, seed=1
-)
+SMALL_PARAMS = replace(TransferParams(), iterations=8, max_size=40, snapshot_every=4, seed=1)
 
 
 def content_image(width: int = 40, height: int = 32, seed: int = 0) -> np.ndarray:
@@ -95,6 +93,24 @@ def make_job(
     )
     with session_scope(settings.database_url) as session:
         session.add(job)
+    return job
+
+
+def enqueue(settings: Settings, celery_app: Any, job_id: str) -> None:
+    """What the web does after committing the row: send ``run_job`` and stamp the send."""
+    from shared.celery_app import enqueue_run_job
+
+    enqueue_run_job(celery_app, job_id)
+    with session_scope(settings.database_url) as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        job.enqueued_at = utcnow()
+
+
+def submit(settings: Settings, celery_app: Any, **kwargs: Any) -> Job:
+    """``make_job`` + ``enqueue``: a submitted job, as after ``POST /api/v1/jobs``."""
+    job = make_job(settings, **kwargs)
+    enqueue(settings, celery_app, job.id)
     return job
 
 

@@ -205,17 +205,14 @@ class _Attempt:
         )  # fmt: skip
         if self.lock.lost.is_set():
             return self._lost(tracker.iterations)
-        self.storage.put(
-            keys.result_key(self.job_id), engine.encode_png(result.image), "image/png"
-        )
+        self.storage.put(keys.result_key(self.job_id), engine.encode_png(result.image), "image/png")
         history = self._save_history(result.weights, params)
         if result.stopped and tracker.cancel_seen:
             status, error = JobStatus.CANCELED, None
         elif result.stopped and tracker.deadline_hit:
             status = JobStatus.FAILED
             error = (
-                f"time limit reached after {result.iterations_done} iterations; "
-                "best-so-far saved"
+                f"time limit reached after {result.iterations_done} iterations; best-so-far saved"
             )
         else:
             status, error = JobStatus.SUCCEEDED, None

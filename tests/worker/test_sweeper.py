@@ -1,0 +1,158 @@
+"""The sweeper against a real Redis broker and a real database (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import redis
+
+from shared.celery_app import create_celery
+from shared.locks import JobLock, lock_key
+from shared.settings import Settings
+from shared.states import utcnow
+from shared.sweeper import SWEEP_LOCK_KEY, pending_job_ids, sweep
+from tests.factories import enqueue, get_job, make_job
+from tests.services import free_port
+
+
+@pytest.fixture
+def app(wsettings: Settings) -> Iterator[Any]:
+    app = create_celery(wsettings)
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def client(wsettings: Settings) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(wsettings.redis_url)
+    yield client
+    client.close()
+
+
+def test_never_sent_queued_row_is_enqueued(wsettings: Settings, app: Any, client: Any) -> None:
+    job = make_job(wsettings)  # committed, but the broker was down: enqueued_at NULL
+    assert job.enqueued_at is None
+    report = sweep(wsettings, app)
+    assert (report.requeued, report.recovered, report.errors) == (1, 0, [])
+    assert pending_job_ids(client) == {job.id}
+    assert get_job(wsettings, job.id).enqueued_at is not None
+    assert get_job(wsettings, job.id).status == "queued"
+
+
+def test_queued_grace_and_no_duplicates(wsettings: Settings, app: Any, client: Any) -> None:
+    settings = replace(wsettings, queued_grace_seconds=3600)
+    old = utcnow() - timedelta(hours=2)
+    fresh = make_job(settings, enqueued_at=utcnow())  # sent just now: inside the grace
+    lost = make_job(settings, enqueued_at=old)  # sent long ago, message gone (Redis restart)
+    waiting = make_job(settings)
+    enqueue(settings, app, waiting.id)  # message still waiting in the broker...
+    _backdate(settings, waiting.id, old)  # ...for a long time (a long backlog)
+    fresh_stamp = get_job(settings, fresh.id).enqueued_at
+
+    report = sweep(settings, app)
+    assert report.requeued == 1
+    pending = _pending_list(client)
+    assert sorted(pending) == sorted([lost.id, waiting.id])  # no duplicate for `waiting`
+    assert get_job(settings, fresh.id).enqueued_at == fresh_stamp  # left alone
+    assert get_job(settings, lost.id).enqueued_at > old
+
+
+def test_orphaned_running_job_is_recovered(wsettings: Settings, app: Any, client: Any) -> None:
+    orphan = make_job(wsettings, status="running", attempts=1, worker="dead@host/1",
+                      started_at=utcnow())  # fmt: skip
+    alive = make_job(wsettings, status="running", attempts=1, worker="live@host/2",
+                     started_at=utcnow())  # fmt: skip
+    lock = JobLock(client, alive.id, ttl_seconds=30)
+    assert lock.acquire()  # a live runner holds this one
+
+    report = sweep(wsettings, app)
+    assert (report.recovered, report.requeued) == (1, 0)
+    back = get_job(wsettings, orphan.id)
+    assert back.status == "queued" and back.started_at is None and back.attempts == 1
+    assert back.enqueued_at is not None
+    assert get_job(wsettings, alive.id).status == "running"
+    assert _pending_list(client) == [orphan.id]
+
+    # The next sweep sees the message waiting: nothing more to do.
+    assert (sweep(wsettings, app).requeued, sweep(wsettings, app).recovered) == (0, 0)
+    lock.release()
+
+
+def test_terminal_rows_are_never_touched(wsettings: Settings, app: Any, client: Any) -> None:
+    old = utcnow() - timedelta(days=1)
+    ids = [
+        make_job(wsettings, status=s, enqueued_at=old, finished_at=old).id
+        for s in ("succeeded", "failed", "canceled")
+    ]
+    before = {i: get_job(wsettings, i) for i in ids}
+    report = sweep(wsettings, app)
+    assert (report.requeued, report.recovered) == (0, 0)
+    assert _pending_list(client) == []
+    for job_id, job in before.items():
+        after = get_job(wsettings, job_id)
+        assert (after.status, after.enqueued_at, after.finished_at) == (
+            job.status, job.enqueued_at, job.finished_at,
+        )  # fmt: skip
+
+
+def test_one_sweep_at_a_time(wsettings: Settings, app: Any, client: Any) -> None:
+    make_job(wsettings)
+    client.set(SWEEP_LOCK_KEY, "another-sweeper", ex=30)
+    report = sweep(wsettings, app)
+    assert report.skipped and report.requeued == 0
+    client.delete(SWEEP_LOCK_KEY)
+    assert sweep(wsettings, app).requeued == 1
+    assert not client.exists(SWEEP_LOCK_KEY)  # given back after the pass
+
+
+def test_broker_down_leaves_rows_alone(wsettings: Settings) -> None:
+    down = replace(wsettings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    job = make_job(down)
+    app = create_celery(down)
+    try:
+        report = sweep(down, app)
+    finally:
+        app.close()
+    assert report.errors and report.requeued == 0
+    after = get_job(down, job.id)
+    assert after.status == "queued" and after.enqueued_at is None
+
+
+def test_recovered_job_whose_send_fails_stays_queued(wsettings: Settings, client: Any) -> None:
+    """Redis answers (locks) but the broker send fails: the row is queued, enqueued_at NULL,
+    so the next sweep sends it."""
+    orphan = make_job(wsettings, status="running", attempts=1, started_at=utcnow())
+
+    class BrokenApp:
+        def send_task(self, *args: Any, **kwargs: Any) -> None:
+            raise ConnectionError("broker unreachable")
+
+    report = sweep(wsettings, BrokenApp())  # type: ignore[arg-type]
+    assert report.recovered == 1 and report.errors
+    after = get_job(wsettings, orphan.id)
+    assert after.status == "queued" and after.enqueued_at is None
+    assert not client.exists(lock_key(orphan.id))
+
+
+# ---- helpers -----------------------------------------------------------------------------
+
+
+def _pending_list(client: redis.Redis) -> list[str]:
+    """Job ids of waiting run_job messages, with repeats (to catch duplicates)."""
+    from shared.sweeper import _job_id_of
+
+    return [j for j in (_job_id_of(raw) for raw in client.lrange("style", 0, -1)) if j]
+
+
+def _backdate(settings: Settings, job_id: str, when: Any) -> None:
+    from shared.db import session_scope
+    from shared.models import Job
+
+    with session_scope(settings.database_url) as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        job.enqueued_at = when

@@ -1,0 +1,367 @@
+"""``transfer()``: content + style arrays and parameters in, best image and history out.
+
+Pure: no Celery, Redis or Flask. The caller watches through ``on_iteration`` and cancels
+through ``should_stop``; the worker's task turns those into a Redis stream and a cancel flag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+from keras import ops
+
+from shared.params import TransferParams
+from shared.settings import Limits
+from worker.engine import imageio
+from worker.engine.extractor import Extractor, get_extractor, weights_key
+from worker.engine.losses import gram_matrix, hyper_vector, loss_terms
+
+# transfer() checks types, ranges and layer names, but not the service's size/iteration
+# policy: the web and the CLI apply their own Limits before a job gets here.
+_ENGINE_LIMITS = Limits(max_size=1 << 15, max_iterations=10**7, max_styles=64)
+
+STYLE_CACHE_SIZE = 8  # style Gram sets kept per process (a few MB each at 512 px)
+
+
+@dataclass(frozen=True)
+class IterationReport:
+    """What one iteration tells the caller.
+
+    ``loss`` (the total) and its weighted parts describe the image the iteration started
+    from; ``snapshot`` is the image after the iteration's update, given every
+    ``snapshot_every`` iterations and on the last one (colour-preserved if asked).
+    """
+
+    iteration: int  # 1-based
+    loss: float  # total weighted loss
+    content: float
+    style: float
+    tv: float
+    elapsed: float  # seconds since the loop started
+    snapshot: np.ndarray | None
+    is_best: bool
+
+    @property
+    def total(self) -> float:
+        return self.loss
+
+    def as_dict(self) -> dict[str, float | int]:
+        """The history / progress-stream entry."""
+        return {
+            "iteration": self.iteration,
+            "loss": self.loss,
+            "content": self.content,
+            "style": self.style,
+            "tv": self.tv,
+            "elapsed": self.elapsed,
+        }
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    image: np.ndarray  # best (lowest total loss) image, HxWx3 uint8
+    best_iteration: int
+    best_loss: float
+    iterations_done: int
+    stopped: bool  # should_stop() ended it early
+    history: list[dict[str, Any]] = field(repr=False)
+    weights: str  # which weights made it
+    params: TransferParams  # with .weights set to the weights actually used
+    seconds: float
+
+
+# ---- backend dispatch -----------------------------------------------------------------------
+
+
+def _backend() -> ModuleType:
+    """The module holding the compiled step. Only TensorFlow for now (see step_tf)."""
+    from worker.engine import step_tf
+
+    return step_tf
+
+
+# ---- style Gram cache -----------------------------------------------------------------------
+
+_STYLE_CACHE: OrderedDict[tuple[Any, ...], tuple[np.ndarray, ...]] = OrderedDict()
+_STYLE_LOCK = threading.Lock()
+style_cache_stats = {"hits": 0, "misses": 0}
+
+
+def _style_grams(
+    extractor: Extractor, style01: np.ndarray, layers: tuple[str, ...]
+) -> tuple[np.ndarray, ...]:
+    """Gram targets of one style image, from a small LRU shared by the jobs of a process."""
+    digest = hashlib.sha256(np.ascontiguousarray(style01).tobytes()).hexdigest()
+    key = (digest, style01.shape, layers, weights_key(extractor.weights), extractor.precision)
+    with _STYLE_LOCK:
+        cached = _STYLE_CACHE.get(key)
+        if cached is not None:
+            _STYLE_CACHE.move_to_end(key)
+            style_cache_stats["hits"] += 1
+            return cached
+    feats = _backend().get_features(extractor)(ops.convert_to_tensor(style01[None]))
+    grams = tuple(np.asarray(ops.convert_to_numpy(gram_matrix(feats[n]))) for n in layers)
+    with _STYLE_LOCK:
+        style_cache_stats["misses"] += 1
+        _STYLE_CACHE[key] = grams
+        while len(_STYLE_CACHE) > STYLE_CACHE_SIZE:
+            _STYLE_CACHE.popitem(last=False)
+    return grams
+
+
+def clear_style_cache() -> None:
+    with _STYLE_LOCK:
+        _STYLE_CACHE.clear()
+
+
+# ---- preparation ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Job:
+    """Everything the loop needs, prepared once per job."""
+
+    extractor: Extractor
+    params: TransferParams
+    content: np.ndarray  # float32 HxWx3 in [0, 1] (resized)
+    content_layers: tuple[str, ...]
+    style_layers: tuple[str, ...]
+    content_lw: np.ndarray
+    style_lw: np.ndarray
+    content_targets: tuple[Any, ...]  # backend tensors
+    style_targets: tuple[Any, ...]
+    hyper: np.ndarray
+
+
+def _active(layers: tuple[tuple[str, float], ...]) -> tuple[tuple[str, ...], np.ndarray]:
+    """Layers with a weight above 0 (a zero-weight layer would only cost a forward pass)."""
+    kept = [(n, w) for n, w in layers if w > 0]
+    return tuple(n for n, _ in kept), np.array([w for _, w in kept], dtype=np.float32)
+
+
+def _prepare_content(content: Any, params: TransferParams, min_side: int) -> np.ndarray:
+    arr = imageio.resize_max(imageio.as_rgb_array(content), params.max_size)
+    if min(arr.shape[:2]) < min_side:
+        raise ValueError(
+            f"content image is {arr.shape[1]}x{arr.shape[0]} px after resizing; the deepest "
+            f"layer used needs at least {min_side} px on each side"
+        )
+    return imageio.to_float01(arr)
+
+
+def _prepare_style(style: Any, longest: int, min_side: int) -> np.ndarray:
+    """Style resized to ``longest`` (style_scale x the content's longest side), then enlarged
+    if needed so its shortest side reaches what the deepest layer needs."""
+    arr = imageio.resize_longest(imageio.as_rgb_array(style), max(1, longest))
+    short = min(arr.shape[:2])
+    if short < min_side:
+        arr = imageio.resize_longest(arr, math.ceil(max(arr.shape[:2]) * min_side / short))
+    return imageio.to_float01(arr)
+
+
+def _prepare(
+    content: Any, styles: Sequence[Any], params: TransferParams, weights: str
+) -> _Job:
+    params.validate(limits=_ENGINE_LIMITS, n_styles=len(styles), allow_weight_paths=True)
+    content_layers, content_lw = _active(params.content_layers)
+    style_layers, style_lw = _active(params.style_layers)
+    extractor = get_extractor(weights, content_layers + style_layers, params.precision)
+    content01 = _prepare_content(content, params, extractor.min_side)
+    longest = round(params.style_scale * max(content01.shape[:2]))
+
+    features = _backend().get_features(extractor)(ops.convert_to_tensor(content01[None]))
+    content_targets = tuple(features[n] for n in content_layers)
+
+    blend = params.blend(len(styles))
+    blended: list[np.ndarray] | None = None
+    for style, w in zip(styles, blend, strict=True):
+        grams = _style_grams(
+            extractor, _prepare_style(style, longest, extractor.min_side), style_layers
+        )
+        if blended is None:
+            blended = [np.float32(w) * g for g in grams]
+        else:
+            blended = [b + np.float32(w) * g for b, g in zip(blended, grams, strict=True)]
+    assert blended is not None  # validate() guarantees at least one style
+    return _Job(
+        extractor=extractor,
+        params=replace(params, weights=weights),
+        content=content01,
+        content_layers=content_layers,
+        style_layers=style_layers,
+        content_lw=content_lw,
+        style_lw=style_lw,
+        content_targets=content_targets,
+        style_targets=tuple(ops.convert_to_tensor(g) for g in blended),
+        hyper=hyper_vector(params),
+    )
+
+
+def _initial_image(job: _Job) -> np.ndarray:
+    if job.params.init == "noise":
+        rng = np.random.default_rng(job.params.seed)
+        return rng.random(job.content.shape, dtype=np.float32)
+    return job.content
+
+
+def _finish(x01: np.ndarray, job: _Job) -> np.ndarray:
+    """Float [0, 1] image -> uint8, with the content's colours if preserve_colors."""
+    if job.params.preserve_colors:
+        x01 = imageio.preserve_colors(x01, job.content)
+    return imageio.to_uint8(x01)
+
+
+# ---- the loop -------------------------------------------------------------------------------
+
+
+def transfer(
+    content: np.ndarray,
+    styles: Sequence[np.ndarray],
+    params: TransferParams,
+    *,
+    weights: str,
+    on_iteration: Callable[[IterationReport], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TransferResult:
+    """Stylise ``content`` (HxWx3 uint8 RGB, any size) after ``styles``.
+
+    Content is shrunk to ``params.max_size`` (longest side), each style to
+    ``params.style_scale`` x the content's longest side. ``weights`` decides the VGG19
+    weights (``params.weights`` is the caller's business); the result records them.
+    ``should_stop`` is asked after each iteration's callback, so a cancel takes effect
+    within one iteration; the first iteration always runs, so a result always has a loss.
+    Same inputs, params and machine -> bit-identical output.
+    """
+    started = time.perf_counter()
+    styles = list(styles)
+    job = _prepare(content, styles, params, weights)
+    step = _backend().get_step(job.extractor, job.content_layers, job.style_layers)
+
+    x = ops.convert_to_tensor(_initial_image(job)[None])
+    m = ops.zeros_like(x)
+    v = ops.zeros_like(x)
+    content_targets = list(job.content_targets)
+    style_targets = list(job.style_targets)
+    content_lw = ops.convert_to_tensor(job.content_lw)
+    style_lw = ops.convert_to_tensor(job.style_lw)
+    hyper = ops.convert_to_tensor(job.hyper)
+
+    n = job.params.iterations
+    every = job.params.snapshot_every
+    best_x, best_loss, best_iteration = x, math.inf, 0
+    history: list[dict[str, Any]] = []
+    stopped = False
+    done = 0
+    loop_start = time.perf_counter()
+    for k in range(1, n + 1):
+        previous = x
+        t = ops.convert_to_tensor(np.float32(k))
+        x, m, v, losses = step(
+            x, m, v, t, content_targets, style_targets, content_lw, style_lw, hyper
+        )
+        total, c_loss, s_loss, tv_loss = (float(a) for a in ops.convert_to_numpy(losses))
+        elapsed = time.perf_counter() - loop_start
+        done = k
+        if not math.isfinite(total):
+            raise FloatingPointError(
+                f"loss became {total} at iteration {k}; lower learning_rate or the weights"
+            )
+        is_best = total < best_loss
+        if is_best:
+            # `previous` is the image this loss was measured on; tensors are immutable, so
+            # keeping the reference is the copy.
+            best_x, best_loss, best_iteration = previous, total, k
+        entry = {
+            "iteration": k,
+            "loss": total,
+            "content": c_loss,
+            "style": s_loss,
+            "tv": tv_loss,
+            "elapsed": elapsed,
+        }
+        history.append(entry)
+        if on_iteration is not None:
+            snapshot = None
+            if (every and k % every == 0) or k == n:
+                snapshot = _finish(np.asarray(ops.convert_to_numpy(x))[0], job)
+            on_iteration(IterationReport(**entry, snapshot=snapshot, is_best=is_best))
+        if k < n and should_stop is not None and should_stop():
+            stopped = True
+            break
+
+    return TransferResult(
+        image=_finish(np.asarray(ops.convert_to_numpy(best_x))[0], job),
+        best_iteration=best_iteration,
+        best_loss=best_loss,
+        iterations_done=done,
+        stopped=stopped,
+        history=history,
+        weights=weights,
+        params=job.params,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def evaluate(
+    image: np.ndarray,
+    content: np.ndarray,
+    styles: Sequence[np.ndarray],
+    params: TransferParams,
+    *,
+    weights: str,
+) -> dict[str, float]:
+    """The weighted losses of ``image`` against the targets ``transfer`` would use.
+
+    ``image`` must have the size the content gets after resizing. For tests and the
+    benchmark (e.g. scoring a bfloat16 result with float32 features).
+    """
+    job = _prepare(content, list(styles), params, weights)
+    img01 = imageio.to_float01(image) if image.dtype == np.uint8 else np.asarray(image, np.float32)
+    if img01.shape != job.content.shape:
+        raise ValueError(f"image is {img01.shape}, the resized content is {job.content.shape}")
+    x = ops.convert_to_tensor(img01[None])
+    total, c_loss, s_loss, tv_loss = loss_terms(
+        _backend().get_features(job.extractor)(x),
+        x,
+        job.content_layers,
+        job.style_layers,
+        list(job.content_targets),
+        list(job.style_targets),
+        ops.convert_to_tensor(job.content_lw),
+        ops.convert_to_tensor(job.style_lw),
+        ops.convert_to_tensor(job.hyper),
+    )
+    return {
+        "total": float(ops.convert_to_numpy(total)),
+        "content": float(ops.convert_to_numpy(c_loss)),
+        "style": float(ops.convert_to_numpy(s_loss)),
+        "tv": float(ops.convert_to_numpy(tv_loss)),
+    }
+
+
+def warm_up(weights: str, params: TransferParams | None = None) -> None:
+    """Build the extractor and trace the step on a tiny image (at worker start).
+
+    The step's signature has dynamic sizes, so this one trace serves the real jobs.
+    Raises WeightsUnavailable at start-up rather than on the first job.
+    """
+    params = params or TransferParams()
+    rng = np.random.default_rng(0)
+    tiny = (rng.random((32, 32, 3)) * 255).astype(np.uint8)
+    transfer(
+        tiny,
+        [tiny[::-1]],
+        replace(
+            params, iterations=2, max_size=32, style_scale=1.0, style_blend=None, snapshot_every=0
+        ),
+        weights=weights,
+    )

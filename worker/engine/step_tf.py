@@ -1,0 +1,132 @@
+"""The one TensorFlow-specific piece of the engine: the compiled step and forward pass.
+
+Everything else (losses, Adam, the loop) is ``keras.ops`` / NumPy. A JAX or PyTorch backend
+needs its own version of this module only: ``get_step`` returning a function with the same
+pure signature (state in, state out) and ``get_features``.
+
+Measured on the 2-core CPU build machine at 256 px (see bench/RESULTS.md): a graph-mode
+``tf.function`` beat ``jit_compile=True`` (XLA's CPU convolutions lost to oneDNN's, about
+0.54 vs 0.63 s/iteration in float32 and 0.30 vs 0.69 in bfloat16), so XLA stays off; set
+``STYLEQUEUE_ENGINE_XLA=1`` to try it on a GPU node.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import tensorflow as tf
+
+from worker.engine.extractor import Extractor
+from worker.engine.losses import HYPER_FIELDS, adam_update, loss_terms
+
+StepFn = Callable[..., tuple[Any, Any, Any, Any]]
+
+_TRACES = 0
+_DETERMINISM_LOCK = threading.Lock()
+_DETERMINISM_SET = False
+
+
+def trace_count() -> int:
+    """How many times a step has been traced in this process (tests: no retrace per job)."""
+    return _TRACES
+
+
+def _use_xla() -> bool:
+    return os.environ.get("STYLEQUEUE_ENGINE_XLA", "") in ("1", "true", "yes")
+
+
+def ensure_determinism() -> None:
+    """Turn on TensorFlow op determinism once per process (same inputs + seed -> same bits).
+
+    CPU kernels here are already deterministic (measured: no slowdown with it on); GPU
+    reductions and some cuDNN algorithms are not without it. Opt out with
+    ``STYLEQUEUE_ENGINE_DETERMINISTIC=0``.
+    """
+    global _DETERMINISM_SET
+    with _DETERMINISM_LOCK:
+        if _DETERMINISM_SET:
+            return
+        if os.environ.get("STYLEQUEUE_ENGINE_DETERMINISTIC", "1") not in ("0", "false", "no"):
+            tf.config.experimental.enable_op_determinism()
+        _DETERMINISM_SET = True
+
+
+def get_step(
+    extractor: Extractor, content_layers: Sequence[str], style_layers: Sequence[str]
+) -> StepFn:
+    """The compiled step for this extractor and layer roles (built once, then reused).
+
+    ``step(x, m, v, t, content_targets, style_targets, content_lw, style_lw, hyper)`` ->
+    ``(x', m', v', [total, content, style, tv])``: forward, losses, gradient, Adam and the
+    clip to [0, 1] in ONE graph. Spatial sizes are dynamic in the signature, so one trace
+    serves every job and size; weights and hyper-parameters are tensors for the same reason.
+    """
+    key = ("tf-step", tuple(content_layers), tuple(style_layers), _use_xla())
+    with extractor.lock:
+        fn = extractor.steps.get(key)
+        if fn is None:
+            ensure_determinism()
+            fn = extractor.steps[key] = _build_step(
+                extractor, tuple(content_layers), tuple(style_layers)
+            )
+    return fn
+
+
+def _build_step(
+    extractor: Extractor, content_layers: tuple[str, ...], style_layers: tuple[str, ...]
+) -> StepFn:
+    image = tf.TensorSpec([1, None, None, 3], tf.float32)
+    channels = extractor.channels
+    signature = [
+        image,  # x: pixels in [0, 1]
+        image,  # m: Adam first moment
+        image,  # v: Adam second moment
+        tf.TensorSpec([], tf.float32),  # t: 1-based iteration
+        [tf.TensorSpec([1, None, None, channels[n]], tf.float32) for n in content_layers],
+        [tf.TensorSpec([channels[n], channels[n]], tf.float32) for n in style_layers],
+        tf.TensorSpec([len(content_layers)], tf.float32),
+        tf.TensorSpec([len(style_layers)], tf.float32),
+        tf.TensorSpec([len(HYPER_FIELDS)], tf.float32),
+    ]
+
+    @tf.function(input_signature=signature, jit_compile=_use_xla())
+    def step(x, m, v, t, content_targets, style_targets, content_lw, style_lw, hyper):  # type: ignore[no-untyped-def]
+        global _TRACES
+        _TRACES += 1  # Python side effect: runs at trace time only
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            losses = loss_terms(
+                extractor(x),
+                x,
+                content_layers,
+                style_layers,
+                content_targets,
+                style_targets,
+                content_lw,
+                style_lw,
+                hyper,
+            )
+        grad = tape.gradient(losses[0], x)
+        x, m, v = adam_update(x, grad, m, v, t, hyper)
+        return x, m, v, tf.stack(losses)
+
+    return step
+
+
+def get_features(extractor: Extractor) -> Callable[[Any], dict[str, Any]]:
+    """A compiled forward pass (any size) for targets and evaluation.
+
+    Targets and :func:`worker.engine.core.evaluate` both go through it, so the content image
+    scores a content loss of exactly 0 against its own targets.
+    """
+    with extractor.lock:
+        fn = extractor.steps.get("tf-features")
+        if fn is None:
+            fn = extractor.steps["tf-features"] = tf.function(
+                lambda x: extractor(x),
+                input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)],
+            )
+    return fn

@@ -80,6 +80,7 @@ def make_job(
     for i, style in enumerate(styles):
         storage.put(keys.style_key(job_id, i), png_bytes(style), "image/png")
         style_keys.append(keys.style_key(job_id, i))
+    columns: dict[str, Any] = {"snapshot_iterations": [], "created_at": utcnow(), **fields}
     job = Job(
         id=job_id,
         owner=owner,
@@ -87,9 +88,7 @@ def make_job(
         params=params.to_dict(),
         input_keys={"content": keys.content_key(job_id), "styles": style_keys},
         iterations_total=params.iterations,
-        snapshot_iterations=[],
-        created_at=utcnow(),
-        **fields,
+        **columns,
     )
     with session_scope(settings.database_url) as session:
         session.add(job)

@@ -1,0 +1,197 @@
+"""One attempt of run_job, driven in-process (real engine, Redis, database and storage).
+
+The same code runs inside the Celery task; driving it here makes the state machine's edges
+quick to reach. The real worker process is tested in test_worker_jobs / _recovery.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from typing import Any
+
+import pytest
+import redis
+from celery.exceptions import SoftTimeLimitExceeded
+
+from shared import keys
+from shared.locks import JobLock, lock_exists
+from shared.progress import ProgressStream
+from shared.settings import Settings
+from shared.states import utcnow
+from shared.storage import get_storage
+from tests.factories import get_job, make_job
+from tests.worker_process import read_stream
+from worker import runner
+
+WORKER = "test@host/1"
+
+
+@pytest.fixture
+def client(wsettings: Settings) -> Any:
+    client = redis.Redis.from_url(wsettings.redis_url)
+    yield client
+    client.close()
+
+
+def check_finished_job(settings: Settings, job_id: str, n: int, snapshot_every: int) -> None:
+    """Stream 1..n in order with increasing ids, snapshots + result + history in storage."""
+    job = get_job(settings, job_id)
+    entries = read_stream(settings, job_id)
+    assert [e["iteration"] for e in entries] == list(range(1, n + 1))
+    ids = [tuple(int(x) for x in e["id"].split("-")) for e in entries]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert set(entries[0]) == {"id", "iteration", "loss", "content", "style", "tv", "elapsed"}
+
+    storage = get_storage(settings)
+    expected = sorted({*range(snapshot_every, n + 1, snapshot_every), n})
+    assert job.snapshot_iterations == expected
+    for it in expected:
+        assert storage.get(keys.snapshot_key(job_id, it)).startswith(b"\x89PNG")
+    assert job.result_key == keys.result_key(job_id)
+    assert storage.get(job.result_key).startswith(b"\x89PNG")
+    history = json.loads(storage.get(job.history_key))
+    assert history["job_id"] == job_id and history["weights"] == job.weights
+    assert history["entries"] == entries  # same ids and values as the stream
+    assert history["params"]["iterations"] == n
+
+
+def test_job_runs_to_succeeded(wsettings: Settings, client: Any) -> None:
+    job = make_job(wsettings, params={"iterations": 7, "snapshot_every": 3})
+    outcome = runner.execute(job.id, wsettings, worker_name=WORKER)
+    assert (outcome.action, outcome.status, outcome.iterations) == ("ran", "succeeded", 7)
+
+    done = get_job(wsettings, job.id)
+    assert done.status == "succeeded" and done.error is None
+    assert (done.attempts, done.worker, done.iterations_done) == (1, WORKER, 7)
+    assert done.weights == "random" and (done.width, done.height) == (40, 32)
+    assert done.best_loss is not None and 1 <= done.best_iteration <= 7
+    assert done.started_at <= done.finished_at
+    check_finished_job(wsettings, job.id, 7, 3)
+    assert not lock_exists(client, job.id)
+    assert 0 < client.ttl(f"stylequeue:progress:{job.id}") <= wsettings.progress_ttl_seconds
+
+
+@pytest.mark.parametrize("status", ["succeeded", "failed", "canceled"])
+def test_terminal_job_is_left_alone(wsettings: Settings, client: Any, status: str) -> None:
+    job = make_job(wsettings, status=status, finished_at=utcnow(), attempts=1)
+    before = get_job(wsettings, job.id)
+    outcome = runner.execute(job.id, wsettings, worker_name=WORKER)
+    assert outcome.action == "duplicate"
+    after = get_job(wsettings, job.id)
+    assert (after.status, after.attempts, after.finished_at, after.worker) == (
+        before.status, before.attempts, before.finished_at, before.worker,
+    )  # fmt: skip
+    assert read_stream(wsettings, job.id) == []
+    assert not lock_exists(client, job.id)
+
+
+def test_missing_row_is_dropped(wsettings: Settings) -> None:
+    assert runner.execute("no-such-job", wsettings, worker_name=WORKER).action == "missing"
+
+
+def test_job_held_by_a_live_runner_is_not_run_twice(wsettings: Settings, client: Any) -> None:
+    job = make_job(wsettings)
+    other = JobLock(client, job.id, ttl_seconds=30)  # this live process holds it
+    assert other.acquire()
+    assert runner.execute(job.id, wsettings, worker_name=WORKER).action == "busy"
+    assert get_job(wsettings, job.id).status == "queued"
+    assert other.owned()  # not released by the refused runner
+    other.release()
+
+
+def test_cancel_before_start(wsettings: Settings, client: Any) -> None:
+    flagged = make_job(wsettings)
+    ProgressStream(client).request_cancel(flagged.id)
+    in_row = make_job(wsettings, cancel_requested=True)
+    for job in (flagged, in_row):
+        outcome = runner.execute(job.id, wsettings, worker_name=WORKER)
+        assert (outcome.action, get_job(wsettings, job.id).status) == ("canceled", "canceled")
+        assert get_job(wsettings, job.id).attempts == 0
+
+
+def test_job_lost_too_often_fails(wsettings: Settings) -> None:
+    job = make_job(wsettings, attempts=runner.MAX_ATTEMPTS)
+    outcome = runner.execute(job.id, wsettings, worker_name=WORKER)
+    done = get_job(wsettings, job.id)
+    assert (outcome.action, done.status) == ("gave_up", "failed")
+    assert done.error.startswith(f"worker lost {runner.MAX_ATTEMPTS} times")
+
+
+def test_missing_weights_file_fails_with_a_readable_reason(wsettings: Settings) -> None:
+    settings = replace(wsettings, vgg19_weights="/nonexistent/vgg19_notop.h5")
+    job = make_job(settings)
+    outcome = runner.execute(job.id, settings, worker_name=WORKER)
+    done = get_job(settings, job.id)
+    assert (outcome.status, done.status) == ("failed", "failed")
+    assert "/nonexistent/vgg19_notop.h5" in done.error and "STYLEQUEUE_VGG19_WEIGHTS" in done.error
+    assert "\n" not in done.error and not done.error.startswith("WeightsUnavailable")
+
+
+def test_engine_error_fails_as_type_and_message(wsettings: Settings) -> None:
+    job = make_job(wsettings)
+    get_storage(wsettings).put(keys.content_key(job.id), b"not an image")
+    runner.execute(job.id, wsettings, worker_name=WORKER)
+    done = get_job(wsettings, job.id)
+    assert done.status == "failed"
+    assert done.error.startswith("UnidentifiedImageError: ")
+
+
+def test_soft_deadline_stops_and_keeps_the_best(wsettings: Settings) -> None:
+    job = make_job(wsettings, params={"iterations": 50, "snapshot_every": 0})
+    # A deadline already passed: the engine's first iteration always runs, then it stops.
+    outcome = runner.execute(job.id, wsettings, worker_name=WORKER, deadline=time.monotonic())
+    done = get_job(wsettings, job.id)
+    assert done.status == "failed" and outcome.iterations == 1
+    assert done.error == "time limit reached after 1 iterations; best-so-far saved"
+    assert get_storage(wsettings).exists(keys.result_key(job.id))
+    assert done.result_key and done.best_iteration == 1 and done.iterations_done == 1
+
+
+def test_celery_soft_limit_saves_the_latest_snapshot(
+    wsettings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Backup path: Celery raises SoftTimeLimitExceeded inside the engine (a signal)."""
+    from worker import engine
+
+    real = engine.transfer
+
+    def transfer_hit_by_soft_limit(*args: Any, on_iteration: Any, **kwargs: Any) -> Any:
+        def hook(report: Any) -> None:
+            on_iteration(report)
+            if report.iteration == 5:
+                raise SoftTimeLimitExceeded()
+
+        return real(*args, on_iteration=hook, **kwargs)
+
+    monkeypatch.setattr(engine, "transfer", transfer_hit_by_soft_limit)
+    job = make_job(wsettings, params={"iterations": 30, "snapshot_every": 2})
+    runner.execute(job.id, wsettings, worker_name=WORKER)
+    done = get_job(wsettings, job.id)
+    assert done.status == "failed"
+    assert done.error == (
+        "time limit reached after 5 iterations; latest snapshot (iteration 4) saved"
+    )
+    storage = get_storage(wsettings)
+    assert storage.get(done.result_key) == storage.get(keys.snapshot_key(job.id, 4))
+    history = json.loads(storage.get(done.history_key))
+    assert [e["iteration"] for e in history["entries"]] == [1, 2, 3, 4, 5]
+
+
+def test_redelivered_job_restarts_cleanly(wsettings: Settings, client: Any) -> None:
+    """A running row whose runner died: the next attempt starts again from iteration 1."""
+    job = make_job(wsettings, status="running", attempts=1, worker="dead@host/9",
+                   started_at=utcnow(), iterations_done=5, snapshot_iterations=[4])  # fmt: skip
+    stream = ProgressStream(client)
+    for i in range(1, 6):  # the dead attempt's entries
+        stream.append(job.id, {"iteration": i, "loss": 1.0, "content": 0, "style": 0, "tv": 0,
+                               "elapsed": i})  # fmt: skip
+    storage = get_storage(wsettings)
+    storage.put(keys.snapshot_key(job.id, 6), b"stale")  # beyond what the new run reaches
+    outcome = runner.execute(job.id, wsettings, worker_name=WORKER)
+    assert outcome.status == "succeeded"
+    done = get_job(wsettings, job.id)
+    assert (done.attempts, done.worker) == (2, WORKER)
+    check_finished_job(wsettings, job.id, 8, 4)
+    assert not storage.exists(keys.snapshot_key(job.id, 6))

@@ -334,8 +334,21 @@ def web_argv(host: str, port: int) -> list[str]:
         "--threads", "4",
         "--timeout", "60",
         "--graceful-timeout", "5",
+        *_no_control_socket(),
         "web:create_app()",
     ]  # fmt: skip
+
+
+def _no_control_socket() -> list[str]:
+    """gunicorn 27+ opens ~/.gunicorn/gunicorn.ctl, shared by every gunicorn of the user;
+    a dev server does not need it (and older gunicorn does not know the flag)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        major = int(version("gunicorn").split(".")[0])
+    except (PackageNotFoundError, ValueError):
+        return []
+    return ["--no-control-socket"] if major >= 27 else []
 
 
 def worker_argv(var_dir: Path) -> list[str]:
@@ -406,6 +419,7 @@ def dev(host: str, port: int) -> None:
     root = project_root()
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"  # live logs through our pipes
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's C++ INFO lines are noise here
     settings = load_settings(env)
     var_dir = (root / settings.var_dir).resolve()
     var_dir.mkdir(parents=True, exist_ok=True)

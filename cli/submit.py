@@ -26,6 +26,7 @@ TERMINAL = frozenset({"succeeded", "failed", "canceled"})
 POLL_INTERVAL = 1.0
 OUTAGE_GRACE = 60.0  # seconds of failed polls (server restarting) before we give up
 TIMEOUT = (5, 60)  # connect, read (an upload may be slow)
+CSRF_HEADER = "X-CSRF-Token"
 
 
 class ClientError(click.ClickException):
@@ -108,6 +109,16 @@ def form_fields(params: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
+def ensure_csrf(session: requests.Session, base: str) -> None:
+    """Without a token the server knows us by its session cookie, and cookie-authenticated
+    writes need the session's CSRF token: fetch both once from ``GET /api/v1/session``."""
+    if "Authorization" in session.headers or CSRF_HEADER in session.headers:
+        return
+    info = call(session, "GET", f"{base.rstrip('/')}{API}/session").json()
+    if info.get("csrf_token"):
+        session.headers[CSRF_HEADER] = str(info["csrf_token"])
+
+
 def create_job(
     session: requests.Session,
     base: str,
@@ -116,6 +127,7 @@ def create_job(
     params: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """POST the images and parameters; the 201 job JSON."""
+    ensure_csrf(session, base)
     with ExitStack() as stack:
         files = [("content", _part(stack, content))]
         files += [("style", _part(stack, style)) for style in styles]
@@ -139,6 +151,11 @@ def get_progress(
     """``{entries, last_id, status}``: the entries after stream id ``after``."""
     query = {"after": after} if after else None
     return call(session, "GET", job_url(base, job, "progress"), params=query).json()
+
+
+def cancel_job(session: requests.Session, base: str, job: Mapping[str, Any] | str) -> None:
+    """Ask the server to stop the job (idempotent; 409 once it has finished)."""
+    call(session, "POST", job_url(base, job, "cancel"))
 
 
 def download_result(
@@ -276,9 +293,7 @@ def submit(
     try:
         job = _follow_with_bar(session, server, job, console)
     except KeyboardInterrupt:
-        console.print(f"\nstopped watching job {job['id']}; it keeps running on the server.")
-        auth = ' -H "Authorization: Bearer $STYLEQUEUE_API_TOKEN"' if token else ""
-        console.print(f"cancel it with: curl -X POST{auth} {job_url(server, job, 'cancel')}")
+        _interrupted(console, session, server, job, token)
         sys.exit(130)
     if job.get("status") != "succeeded":
         reason = job.get("error") or "no reason given"
@@ -288,6 +303,27 @@ def submit(
     best = job.get("best_loss")
     note = "" if best is None else f" (best loss {best:.4g}, iteration {job.get('best_iteration')})"
     console.print(f"saved {out}{note}")
+
+
+def _interrupted(
+    console: Any, session: requests.Session, base: str, job: dict[str, Any], token: str | None
+) -> None:
+    """Ctrl-C stops the watching, never the job, unless the user says so."""
+    console.print(f"\nstopped watching job {job['id']}; it keeps running on the server.")
+    if token:
+        auth = ' -H "Authorization: Bearer $STYLEQUEUE_API_TOKEN"'
+        console.print(f"cancel it with: curl -X POST{auth} {job_url(base, job, 'cancel')}")
+        return
+    # Without a token the job belongs to this process's session cookie: once we exit, nobody
+    # can cancel it, so offer to do it now.
+    if sys.stdin.isatty() and click.confirm("cancel it now (only this session can)?", err=True):
+        try:
+            cancel_job(session, base, job)
+            console.print(f"asked the server to cancel job {job['id']}")
+        except ClientError as exc:
+            console.print(f"could not cancel: {exc.format_message()}")
+    else:
+        console.print("it belongs to this command's session; use --token to be able to cancel it")
 
 
 def _follow_with_bar(

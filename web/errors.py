@@ -11,8 +11,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
+import redis
 from flask import Flask, Response, current_app, jsonify, request
-from werkzeug.exceptions import HTTPException, InternalServerError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +113,26 @@ def handle_unexpected(exc: Exception) -> Response | HTTPException:
     return error_response(500, "internal_error", "something went wrong on our side")
 
 
+def handle_unavailable(exc: Exception) -> Response | HTTPException:
+    """A backing service we could not reach: 503 (try again), not 500 (our bug)."""
+    database = isinstance(exc, OperationalError | InterfaceError)
+    log.warning("%s unreachable on %s %s: %s", "database" if database else "redis",
+                request.method, request.path, exc)  # fmt: skip
+    if not wants_json():
+        return ServiceUnavailable()
+    if database:
+        return error_response(503, "database_unavailable", "the database cannot be reached now")
+    return error_response(503, "redis_unavailable", "Redis cannot be reached now")
+
+
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(ApiError, handle_api_error)
+    for unavailable in (
+        OperationalError,
+        InterfaceError,
+        redis.ConnectionError,
+        redis.TimeoutError,
+    ):
+        app.register_error_handler(unavailable, handle_unavailable)
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(Exception, handle_unexpected)

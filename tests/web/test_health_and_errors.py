@@ -45,6 +45,21 @@ def test_readyz_with_a_dead_database(settings: Settings) -> None:
     assert response.get_json()["checks"]["database"].startswith("error:")
 
 
+def test_dead_database_is_503_not_500(settings: Settings) -> None:
+    dead_db = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nope"
+    client = create_app(replace(settings, database_url=dead_db)).test_client()
+    for method, url in [("GET", "/api/v1/jobs"), ("POST", "/api/v1/jobs")]:
+        response = client.open(
+            url,
+            method=method,
+            headers=ALICE,
+            data={"iterations": "5"},
+            content_type="multipart/form-data",
+        )
+        assert response.status_code == 503, (method, url, response.status_code)
+        assert error_of(response)["code"] == "database_unavailable"
+
+
 def test_unknown_route_and_method_are_json(client) -> None:
     missing = client.get("/api/v1/nothing-here")
     assert missing.status_code == 404 and error_of(missing)["code"] == "not_found"

@@ -72,7 +72,9 @@ def test_submit_stores_commits_and_enqueues(client, settings: Settings, storage:
 
 
 def test_content_is_scaled_to_max_size(client) -> None:
-    response = submit(client, content=images.png((200, 100)), fields={"max_size": "50", "iterations": "3"})
+    response = submit(
+        client, content=images.png((200, 100)), fields={"max_size": "50", "iterations": "3"}
+    )
     assert response.status_code == 201
     assert (response.get_json()["width"], response.get_json()["height"]) == (50, 25)
     assert output_size(101, 33, 64) == (64, 21)

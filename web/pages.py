@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from shared.images import ALLOWED_FORMATS
 from shared.models import Job
-from shared.params import MAX_SEED, PRESETS, TransferParams
+from shared.params import MAX_SEED, PRESETS
 from shared.settings import Limits
 from web import auth
 from web.extensions import services
@@ -59,6 +59,15 @@ def asset(filename: str) -> str:
     except OSError:
         version = None
     return url_for("pages.static", filename=filename, v=version)
+
+
+# Modules that other modules import: an import map sends "./common.js" to its hashed URL,
+# so repeat visits cost no request at all (not even a 304).
+SHARED_MODULES = ("js/common.js", "js/chart.js")
+
+
+def import_map() -> dict[str, dict[str, str]]:
+    return {"imports": {url_for("pages.static", filename=m): asset(m) for m in SHARED_MODULES}}
 
 
 # ---- what the form offers -----------------------------------------------------------------
@@ -111,33 +120,33 @@ def _num(value: float) -> str:
     return f"{value:g}"
 
 
-def _fields(limits: Limits, preset: TransferParams) -> tuple[list[dict], list[dict]]:
+def _fields(limits: Limits, preset: dict[str, Any]) -> tuple[list[dict], list[dict]]:
     main = [
         {"name": "iterations", "label": "Iterations", "min": 1, "max": limits.max_iterations,
-         "step": 1, "value": preset.iterations,
+         "step": 1, "value": preset["iterations"],
          "hint": f"More steps, more painterly. 1 to {limits.max_iterations}."},
         {"name": "max_size", "label": "Size (longest side, px)", "min": 16,
-         "max": limits.max_size, "step": 1, "value": preset.max_size,
+         "max": limits.max_size, "step": 1, "value": preset["max_size"],
          "hint": f"16 to {limits.max_size}. Bigger is slower."},
     ]  # fmt: skip
     advanced = [
         {"name": "style_weight", "label": "Style weight", "min": 0, "max": 1e12, "step": "any",
-         "value": _num(preset.style_weight), "hint": "Higher: more painting, less photo."},
+         "value": _num(preset["style_weight"]), "hint": "Higher: more painting, less photo."},
         {"name": "content_weight", "label": "Content weight", "min": 0, "max": 1e12,
-         "step": "any", "value": _num(preset.content_weight),
+         "step": "any", "value": _num(preset["content_weight"]),
          "hint": "Higher: the photo stays more recognisable."},
         {"name": "tv_weight", "label": "Smoothness (TV weight)", "min": 0, "max": 1e12,
-         "step": "any", "value": _num(preset.tv_weight), "hint": "Higher: fewer speckles."},
+         "step": "any", "value": _num(preset["tv_weight"]), "hint": "Higher: fewer speckles."},
         {"name": "learning_rate", "label": "Learning rate", "min": 0.000001, "max": 100,
-         "step": "any", "value": _num(preset.learning_rate),
+         "step": "any", "value": _num(preset["learning_rate"]),
          "hint": "Optimiser step size (pixels in 0-1)."},
         {"name": "style_scale", "label": "Style scale", "min": 0.1, "max": 4, "step": "any",
-         "value": _num(preset.style_scale), "hint": "Size of the brush strokes, 0.1 to 4."},
+         "value": _num(preset["style_scale"]), "hint": "Size of the brush strokes, 0.1 to 4."},
         {"name": "snapshot_every", "label": "Snapshot every", "min": 0,
-         "max": limits.max_iterations, "step": 1, "value": preset.snapshot_every,
+         "max": limits.max_iterations, "step": 1, "value": preset["snapshot_every"],
          "hint": "Iterations between saved frames (0: none)."},
         {"name": "seed", "label": "Seed", "min": 0, "max": MAX_SEED, "step": 1,
-         "value": preset.seed, "hint": "Same seed and inputs: same picture."},
+         "value": preset["seed"], "hint": "Same seed and inputs: same picture."},
     ]  # fmt: skip
     return main, advanced
 
@@ -146,6 +155,15 @@ PRESET_KEYS = (
     "iterations", "max_size", "content_weight", "style_weight", "tv_weight", "learning_rate",
     "style_scale", "snapshot_every", "seed", "preserve_colors",
 )  # fmt: skip
+
+
+def preset_values(name: str, limits: Limits) -> dict[str, Any]:
+    """A form preset's values, capped to this server's limits (a small test server, say)."""
+    values = {k: getattr(PRESETS[name], k) for k in PRESET_KEYS}
+    values["iterations"] = min(values["iterations"], limits.max_iterations)
+    values["max_size"] = min(values["max_size"], limits.max_size)
+    values["snapshot_every"] = min(values["snapshot_every"], values["iterations"])
+    return values
 
 
 def _page_config(limits: Limits) -> dict[str, Any]:
@@ -158,9 +176,7 @@ def _page_config(limits: Limits) -> dict[str, Any]:
             "max_styles": limits.max_styles,
         },
         "formats": sorted(ALLOWED_FORMATS.values()),
-        "presets": {
-            name: {k: getattr(PRESETS[name], k) for k in PRESET_KEYS} for name, _ in FORM_PRESETS
-        },
+        "presets": {name: preset_values(name, limits) for name, _ in FORM_PRESETS},
         "urls": {"jobs": url_for("api.create_job"), "fleet": url_for("api.get_fleet")},
     }
 
@@ -169,24 +185,35 @@ def _page_config(limits: Limits) -> dict[str, Any]:
 
 
 def _render(template: str, status: int = 200, **context: Any):  # type: ignore[no-untyped-def]
-    html = render_template(template, asset=asset, csrf_value=auth.csrf_token(), **context)
+    html = render_template(
+        template,
+        asset=asset,
+        import_map=import_map(),
+        csrf_value=auth.csrf_token(),
+        **context,
+    )
     return html, status, {"Cache-Control": "no-store"}
 
 
 @bp.get("/")
 def index():  # type: ignore[no-untyped-def]
     limits = services().settings.limits
-    main_fields, advanced_fields = _fields(limits, PRESETS[DEFAULT_PRESET])
-    presets = [
-        {
+    main_fields, advanced_fields = _fields(limits, preset_values(DEFAULT_PRESET, limits))
+    presets = []
+    for name, label in FORM_PRESETS:
+        values = preset_values(name, limits)
+        capped = (values["iterations"], values["max_size"]) != (
+            PRESETS[name].iterations,
+            PRESETS[name].max_size,
+        )
+        presets.append({
             "name": name,
             "label": label,
-            "iterations": PRESETS[name].iterations,
-            "max_size": PRESETS[name].max_size,
-            "estimate": preset_estimate(PRESETS[name].iterations, PRESETS[name].max_size),
-        }
-        for name, label in FORM_PRESETS
-    ]
+            "iterations": values["iterations"],
+            "max_size": values["max_size"],
+            "estimate": preset_estimate(values["iterations"], values["max_size"]),
+            "capped": capped,
+        })  # fmt: skip
     return _render(
         "pages/index.html",
         nav="new",
@@ -205,7 +232,9 @@ def index():  # type: ignore[no-untyped-def]
 def jobs():  # type: ignore[no-untyped-def]
     raw = request.args.get("page", "1")
     page = int(raw) if raw.isdigit() and 1 <= int(raw) <= 1_000_000 else 1
-    config = {"page": page, "per_page": 10, "urls": {"jobs": url_for("api.list_jobs")}}
+    raw = request.args.get("per_page", "")
+    per_page = int(raw) if raw.isdigit() and 1 <= int(raw) <= 100 else 10
+    config = {"page": page, "per_page": per_page, "urls": {"jobs": url_for("api.list_jobs")}}
     return _render("pages/jobs.html", nav="jobs", page_config=config)
 
 

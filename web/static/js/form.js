@@ -11,6 +11,7 @@ const FORMATS = new Set(config.formats);
 const EXT_TYPES = { png: "image/png", jpg: "image/jpeg", jpeg: "image/jpeg", webp: "image/webp" };
 const NUMERIC = [...form.querySelectorAll('input[type="number"]')];
 const PARAM_NAMES = [...NUMERIC.map((i) => i.name), "preserve_colors", "weights"];
+const ALWAYS_SENT = new Set(["iterations", "max_size", "snapshot_every"]);
 const sampleCache = new Map(); // slug -> Promise<File>
 
 // The test suite switches client checks off (data-client-checks="off") to prove that the
@@ -109,9 +110,15 @@ async function takeFile(name, file, { source = "upload", label = null } = {}) {
   chosen[name] = file;
   if (name === "style") chosen.styleSource = file ? source : null;
   const meta = $(`${name}-hint`);
-  if (!file) { showPreview(name, null); meta.textContent = meta.dataset.hint; return; }
-  meta.textContent = `${label || file.name} · ${mb(file.size)}`;
-  showPreview(name, file, label);
+  // a sample painting is shown by its own tile; the drop zone previews uploads only
+  if (!file || source === "sample") {
+    showPreview(name, null);
+    meta.textContent = meta.dataset.hint;
+    if (!file) return;
+  } else {
+    meta.textContent = `${label || file.name} · ${mb(file.size)}`;
+    showPreview(name, file, label);
+  }
   if (clientChecks()) {
     const problem = await checkFile(file);
     if (problem && chosen[name] === file) {
@@ -234,8 +241,10 @@ function buildBody() {
     if (field.type === "checkbox") value = field.checked ? "true" : "false";
     else value = field.value.trim();
     const preset = presetValue(name);
-    // send only what differs from the preset, so the job records what the person changed
-    if (value === "" || (preset !== undefined && String(preset) === value)) continue;
+    // size and length always; the rest only when it differs from the preset, so the job
+    // records what the person changed (the form's presets may be capped by server limits)
+    if (value === "") continue;
+    if (!ALWAYS_SENT.has(name) && preset !== undefined && String(preset) === value) continue;
     if (field.type === "checkbox" && !field.checked && !preset) continue;
     body.append(name, value);
   }

@@ -1,0 +1,256 @@
+"""``stylequeue transfer``: run the engine locally, no server needed.
+
+Everything cheap is checked first (files, parameters, the output path) so a typo fails in
+a second with one line, before TensorFlow is imported and VGG19 is built.
+Exit status: 0 done, 1 the engine could not run (weights), 2 bad input, 130 stopped by
+Ctrl-C (the best image so far is still written).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from shared.params import PRECISIONS, PRESETS, ParamError, TransferParams
+
+WEIGHTS_ENV = "STYLEQUEUE_VGG19_WEIGHTS"
+
+
+def _fail(field: str, message: str, code: int = 2) -> NoReturn:
+    """One line on stderr, then exit: the CLI's only error format."""
+    text = " ".join(str(message).split())  # never more than one line
+    click.echo(f"error: {field}: {text}", err=True)
+    sys.exit(code)
+
+
+def _load(field: str, path: str) -> Any:
+    from worker.engine.imageio import as_rgb_array, load_image
+
+    p = Path(path)
+    if not p.is_file():
+        _fail(field, f"no such file: {path}")
+    try:
+        return as_rgb_array(load_image(p))
+    except Exception as exc:  # PIL.UnidentifiedImageError, truncated files, bombs...
+        _fail(field, f"cannot read image {path}: {exc}")
+
+
+@click.command("transfer")
+@click.argument("content", metavar="CONTENT")
+@click.argument("styles", nargs=-1, required=True, metavar="STYLE [STYLE ...]")
+@click.option("-o", "--output", required=True, help="Where to write the result (.png).")
+@click.option(
+    "--preset",
+    default="default",
+    show_default=True,
+    help=f"Starting parameters: {', '.join(PRESETS)}.",
+)
+@click.option("--iterations", help="Optimisation steps (preset decides if not given).")
+@click.option("--size", "max_size", help="Longest side of the output in pixels (a cap).")
+@click.option(
+    "--weights",
+    default=None,
+    help=f"VGG19 weights: imagenet, random, or a .h5/.keras path "
+    f"[default: ${WEIGHTS_ENV}, else imagenet].",
+)
+@click.option("--seed", help="Seed for noise init (same inputs + seed + machine = same image).")
+@click.option("--precision", help=f"{' or '.join(PRECISIONS)}.")
+@click.option("--preserve-colors", is_flag=True, default=None, help="Keep the content's colours.")
+@click.option("--style-weight", help="Weight of the style loss.")
+@click.option("--content-weight", help="Weight of the content loss.")
+@click.option("--tv-weight", help="Weight of the total-variation (smoothness) loss.")
+@click.option("--learning-rate", help="Adam learning rate on [0, 1] pixels.")
+@click.option("--style-blend", help="One weight per style image, e.g. 0.7,0.3.")
+@click.option("--style-scale", help="Style image size relative to the content's.")
+@click.option("--init", help="Start from 'content' or 'noise'.")
+@click.option(
+    "--snapshots",
+    "snapshot_dir",
+    default=None,
+    help="Directory for intermediate images (every --snapshot-every iterations).",
+)
+@click.option("--snapshot-every", help="Iterations between snapshots (preset decides).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def transfer(
+    content: str,
+    styles: tuple[str, ...],
+    output: str,
+    preset: str,
+    weights: str | None,
+    snapshot_dir: str | None,
+    quiet: bool,
+    **options: Any,
+) -> None:
+    """Paint CONTENT in the style of STYLE (several styles are blended) and write -o OUT.png."""
+    weights = weights or os.environ.get(WEIGHTS_ENV) or "imagenet"
+    values = {k: v for k, v in options.items() if v is not None}
+    if snapshot_dir is None:
+        values["snapshot_every"] = 0  # nobody will look at them
+    try:
+        params = TransferParams.from_inputs(
+            {"preset": preset, "weights": weights, **values},
+            n_styles=len(styles),
+            allow_weight_paths=True,
+        )
+    except ParamError as exc:
+        _fail(exc.field, exc.message)
+
+    out = Path(output)
+    if out.suffix.lower() != ".png":
+        _fail("output", f"must end with .png, got {output}")
+    if not out.parent.is_dir():
+        _fail("output", f"directory does not exist: {out.parent}")
+    snaps = Path(snapshot_dir) if snapshot_dir else None
+    if snaps is not None:
+        try:
+            snaps.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            _fail("snapshots", f"cannot create {snapshot_dir}: {exc.strerror}")
+
+    content_arr = _load("content", content)
+    style_arrs = [_load("style", s) for s in styles]
+
+    _import_tensorflow_quietly()
+    from worker.engine import WeightsUnavailable, encode_png
+    from worker.engine import transfer as run_transfer
+
+    stop = threading.Event()
+    previous = _install_sigint(stop)
+    try:
+        with _Progress(params.iterations, quiet) as progress:
+
+            def on_iteration(report: Any) -> None:
+                progress.update(report)
+                if snaps is not None and report.snapshot is not None:
+                    path = snaps / f"iter_{report.iteration:05d}.png"
+                    path.write_bytes(encode_png(report.snapshot))
+
+            result = run_transfer(
+                content_arr,
+                style_arrs,
+                params,
+                weights=weights,
+                on_iteration=on_iteration,
+                should_stop=stop.is_set,
+            )
+    except WeightsUnavailable as exc:
+        _fail("weights", str(exc), code=1)
+    except ParamError as exc:
+        _fail(exc.field, exc.message)
+    except ValueError as exc:  # e.g. an image too small for the layers used
+        _fail("input", str(exc))
+    finally:
+        _restore_sigint(previous)
+
+    out.write_bytes(encode_png(result.image))
+    note = " (stopped early)" if result.stopped else ""
+    click.echo(
+        f"wrote {out} ({result.image.shape[1]}x{result.image.shape[0]}): best loss "
+        f"{result.best_loss:.4g} at iteration {result.best_iteration}/{result.iterations_done}"
+        f"{note}, {result.seconds:.1f}s, weights {result.weights}",
+        err=True,
+    )
+    if result.stopped:
+        sys.exit(130)
+
+
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow with its C++ start-up chatter (oneDNN / CPU-feature notes) hidden.
+
+    TF 2.21 logs those before absl logging is initialised, so TF_CPP_MIN_LOG_LEVEL cannot
+    silence them; stderr's file descriptor is pointed at /dev/null for the import only.
+    Python errors still surface: they are raised after the descriptor is restored.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if "tensorflow" in sys.modules:
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        importlib.import_module("tensorflow")  # no real fd 2 (a test runner's capture)
+
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        importlib.import_module("tensorflow")
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _install_sigint(stop: threading.Event) -> Any:
+    """First Ctrl-C: stop after this iteration and still write the best image; second: abort."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        click.echo("\nstopping after this iteration (Ctrl-C again to abort)", err=True)
+
+    return signal.signal(signal.SIGINT, handler)
+
+
+def _restore_sigint(previous: Any) -> None:
+    if previous is not None:
+        signal.signal(signal.SIGINT, previous)
+
+
+class _Progress:
+    """A rich progress bar on stderr: iteration, loss, elapsed and ETA."""
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        self.total = total
+        self.quiet = quiet
+        self._progress: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def _start(self) -> None:
+        """Started on the first report, so a failure while VGG19 loads leaves no empty bar."""
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("iteration"),
+            MofNCompleteColumn(),
+            BarColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+        )
+        self._progress.__enter__()
+        self._task = self._progress.add_task("transfer", total=self.total, loss="-")
+
+    def update(self, report: Any) -> None:
+        if self.quiet:
+            return
+        if self._progress is None:
+            self._start()
+        self._progress.update(self._task, completed=report.iteration, loss=f"{report.loss:.4g}")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)

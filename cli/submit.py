@@ -311,7 +311,8 @@ def _interrupted(
     """Ctrl-C stops the watching, never the job, unless the user says so."""
     console.print(f"\nstopped watching job {job['id']}; it keeps running on the server.")
     if token:
-        auth = ' -H "Authorization: Bearer $STYLEQUEUE_API_TOKEN"'
+        secret = "$STYLEQUEUE_API_TOKEN" if os.environ.get("STYLEQUEUE_API_TOKEN") else "<token>"
+        auth = f' -H "Authorization: Bearer {secret}"'  # never echo the token itself
         console.print(f"cancel it with: curl -X POST{auth} {job_url(base, job, 'cancel')}")
         return
     # Without a token the job belongs to this process's session cookie: once we exit, nobody

@@ -103,7 +103,10 @@ class S3Storage:
             "s3",
             endpoint_url=endpoint_url,
             config=Config(
-                retries={"max_attempts": 3, "mode": "standard"}, s3={"addressing_style": "path"}
+                retries={"max_attempts": 3, "mode": "standard"},
+                s3={"addressing_style": "path"},
+                connect_timeout=5,  # an unreachable MinIO must not stall /readyz for minutes
+                read_timeout=30,
             ),
         )
         self._missing = (self.client.exceptions.NoSuchKey,)

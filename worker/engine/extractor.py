@@ -261,11 +261,19 @@ def _imagenet_file() -> Path:
     return Path(path)
 
 
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_ZIP_MAGIC = b"PK\x03\x04"  # .keras archives are zip files
+
+
 def _load_file(path: Path, label: str) -> keras.Model:
     """Load VGG19 weights from a local file: a weights-only .h5 (Keras's own ImageNet file,
     with or without the top), or a whole saved model (.keras / .h5)."""
     if not path.is_file():
         raise WeightsUnavailable(label, f"no such file {str(path)!r}")
+    with path.open("rb") as fh:
+        magic = fh.read(8)
+    if magic != _HDF5_MAGIC and not magic.startswith(_ZIP_MAGIC):
+        raise WeightsUnavailable(label, f"cannot read {str(path)!r}: not an HDF5 or .keras file")
     errors: list[str] = []
     loaders: list[Any] = []
     if path.suffix != ".keras":

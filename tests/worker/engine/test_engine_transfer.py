@@ -1,0 +1,304 @@
+"""transfer(): the loop, its reports, cancel, determinism and the user-facing features."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from engine_samples import FAST, dots, smooth_image, stripes
+
+from shared.params import ParamError, TransferParams
+from worker.engine import IterationReport, evaluate, get_extractor, step_tf, transfer, warm_up
+from worker.engine import core as engine_core
+from worker.engine import extractor as ex
+from worker.engine.imageio import rgb_to_ycbcr, to_float01
+
+
+def test_loss_falls_and_the_best_image_is_tracked(content, style, fast) -> None:
+    reports: list[IterationReport] = []
+    result = transfer(content, [style], fast, weights="random", on_iteration=reports.append)
+    losses = [r.loss for r in reports]
+    assert len(losses) == fast.iterations == result.iterations_done
+    assert losses[-1] < 0.9 * losses[0]
+    assert result.best_loss == min(losses)
+    assert result.best_iteration == 1 + int(np.argmin(losses))
+    assert [r.is_best for r in reports].count(True) >= 2
+    for r in reports:  # the parts add up to the total
+        assert r.loss == pytest.approx(r.content + r.style + r.tv, rel=1e-5)
+    assert result.history == [
+        {k: getattr(r, k) for k in ("iteration", "loss", "content", "style", "tv", "elapsed")}
+        for r in reports
+    ]
+    assert all(b.elapsed >= a.elapsed for a, b in itertools.pairwise(reports))
+    assert not result.stopped and result.weights == "random"
+    assert result.params.weights == "random"
+    assert result.image.dtype == np.uint8 and result.image.shape == content.shape
+    assert not np.array_equal(result.image, content)  # it painted something
+
+
+def test_loss_falls_from_noise(content, style, fast) -> None:
+    result = transfer(content, [style], replace(fast, init="noise"), weights="random")
+    assert result.history[-1]["loss"] < 0.5 * result.history[0]["loss"]
+
+
+def test_content_loss_is_zero_for_the_content_image_only(content, style, fast) -> None:
+    own = evaluate(content, content, [style], fast, weights="random")
+    assert own["content"] == 0.0
+    assert own["style"] > 0 and own["tv"] > 0
+    other = evaluate(smooth_image(36, 48, seed=5), content, [style], fast, weights="random")
+    assert other["content"] > 0
+    # and the loop starts there: iteration 1 measures the content image itself
+    first = transfer(content, [style], replace(fast, iterations=1), weights="random").history[0]
+    assert first["content"] == pytest.approx(0.0, abs=1e-6 * first["loss"])
+
+
+def test_content_term_pulls_towards_the_content(content, style, fast) -> None:
+    """From noise, a content-only run must approach the content image (the reference
+    article's content_cost compared style Grams and never did)."""
+    params = replace(
+        fast,
+        content_layers=(("block2_conv1", 1.0),),  # shallow: features pin down the pixels
+        style_layers=(("block1_conv1", 1.0),),
+        style_weight=0.0,
+        tv_weight=0.0,
+        init="noise",
+        iterations=30,
+        learning_rate=0.05,
+        beta_1=0.9,
+    )
+    result = transfer(content, [style], params, weights="random")
+    target = to_float01(content)
+    start = np.random.default_rng(params.seed).random(target.shape, dtype=np.float32)
+    gap = np.abs(to_float01(result.image) - target).mean()
+    assert gap < 0.5 * np.abs(start - target).mean(), gap
+
+
+def test_extractor_built_once_and_step_traced_once_across_jobs() -> None:
+    # layers no other test uses, so the first build happens here
+    params = replace(
+        FAST,
+        content_layers=(("block2_conv2", 1.0),),
+        style_layers=(("block1_conv2", 1.0), ("block2_conv1", 0.5)),
+        iterations=2,
+    )
+    builds, traces = ex.build_count(), step_tf.trace_count()
+    transfer(smooth_image(32, 40), [stripes(32, 32)], params, weights="random")
+    transfer(
+        smooth_image(48, 36, seed=3),
+        [dots(40, 40)],
+        replace(params, content_weight=5.0),
+        weights="random",
+    )
+    assert ex.build_count() == builds + 1
+    assert step_tf.trace_count() == traces + 1  # other size, other weights: same graph
+
+
+def test_style_grams_are_cached_across_jobs(content, style, fast) -> None:
+    engine_core.clear_style_cache()
+    before = dict(engine_core.style_cache_stats)
+    transfer(content, [style], replace(fast, iterations=1), weights="random")
+    transfer(content, [style], replace(fast, iterations=1, content_weight=1.0), weights="random")
+    assert engine_core.style_cache_stats["misses"] == before["misses"] + 1
+    assert engine_core.style_cache_stats["hits"] == before["hits"] + 1
+
+
+def test_seeded_runs_repeat_exactly(content, style, fast) -> None:
+    params = replace(fast, init="noise", seed=7)
+    a = transfer(content, [style], params, weights="random")
+    b = transfer(content, [style], params, weights="random")
+    assert np.array_equal(a.image, b.image)
+    assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
+    c = transfer(content, [style], replace(params, seed=8), weights="random")
+    assert not np.array_equal(a.image, c.image)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_cancel_stops_within_one_iteration(content, style, fast, k: int) -> None:
+    seen: list[int] = []
+    asked: list[int] = []
+
+    def should_stop() -> bool:
+        asked.append(len(seen))
+        return len(seen) >= k
+
+    result = transfer(
+        content,
+        [style],
+        replace(fast, iterations=50),
+        weights="random",
+        on_iteration=lambda r: seen.append(r.iteration),
+        should_stop=should_stop,
+    )
+    assert result.iterations_done == k and result.stopped
+    assert seen == list(range(1, k + 1)) and len(result.history) == k
+    assert asked[-1] == k
+
+
+def test_no_stop_when_never_asked_to(content, style, fast) -> None:
+    result = transfer(content, [style], fast, weights="random", should_stop=lambda: False)
+    assert result.iterations_done == fast.iterations and not result.stopped
+
+
+def test_snapshots_every_n_and_on_the_last_iteration(content, style, fast) -> None:
+    reports: list[IterationReport] = []
+    transfer(
+        content,
+        [style],
+        replace(fast, iterations=7, snapshot_every=3),
+        weights="random",
+        on_iteration=reports.append,
+    )
+    with_snap = [r.iteration for r in reports if r.snapshot is not None]
+    assert with_snap == [3, 6, 7]
+    snap = reports[-1].snapshot
+    assert snap is not None and snap.dtype == np.uint8 and snap.shape == content.shape
+
+
+def test_content_is_resized_to_max_size_and_style_by_scale(style, fast) -> None:
+    big = smooth_image(60, 90)
+    result = transfer(big, [style], replace(fast, max_size=30, iterations=1), weights="random")
+    assert result.image.shape == (20, 30, 3)
+    # style_scale changes the style target (Grams of a differently sized style image)
+    base = replace(fast, max_size=48, iterations=4)
+    one = transfer(big, [stripes(64, 64)], base, weights="random")
+    half = transfer(big, [stripes(64, 64)], replace(base, style_scale=0.5), weights="random")
+    assert not np.array_equal(one.image, half.image)
+
+
+def test_multi_style_blend_changes_the_output_and_weights_matter(content, fast) -> None:
+    params = replace(fast, iterations=6)
+    a, b = stripes(40, 40), dots(40, 40)
+    only_a = transfer(content, [a], params, weights="random").image
+    mixed = transfer(content, [a, b], params, weights="random").image
+    mostly_b = transfer(content, [a, b], replace(params, style_blend=(0.1, 0.9)), weights="random")
+    mostly_a = transfer(content, [a, b], replace(params, style_blend=(1.0, 0.0)), weights="random")
+    assert not np.array_equal(only_a, mixed)
+    assert not np.array_equal(mixed, mostly_b.image)
+    # blend (1, 0) is the single style: the same targets, so the same image
+    assert np.array_equal(only_a, mostly_a.image)
+
+
+def test_preserve_colors_keeps_the_content_chroma(content, fast) -> None:
+    params = replace(fast, iterations=10, learning_rate=0.05)
+    style = stripes(40, 40, colours=((250, 0, 250), (0, 250, 0)))  # loud colours
+    plain = transfer(content, [style], params, weights="random").image
+    kept = transfer(content, [style], replace(params, preserve_colors=True), weights="random").image
+
+    def chroma_gap(img: np.ndarray) -> float:
+        diff = rgb_to_ycbcr(to_float01(img))[..., 1:] - rgb_to_ycbcr(to_float01(content))[..., 1:]
+        return float(np.abs(diff).mean())
+
+    assert chroma_gap(kept) < 0.01
+    assert chroma_gap(plain) > 2 * chroma_gap(kept)
+    # luminance still comes from the stylised image
+    y_plain = rgb_to_ycbcr(to_float01(plain))[..., 0]
+    y_kept = rgb_to_ycbcr(to_float01(kept))[..., 0]
+    assert np.abs(y_plain - y_kept).mean() < 0.02
+
+
+def test_mixed_bfloat16_runs_close_to_float32(content, style, fast) -> None:
+    f32 = transfer(content, [style], fast, weights="random")
+    bf16 = transfer(content, [style], replace(fast, precision="mixed_bfloat16"), weights="random")
+    assert all(np.isfinite(h["loss"]) for h in bf16.history)
+    assert bf16.history[-1]["loss"] < bf16.history[0]["loss"]
+    assert bf16.best_loss == pytest.approx(f32.best_loss, rel=0.1)
+    assert get_extractor("random", ex.canonical_layers(_layers(fast)), "mixed_bfloat16")
+
+
+def _layers(params: TransferParams) -> tuple[str, ...]:
+    return tuple(n for n, _ in params.content_layers + params.style_layers)
+
+
+def test_too_small_content_is_refused(style, fast) -> None:
+    with pytest.raises(ValueError, match="at least 16 px"):
+        transfer(smooth_image(8, 40), [style], fast, weights="random")
+
+
+def test_warm_up_prepares_the_process_without_error() -> None:
+    warm_up("random", FAST)
+    assert get_extractor("random", ex.canonical_layers(_layers(FAST)), "float32")
+
+
+def test_invalid_params_are_refused_by_transfer(content, style, fast) -> None:
+    with pytest.raises(ParamError) as info:
+        transfer(content, [style], replace(fast, iterations=0), weights="random")
+    assert info.value.field == "iterations"
+    with pytest.raises(ParamError) as info:
+        transfer(content, [], fast, weights="random")
+    assert info.value.field == "style"
+    with pytest.raises(ParamError) as info:
+        transfer(content, [style], replace(fast, style_blend=(1.0, 1.0)), weights="random")
+    assert info.value.field == "style_blend"
+
+
+# ---- every parameter rule (shared/params.py) gives its error, naming the field ------------
+
+INVALID: list[tuple[dict, str]] = [
+    ({"preset": "nope"}, "preset"),
+    ({"colour": "red"}, "colour"),
+    ({"iterations": "0"}, "iterations"),
+    ({"iterations": -5}, "iterations"),
+    ({"iterations": "ten"}, "iterations"),
+    ({"iterations": 2.5}, "iterations"),
+    ({"iterations": True}, "iterations"),
+    ({"iterations": 10**6}, "iterations"),
+    ({"max_size": 8}, "max_size"),
+    ({"max_size": 100_000}, "max_size"),
+    ({"content_weight": -1}, "content_weight"),
+    ({"content_weight": "nan"}, "content_weight"),
+    ({"style_weight": "inf"}, "style_weight"),
+    ({"style_weight": 0, "content_weight": 0}, "style_weight"),
+    ({"tv_weight": -0.5}, "tv_weight"),
+    ({"learning_rate": 0}, "learning_rate"),
+    ({"learning_rate": 1000}, "learning_rate"),
+    ({"beta_1": 1.0}, "beta_1"),
+    ({"beta_2": -0.1}, "beta_2"),
+    ({"epsilon": 0}, "epsilon"),
+    ({"content_layers": "block9_conv1"}, "content_layers"),
+    ({"content_layers": []}, "content_layers"),
+    ({"style_layers": "block1_conv1,block1_conv1"}, "style_layers"),
+    ({"style_layers": "block1_conv1:-1"}, "style_layers"),
+    ({"style_layers": "block1_conv1:0"}, "style_layers"),
+    ({"style_layers": "block1_conv1:x"}, "style_layers"),
+    ({"style_blend": "1,2"}, "style_blend"),  # two weights, one style
+    ({"style_blend": "0"}, "style_blend"),
+    ({"style_blend": "-1"}, "style_blend"),
+    ({"style_scale": 0.05}, "style_scale"),
+    ({"style_scale": 5}, "style_scale"),
+    ({"preserve_colors": "maybe"}, "preserve_colors"),
+    ({"init": "zeros"}, "init"),
+    ({"seed": -1}, "seed"),
+    ({"seed": 2**31}, "seed"),
+    ({"snapshot_every": -1}, "snapshot_every"),
+    ({"precision": "float16"}, "precision"),
+    ({"weights": "/models/vgg19.h5"}, "weights"),  # paths only where allowed
+]
+
+
+@pytest.mark.parametrize(("data", "field"), INVALID, ids=[f for _, f in INVALID])
+def test_each_invalid_parameter_names_its_field(data: dict, field: str) -> None:
+    with pytest.raises(ParamError) as info:
+        TransferParams.from_inputs(data)
+    assert info.value.field == field
+    assert info.value.message and "\n" not in str(info.value)
+
+
+def test_weight_paths_must_be_keras_files_and_style_count_is_bounded() -> None:
+    with pytest.raises(ParamError) as info:
+        TransferParams.from_inputs({"weights": "vgg.txt"}, allow_weight_paths=True)
+    assert info.value.field == "weights"
+    TransferParams.from_inputs({"weights": "vgg.h5"}, allow_weight_paths=True)  # fine
+    with pytest.raises(ParamError) as info:
+        TransferParams.from_inputs({}, n_styles=5)
+    assert info.value.field == "style"
+
+
+def test_valid_inputs_pass_and_presets_apply() -> None:
+    p = TransferParams.from_inputs(
+        {"preset": "seed", "iterations": "12", "preserve_colors": "yes", "style_blend": "1,3"},
+        n_styles=2,
+    )
+    assert p.iterations == 12 and p.preserve_colors and p.learning_rate == pytest.approx(7 / 255)
+    assert p.blend(2) == (0.25, 0.75)

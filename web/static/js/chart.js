@@ -24,6 +24,18 @@ function niceStep(range, target) {
   return (f < 1.5 ? 1 : f < 3 ? 2 : f < 7 ? 5 : 10) * mag;
 }
 
+/** Axis labels: 1e6 rather than 1.00e+6 for powers of ten; plain numbers otherwise. */
+function tick(v, log) {
+  if (log && v > 0) {
+    const k = Math.log10(v);
+    if (Math.abs(k - Math.round(k)) < 1e-9 && Math.abs(k) >= 3) return `1e${Math.round(k)}`;
+  }
+  if (Math.abs(v) >= 1e4 || (v !== 0 && Math.abs(v) < 1e-3)) {
+    return v.toExponential(1).replace("e+", "e").replace(".0e", "e");
+  }
+  return num(v);
+}
+
 export class LossChart {
   constructor(svg, { readout = null, total = 0 } = {}) {
     this.svg = svg;
@@ -154,7 +166,7 @@ export class LossChart {
       const y = sy(v);
       axes.append(svgEl("line", { class: "grid-line", x1: l, x2: l + iw, y1: y, y2: y }));
       const label = svgEl("text", { x: l - 6, y: y + 4, "text-anchor": "end" });
-      label.textContent = num(v);
+      label.textContent = tick(v, this.log);
       axes.append(label);
     }
     // x labels

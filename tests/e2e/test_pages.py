@@ -1,0 +1,270 @@
+"""The pages in a real browser, against the real app and a real Celery worker.
+
+Random VGG19 weights and tiny pictures keep these quick; waits are generous polls, never
+assertions on how long something took.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from PIL import Image
+
+from shared.progress import stream_key
+from tests.e2e.conftest import ROOT, Stack
+from tests.e2e.helpers import (
+    WAIT_MS,
+    api_submit,
+    counter,
+    fill_form,
+    png_bytes,
+    status,
+    submit_form,
+    wait_status,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+def _save_docs_screenshot(source: Path) -> None:
+    """The finished dashboard for the README: palette-reduced PNG to keep the repo light."""
+    target = ROOT / "docs" / "dashboard.png"
+    target.parent.mkdir(exist_ok=True)
+    image = Image.open(source).convert("RGB")
+    image.thumbnail((1100, 2400))
+    image.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(target, optimize=True)
+
+
+def test_submit_watch_the_curve_and_download(
+    page, stack: Stack, content_png: Path, screenshots: Path, tmp_path: Path
+) -> None:
+    fill_form(page, content_png, sample="the-scream", iterations=60, max_size=48, snapshot_every=5)
+    # the sample painting is chosen (its tile checked) and the photo previewed
+    assert page.locator("#sample-the-scream").is_checked()
+    assert page.locator("#content-preview").evaluate("img => img.naturalWidth") > 0
+    page.screenshot(path=str(screenshots / "form.png"), full_page=True)
+
+    api_calls: list[str] = []
+    page.on("request", lambda r: api_calls.append(r.url) if "/api/v1/jobs/" in r.url else None)
+    job_id = submit_form(page)
+
+    # the counter advances and the curve gets points while the job runs
+    seen = [counter(page)]
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while time.monotonic() < deadline:
+        page.wait_for_timeout(150)
+        value = counter(page)
+        if value != seen[-1]:
+            seen.append(value)
+        if status(page) == "running" and 0 < value < 60 and len(seen) >= 2:
+            page.screenshot(path=str(screenshots / "dashboard-running.png"), full_page=True)
+        if status(page) in ("succeeded", "failed", "canceled"):
+            break
+    assert seen == sorted(seen) and seen[-1] > seen[0], f"counter never advanced: {seen}"
+    wait_status(page, "succeeded")
+    assert counter(page) == 60
+    points = int(page.locator("#chart").get_attribute("data-points"))
+    assert points == 60
+    total_line = page.locator("#chart polyline[data-series='total']").get_attribute("points")
+    assert len(total_line.split()) > 1
+
+    # the best image, its iteration and loss, and a download of it
+    page.wait_for_selector("#result-panel:not([hidden])")
+    page.wait_for_function("document.querySelector('#result-img').naturalWidth > 0")
+    assert "iteration" in page.locator("#result-caption").inner_text()
+    with page.expect_download() as info:
+        page.locator("#result-download").click()
+    download = info.value
+    assert download.suggested_filename.endswith(".png")
+    data = Path(download.path()).read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    with Image.open(io.BytesIO(data)) as image:
+        assert max(image.size) == 48
+
+    # every snapshot is in the strip and the scrubber replays them
+    page.wait_for_function("document.querySelectorAll('#strip button').length === 12")
+    page.locator("#scrubber").fill("0")
+    assert "iteration 5 " in page.locator("#snap-caption").inner_text()
+    page.wait_for_function("document.querySelector('#snap-img').alt.includes('iteration 5')")
+    page.locator("#latest").click()
+    assert "iteration 60 " in page.locator("#snap-caption").inner_text()
+
+    # the fleet runs random weights: the page says so
+    assert page.locator("#fleet-banner").is_visible()
+    page.screenshot(path=str(screenshots / "dashboard-finished.png"), full_page=True)
+    _save_docs_screenshot(screenshots / "dashboard-finished.png")
+
+    # polling stopped once the job ended
+    page.wait_for_timeout(500)
+    before = len(api_calls)
+    page.wait_for_timeout(2500)
+    assert len(api_calls) == before, api_calls[before:]
+    # each poll asks only for entries after the last one it has (none yet: from the start)
+    progress_calls = [u for u in api_calls if "/progress" in u]
+    first_after = next(i for i, u in enumerate(progress_calls) if "after=" in u)
+    assert all("after=" in u for u in progress_calls[first_after:]), progress_calls
+
+    # the jobs list shows it, with its thumbnail
+    page.goto("/jobs")
+    row = page.locator(f'li[data-job-id="{job_id}"]')
+    row.locator(".badge.succeeded").wait_for()
+    page.wait_for_function(
+        "id => document.querySelector(`li[data-job-id='${id}'] img`).naturalWidth > 0",
+        arg=job_id,
+    )
+    assert "60 / 60" in row.inner_text()
+
+    # Redis forgets the stream: the dashboard draws the whole curve from the saved history
+    client = redis.Redis.from_url(stack.settings.redis_url)
+    try:
+        client.delete(stream_key(job_id))
+    finally:
+        client.close()
+    page.goto(f"/jobs/{job_id}")
+    page.wait_for_function("document.querySelector('#chart').dataset.points === '60'")
+
+
+def test_cancel_a_running_job_from_the_page(page, content_png: Path) -> None:
+    fill_form(page, content_png, sample="starry-night", iterations=5000, max_size=64)
+    submit_form(page)
+    page.wait_for_function(
+        "Number(document.querySelector('#it-done').textContent) > 0", timeout=WAIT_MS
+    )
+    assert status(page) == "running"
+    assert page.locator("#cancel").is_visible()
+    page.locator("#cancel").click()
+    wait_status(page, "canceled")
+    assert page.locator("#cancel").is_hidden()
+    assert page.locator("#phase").inner_text() == "Canceled"
+    assert counter(page) < 5000
+
+
+def test_a_non_image_upload_shows_the_error_beside_the_field(page, tmp_path: Path) -> None:
+    fake = {
+        "name": "holiday.png",
+        "mimeType": "image/png",
+        "buffer": b"this is not a picture\n" * 20,
+    }
+    page.goto("/")
+    page.locator('label[for="sample-shipwreck"]').click()
+
+    # the browser's own check catches it first
+    page.set_input_files("#content", files=[fake])
+    error = page.locator("#content-error")
+    error.wait_for(state="visible")
+    assert "not an image" in error.inner_text()
+
+    # with the client checks off, the server's answer lands beside the same field
+    page.evaluate("document.querySelector('#job-form').dataset.clientChecks = 'off'")
+    page.set_input_files("#content", files=[fake])
+    page.wait_for_function("document.querySelector('#content-error').textContent === ''")
+    with page.expect_response(lambda r: r.url.endswith("/api/v1/jobs")) as answer:
+        page.locator("#submit").click()
+    response = answer.value
+    assert 400 <= response.status < 500
+    body = response.json()["error"]
+    assert body["field"] == "content"
+    error.wait_for(state="visible")
+    assert error.inner_text() == body["message"]
+    assert error.get_attribute("role") == "alert"
+    assert "content-error" in page.locator("#content").get_attribute("aria-describedby")
+    assert page.locator("#content-drop").get_attribute("aria-invalid") == "true"
+    assert page.url.endswith("/")
+
+
+def test_another_browser_cannot_open_the_dashboard(new_context, stack: Stack) -> None:
+    owner = new_context()
+    job = api_submit(owner, stack.url, png_bytes(), png_bytes(color=(10, 160, 90)),
+                     iterations=3, max_size=32)  # fmt: skip
+    mine = owner.new_page()
+    assert mine.goto(f"/jobs/{job['id']}").status == 200
+
+    stranger = new_context().new_page()
+    response = stranger.goto(f"/jobs/{job['id']}")
+    assert response.status == 404
+    assert "No such job here" in stranger.locator("h1").inner_text()
+    assert stranger.request.get(f"{stack.url}{job['links']['self']}").status == 404
+    stranger.goto("/jobs")
+    stranger.get_by_text("No pictures yet").wait_for()
+    wait_status(mine, "succeeded", "failed")
+
+
+def test_jobs_list_is_paginated_newest_first(new_context, stack: Stack) -> None:
+    context = new_context()
+    ids = [
+        api_submit(context, stack.url, png_bytes(), png_bytes(), iterations=2, max_size=32)["id"]
+        for _ in range(3)
+    ]
+    page = context.new_page()
+    page.goto("/jobs?per_page=2")
+    page.wait_for_selector("li.job-row")
+    rows = page.locator("li.job-row")
+    assert rows.count() == 2
+    assert [rows.nth(i).get_attribute("data-job-id") for i in range(2)] == ids[::-1][:2]
+    assert "Page 1 of 2" in page.locator("#page-label").inner_text()
+    page.locator("#next").click()
+    page.wait_for_url("**page=2**")
+    page.wait_for_function("document.querySelectorAll('li.job-row').length === 1")
+    assert rows.first.get_attribute("data-job-id") == ids[0]
+    # it refreshes itself until every job has ended
+    page.locator("li.job-row .badge.succeeded").wait_for(timeout=WAIT_MS)
+
+
+@pytest.mark.parametrize("path", ["/", "/jobs"])
+def test_phone_width_labels_and_keyboard(new_context, path: str) -> None:
+    page = new_context(viewport={"width": 375, "height": 740}, is_mobile=True).new_page()
+    page.goto(path)
+    page.wait_for_load_state("networkidle")
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"{path} scrolls sideways at 375 px by {overflow} px"
+    unlabeled = page.evaluate(
+        """() => [...document.querySelectorAll('input, select, button, textarea')]
+            .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+                         && !e.textContent.trim())
+            .map(e => e.id || e.name || e.outerHTML.slice(0, 60))"""
+    )
+    assert unlabeled == []
+    if path == "/":
+        # keyboard only: tab to the first sample, choose it with the arrow keys
+        page.locator("#content").focus()
+        page.keyboard.press("Tab")
+        focused = page.evaluate("document.activeElement.name")
+        assert focused == "sample_style"
+        page.keyboard.press("ArrowRight")
+        assert page.locator("#sample-the-scream").is_checked()
+        outline = page.evaluate(
+            "getComputedStyle(document.activeElement.nextElementSibling).boxShadow"
+        )
+        assert outline != "none"
+
+
+def test_page_weight(new_context, stack: Stack) -> None:
+    """HTML + JS + CSS of each page, as sent over the wire (a budget, and a record)."""
+    context = new_context()
+    job = api_submit(context, stack.url, png_bytes(), png_bytes(), iterations=2, max_size=32)
+    weights: dict[str, dict[str, int]] = {}
+    for name, path in [("form", "/"), ("jobs", "/jobs"), ("dashboard", f"/jobs/{job['id']}")]:
+        page = context.new_page()
+        sizes: dict[str, int] = {}
+
+        def record(response, sizes=sizes) -> None:  # type: ignore[no-untyped-def]
+            kind = response.request.resource_type
+            if kind in ("document", "script", "stylesheet"):
+                sizes[kind] = sizes.get(kind, 0) + len(response.body())
+
+        page.on("response", record)
+        page.goto(path)
+        page.wait_for_load_state("networkidle")
+        sizes["total"] = sum(sizes.values())
+        weights[name] = sizes
+        page.close()
+    out = ROOT / "test-artifacts" / "page-weight.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(weights, indent=2))
+    for name, sizes in weights.items():
+        assert sizes["total"] < 80_000, (name, sizes)

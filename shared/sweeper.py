@@ -62,6 +62,7 @@ class SweepReport:
     recovered: int = 0  # running rows of dead runners put back on the queue
     skipped: bool = False  # another sweep held the sweep lock
     errors: list[str] = field(default_factory=list)
+    sent: set[str] = field(default_factory=set)  # job ids enqueued by this pass
 
 
 def sweep(settings: Settings, celery_app: Celery) -> SweepReport:
@@ -149,8 +150,8 @@ def _requeue_stale(
         return
     waiting = pending_job_ids(client)
     for job_id in stale:
-        if job_id in waiting:
-            continue
+        if job_id in waiting or job_id in report.sent:
+            continue  # still waiting in the broker, or sent by this very pass
         if not _send(settings, app, job_id, report):
             return
         report.requeued += 1
@@ -163,6 +164,7 @@ def _send(settings: Settings, app: Celery, job_id: str, report: SweepReport) -> 
     except Exception as exc:  # kombu/redis connection errors vary by transport
         report.errors.append(f"enqueue {job_id}: {type(exc).__name__}: {exc}")
         return False
+    report.sent.add(job_id)
     with session_scope(settings.database_url) as session:
         job = session.get(Job, job_id)
         if job is not None and job.status == JobStatus.QUEUED.value:

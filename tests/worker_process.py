@@ -8,6 +8,7 @@ fleet registry (so a job sent now starts at once, as on a warm production worker
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -23,10 +24,11 @@ from typing import Any
 
 import redis
 
-from shared import fleet
+from shared import fleet, keys
 from shared.models import Job
 from shared.progress import ProgressStream
 from shared.settings import PREFIX, Settings
+from shared.storage import get_storage
 from tests.factories import get_job
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -257,3 +259,25 @@ def read_stream(settings: Settings, job_id: str) -> list[dict[str, Any]]:
         return entries
     finally:
         client.close()
+
+
+def check_finished_job(settings: Settings, job_id: str, n: int, snapshot_every: int) -> None:
+    """Stream 1..n in order with increasing ids, snapshots + result + history in storage."""
+    job = get_job(settings, job_id)
+    entries = read_stream(settings, job_id)
+    assert [e["iteration"] for e in entries] == list(range(1, n + 1))
+    ids = [tuple(int(x) for x in e["id"].split("-")) for e in entries]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert set(entries[0]) == {"id", "iteration", "loss", "content", "style", "tv", "elapsed"}
+
+    storage = get_storage(settings)
+    expected = sorted({*range(snapshot_every, n + 1, snapshot_every), n})
+    assert job.snapshot_iterations == expected
+    for it in expected:
+        assert storage.get(keys.snapshot_key(job_id, it)).startswith(b"\x89PNG")
+    assert job.result_key == keys.result_key(job_id)
+    assert storage.get(job.result_key).startswith(b"\x89PNG")
+    history = json.loads(storage.get(job.history_key))
+    assert history["job_id"] == job_id and history["weights"] == job.weights
+    assert history["entries"] == entries  # same ids and values as the stream
+    assert history["params"]["iterations"] == n

@@ -88,6 +88,16 @@ def execute(
     client: redis.Redis | None = None,
 ) -> Outcome:
     """Run one attempt of ``job_id`` under its lock. Never raises for job errors."""
+    with session_scope(settings.database_url) as session:
+        job = session.get(Job, job_id)
+        # A cheap answer to duplicate deliveries, without touching the lock; _start re-checks
+        # under the lock.
+        if job is None:
+            log.warning("job %s: no such row (deleted?); dropping the message", job_id)
+            return Outcome("missing")
+        if job.terminal:
+            log.info("job %s: already %s; duplicate delivery ignored", job_id, job.status)
+            return Outcome("duplicate", job.status)
     own_client = client is None
     client = client or redis_client(settings.redis_url)
     lock = JobLock(client, job_id, settings.lock_ttl_seconds)

@@ -96,6 +96,9 @@ def worker_db_url(
 def worker_settings(
     tmp_path_factory: pytest.TempPathFactory, worker_db_url: str, module_redis: str
 ) -> Settings:
+    client = redis.Redis.from_url(module_redis)
+    client.flushdb()  # nothing left over from the other backend's run of this module
+    client.close()
     return build_settings(tmp_path_factory.mktemp("var"), worker_db_url, module_redis)
 
 

@@ -22,7 +22,7 @@ from shared.settings import Settings
 from shared.states import utcnow
 from shared.storage import get_storage
 from tests.factories import get_job, make_job
-from tests.worker_process import read_stream
+from tests.worker_process import check_finished_job, read_stream
 from worker import runner
 
 WORKER = "test@host/1"
@@ -33,28 +33,6 @@ def client(wsettings: Settings) -> Any:
     client = redis.Redis.from_url(wsettings.redis_url)
     yield client
     client.close()
-
-
-def check_finished_job(settings: Settings, job_id: str, n: int, snapshot_every: int) -> None:
-    """Stream 1..n in order with increasing ids, snapshots + result + history in storage."""
-    job = get_job(settings, job_id)
-    entries = read_stream(settings, job_id)
-    assert [e["iteration"] for e in entries] == list(range(1, n + 1))
-    ids = [tuple(int(x) for x in e["id"].split("-")) for e in entries]
-    assert ids == sorted(ids) and len(set(ids)) == len(ids)
-    assert set(entries[0]) == {"id", "iteration", "loss", "content", "style", "tv", "elapsed"}
-
-    storage = get_storage(settings)
-    expected = sorted({*range(snapshot_every, n + 1, snapshot_every), n})
-    assert job.snapshot_iterations == expected
-    for it in expected:
-        assert storage.get(keys.snapshot_key(job_id, it)).startswith(b"\x89PNG")
-    assert job.result_key == keys.result_key(job_id)
-    assert storage.get(job.result_key).startswith(b"\x89PNG")
-    history = json.loads(storage.get(job.history_key))
-    assert history["job_id"] == job_id and history["weights"] == job.weights
-    assert history["entries"] == entries  # same ids and values as the stream
-    assert history["params"]["iterations"] == n
 
 
 def test_job_runs_to_succeeded(wsettings: Settings, client: Any) -> None:

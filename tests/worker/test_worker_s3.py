@@ -1,0 +1,68 @@
+"""A worker on S3 storage (moto's server) whose configured weights are missing.
+
+One worker covers both: a job asking for ``random`` weights runs and stores everything in
+the bucket; a job left on the worker's default (a missing ``.h5``) fails with the engine's
+readable message; the worker said so once at start and in the fleet registry.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from shared import keys
+from shared.settings import Settings
+from shared.storage import S3Storage, get_storage
+from tests.factories import submit
+from tests.worker_process import WorkerProcess, check_finished_job, wait_for_status
+
+MISSING = "/nonexistent/vgg19_weights_notop.h5"
+
+
+def test_s3_storage_and_missing_weights(
+    make_settings: Callable[..., Settings],
+    database_url: str,
+    wredis_url: str,
+    s3_bucket: str,
+    s3_endpoint: str,
+    tmp_path: Path,
+) -> None:
+    from shared.celery_app import create_celery
+
+    settings = make_settings(
+        database_url=database_url, redis_url=wredis_url, storage_url=f"s3://{s3_bucket}",
+        s3_endpoint_url=s3_endpoint, vgg19_weights=MISSING, lock_ttl_seconds=3,
+        queued_grace_seconds=0,
+    )  # fmt: skip
+    assert isinstance(get_storage(settings), S3Storage)
+    worker = WorkerProcess(settings, tmp_path / "logs")
+    app = create_celery(settings)
+    try:
+        worker.start()
+        log = worker.log_text()
+        assert f"WARNING: VGG19 weights '{MISSING}' unavailable: " in log
+        assert "set STYLEQUEUE_VGG19_WEIGHTS=random for an offline demo" in log
+        info = worker.fleet_info()
+        assert info and info["weights_ok"] is False and MISSING in info["weights_error"]
+
+        good = submit(settings, app, params={"iterations": 6, "snapshot_every": 2,
+                                             "weights": "random"})  # fmt: skip
+        bad = submit(settings, app)
+        done = wait_for_status(settings, good.id, "succeeded", "failed", worker=worker)
+        assert done.status == "succeeded", done.error
+        assert done.weights == "random"
+        check_finished_job(settings, good.id, 6, 2)
+        listed = get_storage(settings).list(keys.job_prefix(good.id))
+        assert keys.history_key(good.id) in listed and keys.result_key(good.id) in listed
+
+        failed = wait_for_status(settings, bad.id, "succeeded", "failed", worker=worker)
+        assert failed.status == "failed"
+        assert MISSING in failed.error and "STYLEQUEUE_VGG19_WEIGHTS" in failed.error
+        assert "\n" not in failed.error and failed.result_key is None
+    except BaseException:
+        print(worker.log_tail(), file=sys.stderr)
+        raise
+    finally:
+        app.close()
+        worker.stop()

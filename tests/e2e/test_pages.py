@@ -6,8 +6,10 @@ assertions on how long something took.
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
+import os
 import time
 from pathlib import Path
 
@@ -32,8 +34,14 @@ pytestmark = pytest.mark.e2e
 
 
 def _save_docs_screenshot(source: Path) -> None:
-    """The finished dashboard for the README: palette-reduced PNG to keep the repo light."""
+    """The finished dashboard for the README: palette-reduced PNG to keep the repo light.
+
+    Written when missing or when STYLEQUEUE_UPDATE_DOCS=1, so a test run leaves the
+    checkout clean.
+    """
     target = ROOT / "docs" / "dashboard.png"
+    if target.exists() and os.environ.get("STYLEQUEUE_UPDATE_DOCS") != "1":
+        return
     target.parent.mkdir(exist_ok=True)
     image = Image.open(source).convert("RGB")
     image.thumbnail((1100, 2400))
@@ -98,6 +106,12 @@ def test_submit_watch_the_curve_and_download(
     assert page.locator("#fleet-banner").is_visible()
     page.screenshot(path=str(screenshots / "dashboard-finished.png"), full_page=True)
     _save_docs_screenshot(screenshots / "dashboard-finished.png")
+    page.set_viewport_size({"width": 375, "height": 800})
+    page.screenshot(path=str(screenshots / "dashboard-finished-phone.png"), full_page=True)
+    page.emulate_media(color_scheme="dark")
+    page.screenshot(path=str(screenshots / "dashboard-finished-phone-dark.png"), full_page=True)
+    page.emulate_media(color_scheme="light")
+    page.set_viewport_size({"width": 1280, "height": 900})
 
     # polling stopped once the job ended
     page.wait_for_timeout(500)
@@ -108,6 +122,23 @@ def test_submit_watch_the_curve_and_download(
     progress_calls = [u for u in api_calls if "/progress" in u]
     first_after = next(i for i, u in enumerate(progress_calls) if "after=" in u)
     assert all("after=" in u for u in progress_calls[first_after:]), progress_calls
+    # a poll is two JSON requests (the job, its new entries); images only for new snapshots
+    job_calls = [u for u in api_calls if u.endswith(f"/api/v1/jobs/{job_id}")]
+    other = [u for u in api_calls if u not in job_calls and u not in progress_calls]
+    assert len(job_calls) <= len(progress_calls) <= len(job_calls) + 2
+    assert all("/snapshots/" in u or "/result" in u or "/inputs/" in u for u in other), other
+    (screenshots.parent / "requests-per-poll.json").write_text(
+        json.dumps(
+            {
+                "polls": len(job_calls),
+                "job_json_requests": len(job_calls),
+                "progress_requests": len(progress_calls),
+                "image_requests": len(other),
+                "snapshots": 12,
+            },
+            indent=2,
+        )
+    )
 
     # the jobs list shows it, with its thumbnail
     page.goto("/jobs")
@@ -215,12 +246,20 @@ def test_jobs_list_is_paginated_newest_first(new_context, stack: Stack) -> None:
     page.locator("li.job-row .badge.succeeded").wait_for(timeout=WAIT_MS)
 
 
-@pytest.mark.parametrize("path", ["/", "/jobs"])
-def test_phone_width_labels_and_keyboard(new_context, path: str) -> None:
-    page = new_context(viewport={"width": 375, "height": 740}, is_mobile=True).new_page()
-    page.goto(path)
-    page.wait_for_load_state("networkidle")
-    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+@pytest.mark.parametrize("path", ["/", "/jobs", "dashboard"])
+def test_phone_width_labels_and_keyboard(new_context, stack: Stack, path: str) -> None:
+    context = new_context(viewport={"width": 375, "height": 740}, is_mobile=True)
+    page = context.new_page()
+    if path == "dashboard":
+        job = api_submit(context, stack.url, png_bytes(), png_bytes(), iterations=4, max_size=32)
+        path = f"/jobs/{job['id']}"
+        page.goto(path)
+        wait_status(page, "succeeded")
+        page.locator("#fleet-banner").wait_for()  # the widest thing on the page
+    else:
+        page.goto(path)
+        page.wait_for_load_state("networkidle")
+    overflow = page.evaluate("document.documentElement.scrollWidth") - 375
     assert overflow <= 0, f"{path} scrolls sideways at 375 px by {overflow} px"
     unlabeled = page.evaluate(
         """() => [...document.querySelectorAll('input, select, button, textarea')]
@@ -244,25 +283,30 @@ def test_phone_width_labels_and_keyboard(new_context, path: str) -> None:
 
 
 def test_page_weight(new_context, stack: Stack) -> None:
-    """HTML + JS + CSS of each page, as sent over the wire (a budget, and a record)."""
-    context = new_context()
-    job = api_submit(context, stack.url, png_bytes(), png_bytes(), iterations=2, max_size=32)
+    """HTML + JS + CSS of each page on a first visit (cold cache): a budget, and a record."""
+    owner = new_context()
+    job = api_submit(owner, stack.url, png_bytes(), png_bytes(), iterations=2, max_size=32)
+    cookies = owner.cookies()
     weights: dict[str, dict[str, int]] = {}
     for name, path in [("form", "/"), ("jobs", "/jobs"), ("dashboard", f"/jobs/{job['id']}")]:
+        context = new_context()
+        context.add_cookies(cookies)  # the same owner, an empty cache
         page = context.new_page()
-        sizes: dict[str, int] = {}
+        bodies: list[tuple[str, bytes]] = []
 
-        def record(response, sizes=sizes) -> None:  # type: ignore[no-untyped-def]
-            kind = response.request.resource_type
-            if kind in ("document", "script", "stylesheet"):
-                sizes[kind] = sizes.get(kind, 0) + len(response.body())
+        def record(response, bodies=bodies) -> None:  # type: ignore[no-untyped-def]
+            if response.request.resource_type in ("document", "script", "stylesheet"):
+                bodies.append((response.request.resource_type, response.body()))
 
         page.on("response", record)
         page.goto(path)
         page.wait_for_load_state("networkidle")
-        sizes["total"] = sum(sizes.values())
+        sizes: dict[str, int] = {"requests": len(bodies)}
+        for kind, body in bodies:
+            sizes[kind] = sizes.get(kind, 0) + len(body)
+        sizes["total"] = sum(len(b) for _, b in bodies)
+        sizes["total_gzip"] = sum(len(gzip.compress(b, 9)) for _, b in bodies)
         weights[name] = sizes
-        page.close()
     out = ROOT / "test-artifacts" / "page-weight.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(weights, indent=2))

@@ -10,12 +10,14 @@ import gzip
 import io
 import json
 import os
+import re
 import time
 from pathlib import Path
 
 import pytest
 import redis
 from PIL import Image
+from playwright.sync_api import expect
 
 from shared.progress import stream_key
 from tests.e2e.conftest import ROOT, Stack
@@ -94,6 +96,19 @@ def test_submit_watch_the_curve_and_download(
     with Image.open(io.BytesIO(data)) as image:
         assert max(image.size) == 48
 
+    # the chart's controls: linear scale, a part switched off
+    chart = page.locator("#chart")
+    page.locator("#log").uncheck()
+    expect(chart).to_have_attribute("aria-label", re.compile("linear scale"))
+    page.locator('input[data-series="tv"]').uncheck()
+    expect(chart.locator("polyline[data-series='tv']")).to_have_count(0)
+    page.locator('input[data-series="tv"]').check()
+    page.locator("#log").check()
+    expect(chart.locator("polyline")).to_have_count(4)
+    chart.focus()
+    page.keyboard.press("Home")
+    expect(page.locator("#readout")).to_contain_text("iteration 1:")
+
     # every snapshot is in the strip and the scrubber replays them
     page.wait_for_function("document.querySelectorAll('#strip button').length === 12")
     page.locator("#scrubber").fill("0")
@@ -149,6 +164,7 @@ def test_submit_watch_the_curve_and_download(
         arg=job_id,
     )
     assert "60 / 60" in row.inner_text()
+    page.screenshot(path=str(screenshots / "jobs.png"), full_page=True)
 
     # Redis forgets the stream: the dashboard draws the whole curve from the saved history
     client = redis.Redis.from_url(stack.settings.redis_url)
@@ -208,7 +224,9 @@ def test_a_non_image_upload_shows_the_error_beside_the_field(page, tmp_path: Pat
     assert page.url.endswith("/")
 
 
-def test_another_browser_cannot_open_the_dashboard(new_context, stack: Stack) -> None:
+def test_another_browser_cannot_open_the_dashboard(
+    new_context, stack: Stack, screenshots: Path
+) -> None:
     owner = new_context()
     job = api_submit(owner, stack.url, png_bytes(), png_bytes(color=(10, 160, 90)),
                      iterations=3, max_size=32)  # fmt: skip
@@ -219,6 +237,7 @@ def test_another_browser_cannot_open_the_dashboard(new_context, stack: Stack) ->
     response = stranger.goto(f"/jobs/{job['id']}")
     assert response.status == 404
     assert "No such job here" in stranger.locator("h1").inner_text()
+    stranger.screenshot(path=str(screenshots / "not-found.png"))
     assert stranger.request.get(f"{stack.url}{job['links']['self']}").status == 404
     stranger.goto("/jobs")
     stranger.get_by_text("No pictures yet").wait_for()
@@ -312,3 +331,61 @@ def test_page_weight(new_context, stack: Stack) -> None:
     out.write_text(json.dumps(weights, indent=2))
     for name, sizes in weights.items():
         assert sizes["total"] < 80_000, (name, sizes)
+
+
+def test_a_failed_job_shows_its_reason_and_a_queued_one_can_be_canceled(
+    new_context, stack: Stack
+) -> None:
+    from shared.states import utcnow
+    from tests.factories import make_job
+
+    context = new_context()
+    owner = context.request.get(f"{stack.url}/api/v1/session").json()["owner"]
+    reason = "the style image could not be read: it was removed from storage"
+    failed = make_job(stack.settings, owner=owner, status="failed", error=reason,
+                      started_at=utcnow(), finished_at=utcnow())  # fmt: skip
+    page = context.new_page()
+    page.goto(f"/jobs/{failed.id}")
+    assert page.locator("#error-box").is_visible()
+    assert page.locator("#error-text").inner_text() == reason
+    assert page.locator("#cancel").is_hidden()
+    assert page.locator("#download").is_hidden()
+    assert status(page) == "failed"
+
+    # a job no worker has taken yet (never enqueued here): cancel takes effect at once
+    queued = make_job(stack.settings, owner=owner)
+    page.goto(f"/jobs/{queued.id}")
+    assert page.locator("#phase").inner_text() == "Waiting for a worker…"
+    page.locator("#cancel").click()
+    wait_status(page, "canceled", timeout=20_000)
+    assert page.locator("#cancel").is_hidden()
+
+
+def test_drag_and_drop_previews_and_client_checks(page, content_png: Path) -> None:
+    page.goto("/")
+    data = list(content_png.read_bytes())
+    transfer = page.evaluate_handle(
+        """bytes => {
+            const dt = new DataTransfer();
+            dt.items.add(new File([new Uint8Array(bytes)], 'dropped.png', {type: 'image/png'}));
+            return dt;
+        }""",
+        data,
+    )
+    page.dispatch_event("#content-drop", "drop", {"dataTransfer": transfer})
+    page.wait_for_selector("#content-drop.has-file")
+    assert "dropped.png" in page.locator("#content-hint").inner_text()
+    assert page.locator("#content-preview").evaluate("img => img.naturalWidth") > 0
+    # numbers are checked against the server's limits before anything is sent
+    page.locator("#iterations").fill("999999")
+    page.locator("#max_size").fill("12")
+    page.locator("#submit").click()
+    expect(page.locator("#iterations-error")).to_contain_text("1 to 5000")
+    expect(page.locator("#max_size-error")).to_contain_text("16 to 128")
+    expect(page.locator("#iterations")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#iterations")).to_be_focused()
+    assert page.url.endswith("/")
+    # choosing a preset fills its values back in and clears those errors
+    page.locator('label[for="preset-balanced"]').click()
+    expect(page.locator("#iterations")).to_have_value("300")
+    expect(page.locator("#iterations-error")).to_be_empty()

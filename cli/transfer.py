@@ -146,6 +146,8 @@ def transfer(
         _fail(exc.field, exc.message)
     except ValueError as exc:  # e.g. an image too small for the layers used
         _fail("input", str(exc))
+    except FloatingPointError as exc:  # the loss diverged
+        _fail("loss", str(exc), code=1)
     finally:
         _restore_sigint(previous)
 

@@ -184,6 +184,8 @@ def _prepare(
     blend = params.blend(len(styles))
     blended: list[np.ndarray] | None = None
     for style, w in zip(styles, blend, strict=True):
+        if w == 0:
+            continue  # a zero blend weight adds nothing: skip its forward pass
         grams = _style_grams(
             extractor, _prepare_style(style, longest, extractor.min_side), style_layers
         )
@@ -191,7 +193,7 @@ def _prepare(
             blended = [np.float32(w) * g for g in grams]
         else:
             blended = [b + np.float32(w) * g for b, g in zip(blended, grams, strict=True)]
-    assert blended is not None  # validate() guarantees at least one style
+    assert blended is not None  # validate(): at least one style with a weight above 0
     return _Job(
         extractor=extractor,
         params=replace(params, weights=weights),

@@ -119,10 +119,12 @@ def browser() -> Iterator[object]:
 def new_context(browser, stack: Stack, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     """Open browser contexts (each its own cookies = its own owner); closed after the test.
 
-    Every request the page makes is checked to stay on the app: no CDN, no remote asset.
+    Every request the pages make must stay on the app (no CDN, no remote asset), and their
+    scripts must throw no uncaught error.
     """
     contexts = []
     offsite: list[str] = []
+    js_errors: list[object] = []
 
     def make(**kwargs):  # type: ignore[no-untyped-def]
         options = {"viewport": {"width": 1280, "height": 900}, "base_url": stack.url,
@@ -137,6 +139,7 @@ def new_context(browser, stack: Stack, request: pytest.FixtureRequest):  # type:
                 offsite.append(url)
 
         context.on("request", on_request)
+        context.on("page", lambda page: page.on("pageerror", lambda exc: js_errors.append(exc)))
         contexts.append(context)
         return context
 
@@ -144,6 +147,7 @@ def new_context(browser, stack: Stack, request: pytest.FixtureRequest):  # type:
     for context in contexts:
         context.close()
     assert not offsite, f"pages requested assets off the app: {offsite}"
+    assert not js_errors, f"uncaught errors in the pages' scripts: {js_errors}"
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:
         print(stack.worker.log_tail())

@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import pytest
 import redis
 
 from shared.locks import Holder, lock_key
 from shared.settings import Settings
 from shared.sweeper import sweep
-from tests.factories import submit
+from tests.factories import get_job, submit
 from tests.services import wait_for
 from tests.worker_process import (
     WorkerProcess,
@@ -127,14 +126,15 @@ def test_sigkill_of_the_main_process_mid_job(
             w.stop()
 
 
-def test_beat_sweeper_recovers_without_help(
+def test_sweep_task_recovers_through_the_worker(
     worker_settings: Settings, celery_app: Any, tmp_path: Path
 ) -> None:
-    """The same recovery with nobody calling sweep(): a worker's embedded beat does it."""
-    if worker_settings.database_url.startswith("postgresql"):
-        pytest.skip("beat's first sweep comes after 30 s: once (SQLite) is enough")
+    """The same recovery through the ``stylequeue.sweep_queued`` task, as beat sends it
+    every 30 s (sent here every second instead of waiting for beat's schedule)."""
+    from shared.celery_app import SWEEP
+
     first = WorkerProcess(worker_settings, tmp_path, name="lost")
-    second = WorkerProcess(worker_settings, tmp_path, name="beater", beat=True)
+    second = WorkerProcess(worker_settings, tmp_path, name="sweeper")
     try:
         first.start()
         job = submit(worker_settings, celery_app, params=LONG)
@@ -142,10 +142,17 @@ def test_beat_sweeper_recovers_without_help(
         first.kill(signal.SIGKILL)
         first.proc.wait(30)  # type: ignore[union-attr]
         second.start()
-        done = wait_for_status(
-            worker_settings, job.id, "succeeded", "failed", timeout=240, worker=second
-        )
+
+        def recovered() -> bool:
+            if get_job(worker_settings, job.id).attempts >= 2:
+                return True
+            celery_app.send_task(SWEEP, queue="style")
+            return False
+
+        wait_for(recovered, timeout=120, interval=1.0, what="sweep task recovers the job")
+        done = wait_for_status(worker_settings, job.id, "succeeded", "failed", worker=second)
         assert done.status == "succeeded" and done.attempts == 2, done.error
+        assert "recovered 1 orphaned" in second.log_text()
         check_finished_job(worker_settings, job.id, LONG["iterations"], LONG["snapshot_every"])
     except BaseException:
         print(first.log_tail(), second.log_tail(), sep="\n", file=sys.stderr)
@@ -153,6 +160,16 @@ def test_beat_sweeper_recovers_without_help(
     finally:
         first.stop()
         second.stop()
+
+
+def test_beat_schedule_sends_a_registered_task() -> None:
+    """Beat (``celery -A worker.app beat`` or ``worker -B``) sends the sweep every 30 s."""
+    from shared.celery_app import SWEEP, SWEEP_INTERVAL_SECONDS
+    from worker.app import celery
+
+    entry = celery.conf.beat_schedule["sweep-queued"]
+    assert entry["task"] == SWEEP and entry["schedule"] == SWEEP_INTERVAL_SECONDS
+    assert SWEEP in celery.tasks and "stylequeue.run_job" in celery.tasks
 
 
 def _sid(stream_id: str) -> tuple[int, int]:

@@ -214,7 +214,17 @@ function render() {
 // ---- polling ------------------------------------------------------------------------------
 
 async function poll() {
-  const [fresh, progress] = await Promise.all([api(job.links.self), fetchProgress()]);
+  let fresh;
+  let progress;
+  try {
+    [fresh, progress] = await Promise.all([api(job.links.self), fetchProgress()]);
+  } catch (err) {
+    // keep what is drawn; say so, and let the poller retry with a growing pause
+    $("phase").textContent = err instanceof ApiError && err.status === 404
+      ? "This job is gone." : "Connection lost — retrying…";
+    if (err instanceof ApiError && err.status === 404) return false;
+    throw err;
+  }
   job = fresh;
   // catch up when far behind (a full page came back), and once more when the job has ended,
   // for entries written between the two reads

@@ -60,7 +60,7 @@ def _save_docs_screenshot(source: Path) -> None:
     target.parent.mkdir(exist_ok=True)
     image = Image.open(source).convert("RGB")
     image.thumbnail((1100, 2400))
-    image.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(target, optimize=True)
+    image.quantize(colors=128, method=Image.Quantize.FASTOCTREE).save(target, optimize=True)
 
 
 def test_submit_watch_the_curve_and_download(
@@ -120,6 +120,8 @@ def test_submit_watch_the_curve_and_download(
     chart.focus()
     page.keyboard.press("Home")
     expect(page.locator("#readout")).to_contain_text("iteration 1:")
+    page.keyboard.press("Escape")
+    expect(page.locator("#readout")).to_contain_text("iteration 60:")
 
     # every snapshot is in the strip and the scrubber replays them
     page.wait_for_function("document.querySelectorAll('#strip button').length === 12")

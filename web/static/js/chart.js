@@ -147,15 +147,14 @@ export class LossChart {
     // y grid + labels
     const yTicks = [];
     if (this.log) {
-      const step = Math.max(1, Math.ceil((d.y1 - d.y0) / 5));
-      for (let k = Math.ceil(d.y0); k <= d.y1; k += step) yTicks.push(10 ** k);
-      if (yTicks.length < 2) {
-        for (const m of [2, 5]) {
-          const k = Math.floor(d.y0);
-          for (const base of [10 ** k, 10 ** (k + 1)]) {
-            const v = base * m;
-            if (Math.log10(v) > d.y0 && Math.log10(v) < d.y1) yTicks.push(v);
-          }
+      // decades; with 1, 2 and 5 inside each one when the curve spans only a few
+      const span = d.y1 - d.y0;
+      const step = Math.max(1, Math.ceil(span / 5));
+      const marks = span < 1.5 ? [1, 2, 5] : span < 3.5 ? [1, 3] : [1];
+      for (let k = Math.floor(d.y0); k <= Math.ceil(d.y1); k += step) {
+        for (const m of marks) {
+          const v = m * 10 ** k;
+          if (Math.log10(v) >= d.y0 && Math.log10(v) <= d.y1) yTicks.push(v);
         }
       }
     } else {

@@ -177,6 +177,16 @@ class WorkerProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)  # stray children, if any
         self.proc.wait(10)
 
+    def __enter__(self) -> WorkerProcess:
+        if self.proc is None:
+            self.start()
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is not None:
+            print(self.log_tail(), file=sys.stderr)
+        self.stop()
+
     # ---- log -----------------------------------------------------------------------------
 
     def log_text(self) -> str:

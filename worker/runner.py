@@ -22,6 +22,7 @@ State machine of an attempt::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -50,6 +51,7 @@ log = logging.getLogger("stylequeue.worker")
 MAX_ATTEMPTS = 3  # a job whose runner died this many times fails instead of looping
 DB_FLUSH_SECONDS = 1.0  # progress fields in the row are written at most this often
 MAX_ERROR_CHARS = 1000
+REDIS_RETRY_SECONDS = 5.0  # Redis unreachable mid-job: retry the stream this often
 
 
 @dataclass
@@ -344,7 +346,9 @@ class _Tracker:
     deadline_hit: bool = False
     last_flush: float = 0.0
     _last_id: tuple[int, int] = (0, 0)
+    flag_read: bool = False  # the cancel flag came back with the last XADD
     _redis_down: bool = False
+    _retry_redis_at: float = 0.0  # while Redis is away, try it again only every few seconds
 
     @property
     def iterations(self) -> int:
@@ -376,14 +380,19 @@ class _Tracker:
             self._flush()
 
     def _append(self, entry: dict[str, Any]) -> str:
-        """XADD; if Redis is briefly away, keep going with a made-up, still-increasing id.
+        """XADD (and read the cancel flag in the same round trip); if Redis is briefly
+        away, keep going with a made-up, still-increasing id.
 
         Progress is best effort: a Redis blip must not kill an hour of GPU work. The history
         in storage stays complete either way.
         """
         a = self.attempt
         try:
-            sid = a.stream.append(a.job_id, entry)
+            if self._redis_down and time.monotonic() < self._retry_redis_at:
+                raise redis.ConnectionError("still backing off")
+            sid, cancelled = a.stream.append_checking_cancel(a.job_id, entry)
+            self.flag_read = True
+            self.cancel_seen = self.cancel_seen or cancelled
             if self._redis_down:
                 log.info("job %s: progress stream back", a.job_id)
                 self._redis_down = False
@@ -392,6 +401,9 @@ class _Tracker:
             if not self._redis_down:
                 log.warning("job %s: progress stream unavailable: %s", a.job_id, exc)
                 self._redis_down = True
+                self._retry_redis_at = time.monotonic() + REDIS_RETRY_SECONDS
+            elif time.monotonic() >= self._retry_redis_at:
+                self._retry_redis_at = time.monotonic() + REDIS_RETRY_SECONDS
             ms, seq = int(time.time() * 1000), 0
             if ms <= self._last_id[0]:
                 ms, seq = self._last_id[0], self._last_id[1] + 1
@@ -421,9 +433,9 @@ class _Tracker:
         if time.monotonic() >= a.deadline:
             self.deadline_hit = True
             return True
-        try:
-            if a.stream.cancel_requested(a.job_id):
-                self.cancel_seen = True
-        except redis.RedisError:
-            pass  # the row's cancel_requested is read at every flush too
+        if self.flag_read:  # read with this iteration's XADD, a moment ago
+            self.flag_read = False
+        elif not self._redis_down:
+            with contextlib.suppress(redis.RedisError):  # the row's flag is read at flushes too
+                self.cancel_seen = a.stream.cancel_requested(a.job_id)
         return self.cancel_seen

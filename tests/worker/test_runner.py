@@ -173,3 +173,30 @@ def test_redelivered_job_restarts_cleanly(wsettings: Settings, client: Any) -> N
     assert (done.attempts, done.worker) == (2, WORKER)
     check_finished_job(wsettings, job.id, 8, 4)
     assert not storage.exists(keys.snapshot_key(job.id, 6))
+
+
+def test_redis_blip_mid_job_does_not_fail_it(
+    wsettings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Progress is best effort: XADD failing for a while loses stream entries, not the job;
+    the history in storage stays complete with increasing ids."""
+    monkeypatch.setattr(runner, "REDIS_RETRY_SECONDS", 0.0)
+    real = ProgressStream.append_checking_cancel
+    calls = {"n": 0}
+
+    def flaky(self: ProgressStream, job_id: str, entry: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] in (3, 4):
+            raise redis.ConnectionError("Redis went away")
+        return real(self, job_id, entry)
+
+    monkeypatch.setattr(ProgressStream, "append_checking_cancel", flaky)
+    job = make_job(wsettings, params={"iterations": 8, "snapshot_every": 4})
+    assert runner.execute(job.id, wsettings, worker_name=WORKER).status == "succeeded"
+    done = get_job(wsettings, job.id)
+    history = json.loads(get_storage(wsettings).get(done.history_key))["entries"]
+    assert [e["iteration"] for e in history] == list(range(1, 9))
+    ids = [tuple(int(x) for x in e["id"].split("-")) for e in history]
+    assert ids == sorted(ids) and len(set(ids)) == 8
+    streamed = [e["iteration"] for e in read_stream(wsettings, job.id)]
+    assert streamed == [1, 2, 5, 6, 7, 8]

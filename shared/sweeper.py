@@ -82,6 +82,8 @@ def sweep(settings: Settings, celery_app: Celery) -> SweepReport:
     try:
         _recover_orphans(settings, celery_app, client, report)
         _requeue_stale(settings, celery_app, client, report)
+    except redis.RedisError as exc:  # Redis went away mid-pass: the next pass carries on
+        report.errors.append(f"redis unavailable: {exc}")
     finally:
         with contextlib.suppress(redis.RedisError):  # else it expires on its own
             client.eval(_RELEASE, 1, SWEEP_LOCK_KEY, token)

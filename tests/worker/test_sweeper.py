@@ -156,3 +156,28 @@ def _backdate(settings: Settings, job_id: str, when: Any) -> None:
         job = session.get(Job, job_id)
         assert job is not None
         job.enqueued_at = when
+
+
+def test_stylequeue_sweep_command(
+    wsettings: Settings, client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``stylequeue sweep`` runs one pass with the environment's settings."""
+    from click.testing import CliRunner
+
+    from cli.admin import sweep as sweep_command
+    from shared.settings import get_settings
+    from tests.worker_process import settings_env
+
+    job = make_job(wsettings)
+    orphan = make_job(wsettings, status="running", attempts=1, started_at=utcnow())
+    env = {k: v for k, v in settings_env(wsettings).items() if k.startswith("STYLEQUEUE_")}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(sweep_command, [])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert "re-enqueued 1 queued, recovered 1 orphaned" in result.output
+    assert sorted(_pending_list(client)) == sorted([job.id, orphan.id])

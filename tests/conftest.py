@@ -157,3 +157,32 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
 @pytest.fixture
 def settings(make_settings: Callable[..., Settings], database_url: str, redis_url: str) -> Settings:
     return make_settings(database_url=database_url, redis_url=redis_url)
+
+
+# ---- real Celery workers (tests/worker_process.py) -------------------------------------------
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Callable[..., object]]:
+    """Start real ``celery worker`` processes: ``start_worker(settings, **kw)`` returns a
+    ready (warm) tests.worker_process.WorkerProcess; all are stopped at teardown and their
+    logs printed (shown only when the test failed).
+
+    Give the worker settings of its own Redis database or server: other workers consuming
+    the ``style`` queue of the same database would take its messages.
+    """
+    import sys
+
+    from tests.worker_process import WorkerProcess
+
+    started: list[WorkerProcess] = []
+
+    def start(settings: Settings, **kwargs: object) -> WorkerProcess:
+        worker = WorkerProcess(settings, tmp_path / "worker-logs", **kwargs)  # type: ignore[arg-type]
+        started.append(worker)
+        return worker.start()
+
+    yield start
+    for worker in started:
+        print(worker.log_tail(), file=sys.stderr)
+        worker.stop()

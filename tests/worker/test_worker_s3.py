@@ -7,9 +7,7 @@ readable message; the worker said so once at start and in the fleet registry.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from shared import keys
 from shared.settings import Settings
@@ -26,7 +24,7 @@ def test_s3_storage_and_missing_weights(
     wredis_url: str,
     s3_bucket: str,
     s3_endpoint: str,
-    tmp_path: Path,
+    start_worker: Callable[..., WorkerProcess],
 ) -> None:
     from shared.celery_app import create_celery
 
@@ -36,10 +34,9 @@ def test_s3_storage_and_missing_weights(
         queued_grace_seconds=0,
     )  # fmt: skip
     assert isinstance(get_storage(settings), S3Storage)
-    worker = WorkerProcess(settings, tmp_path / "logs")
+    worker = start_worker(settings)  # stopped (and its log shown on failure) at teardown
     app = create_celery(settings)
     try:
-        worker.start()
         log = worker.log_text()
         assert f"WARNING: VGG19 weights '{MISSING}' unavailable: " in log
         assert "set STYLEQUEUE_VGG19_WEIGHTS=random for an offline demo" in log
@@ -60,9 +57,5 @@ def test_s3_storage_and_missing_weights(
         assert failed.status == "failed"
         assert MISSING in failed.error and "STYLEQUEUE_VGG19_WEIGHTS" in failed.error
         assert "\n" not in failed.error and failed.result_key is None
-    except BaseException:
-        print(worker.log_tail(), file=sys.stderr)
-        raise
     finally:
         app.close()
-        worker.stop()

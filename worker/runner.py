@@ -154,6 +154,7 @@ class _Attempt:
             self.job_id, attempt, self.worker_name, params.iterations, params.max_size,
         )  # fmt: skip
         try:
+            self._reset_progress(attempt)
             outcome = self._run_engine(params, input_keys)
         except SoftTimeLimitExceeded:
             outcome = self._finish_after_soft_limit()
@@ -170,7 +171,7 @@ class _Attempt:
         return outcome
 
     def _start(self) -> Outcome | tuple[TransferParams, dict[str, Any], int]:
-        """Decide whether to run; if so mark the row running and reset the progress."""
+        """Decide whether to run; if so mark the row running (attempts + 1, progress cleared)."""
         with self._db() as session:
             job = session.get(Job, self.job_id, with_for_update=True)
             if job is None:
@@ -198,11 +199,13 @@ class _Attempt:
             params = TransferParams.from_dict(job.params)
             input_keys = dict(job.input_keys)
             attempt = job.attempts
-        # A re-delivered job restarts cleanly: forget the dead attempt's entries and images.
+        return params, input_keys, attempt
+
+    def _reset_progress(self, attempt: int) -> None:
+        """A re-delivered job restarts cleanly: forget the dead attempt's entries and images."""
         self.stream.reset(self.job_id)
         if attempt > 1:
             self.storage.delete_prefix(keys.job_prefix(self.job_id) + "snapshots/")
-        return params, input_keys, attempt
 
     def _run_engine(self, params: TransferParams, input_keys: dict[str, Any]) -> Outcome:
         from worker import engine  # TensorFlow: only in the worker process, only when needed

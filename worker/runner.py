@@ -27,7 +27,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -209,6 +209,10 @@ class _Attempt:
 
     def _run_engine(self, params: TransferParams, input_keys: dict[str, Any]) -> Outcome:
         from worker import engine  # TensorFlow: only in the worker process, only when needed
+        from worker.engine.hardware import resolve_precision
+
+        # The worker's precision, not the job's: the warm extractor is built for it.
+        params = replace(params, precision=resolve_precision(self.settings.precision))
 
         content = engine.decode_image(self.storage.get(input_keys["content"]))
         styles = [engine.decode_image(self.storage.get(k)) for k in input_keys["styles"]]

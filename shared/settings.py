@@ -98,10 +98,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_styles=_int(env, "MAX_STYLES", Limits.max_styles, 1),
         max_active_jobs=_int(env, "MAX_ACTIVE_JOBS", Limits.max_active_jobs, 1),
     )
-    precision = env.get(PREFIX + "PRECISION", "float32")
-    if precision not in ("float32", "mixed_bfloat16"):
+    precision = env.get(PREFIX + "PRECISION") or "auto"
+    if precision not in ("auto", "float32", "mixed_bfloat16"):
         raise SettingsError(
-            f"{PREFIX}PRECISION must be float32 or mixed_bfloat16, got {precision!r}"
+            f"{PREFIX}PRECISION must be auto, float32 or mixed_bfloat16, got {precision!r}"
         )
     soft = _int(env, "JOB_SOFT_TIME_LIMIT", 3600, 1)
     hard = _int(env, "JOB_TIME_LIMIT", soft + 60, 2)

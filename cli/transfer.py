@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -61,7 +62,10 @@ def _load(field: str, path: str) -> Any:
     f"[default: ${WEIGHTS_ENV}, else imagenet].",
 )
 @click.option("--seed", help="Seed for noise init (same inputs + seed + machine = same image).")
-@click.option("--precision", help=f"{' or '.join(PRECISIONS)}.")
+@click.option(
+    "--precision",
+    help=f"auto (default: bf16 where the hardware has it), {' or '.join(PRECISIONS)}.",
+)
 @click.option("--preserve-colors", is_flag=True, default=None, help="Keep the content's colours.")
 @click.option("--style-weight", help="Weight of the style loss.")
 @click.option("--content-weight", help="Weight of the content loss.")
@@ -91,6 +95,9 @@ def transfer(
     """Paint CONTENT in the style of STYLE (several styles are blended) and write -o OUT.png."""
     weights = weights or os.environ.get(WEIGHTS_ENV) or "imagenet"
     values = {k: v for k, v in options.items() if v is not None}
+    auto_precision = values.get("precision", "auto") == "auto"
+    if auto_precision:
+        values.pop("precision", None)  # resolved for this machine once TensorFlow is loaded
     if snapshot_dir is None:
         values["snapshot_every"] = 0  # nobody will look at them
     try:
@@ -120,6 +127,10 @@ def transfer(
     _import_tensorflow_quietly()
     from worker.engine import WeightsUnavailable, encode_png
     from worker.engine import transfer as run_transfer
+    from worker.engine.hardware import resolve_precision
+
+    if auto_precision:
+        params = replace(params, precision=resolve_precision("auto"))
 
     stop = threading.Event()
     previous = _install_sigint(stop)

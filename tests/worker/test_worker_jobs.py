@@ -14,7 +14,7 @@ import redis
 from shared.db import session_scope
 from shared.locks import lock_exists
 from shared.models import Job
-from shared.progress import ProgressStream
+from shared.progress import ProgressStream, cancel_key, stream_key
 from shared.settings import Settings
 from tests.factories import enqueue, submit
 from tests.services import wait_for
@@ -40,7 +40,10 @@ def test_tensorflow_stays_out_of_the_main_process(celery_worker: WorkerProcess) 
     assert "tensorflow" in maps(celery_worker.child_pids()[0])
     info = celery_worker.fleet_info()
     assert info and info["weights"] == "random" and info["weights_ok"] is True
-    assert "extractor warm: weights=random, precision=float32, took " in celery_worker.log_text()
+    from worker.engine.hardware import resolve_precision
+
+    line = f"extractor warm: weights=random, precision={resolve_precision('auto')}, took "
+    assert line in celery_worker.log_text()
 
 
 def test_job_succeeds_with_progress_snapshots_and_history(
@@ -92,15 +95,20 @@ def test_cancel_mid_run(
         assert row is not None
         row.cancel_requested = True
     client = redis.Redis.from_url(worker_settings.redis_url)
-    at_flag = read_stream(worker_settings, job.id)[-1]["iteration"]
-    ProgressStream(client).request_cancel(job.id)
+    # Set the flag and read the newest streamed iteration in one MULTI/EXEC, so we know
+    # exactly how far the job was when the flag appeared.
+    pipe = client.pipeline(transaction=True)
+    pipe.set(cancel_key(job.id), b"1", ex=3600)
+    pipe.xrevrange(stream_key(job.id), count=1)
+    _, newest = pipe.execute()
     client.close()
+    at_flag = int(newest[0][1][b"iteration"])
 
     done = wait_for_status(worker_settings, job.id, "canceled", "succeeded", "failed")
     assert done.status == "canceled", done.error
-    # The iteration running when the flag was set may finish (and one more may have been
-    # streamed between our read and the flag): never more.
-    assert at_flag <= done.iterations_done <= at_flag + 2 < LONG["iterations"]
+    # The loop reads the flag with each iteration's XADD: the iteration after the one
+    # streamed when the flag appeared is the last that may run.
+    assert at_flag <= done.iterations_done <= at_flag + 1 < LONG["iterations"]
     entries = read_stream(worker_settings, job.id)
     assert [e["iteration"] for e in entries] == list(range(1, done.iterations_done + 1))
     from shared.storage import get_storage

@@ -97,15 +97,21 @@ def get_config() -> Response:
 
 @bp.get("/fleet")
 def get_fleet() -> Response:
-    """Live workers and their weights (the pages show a banner for ``random`` weights)."""
+    """Live workers and their weights. The pages show a banner when a worker runs ``random``
+    weights, cannot load its weights (its jobs will fail), or when no worker is online."""
     try:
         workers = list_workers(services().redis)
     except redis.RedisError:
         raise ApiError(503, "redis_unavailable", "the worker registry cannot be read now") from None
+    broken = [w for w in workers if w.get("weights_ok") is False]
     return jsonify(
         {
             "workers": workers,
             "random_weights": any(w.get("weights") == "random" for w in workers),
+            "weights_unavailable": bool(broken),
+            "weights_error": (broken[0].get("weights_error") or broken[0].get("error"))
+            if broken
+            else None,
         }
     )
 

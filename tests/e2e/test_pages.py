@@ -403,3 +403,26 @@ def test_drag_and_drop_previews_and_client_checks(page, content_png: Path) -> No
     page.locator('label[for="preset-balanced"]').click()
     expect(page.locator("#iterations")).to_have_value("300")
     expect(page.locator("#iterations-error")).to_be_empty()
+
+
+def test_form_warns_when_a_worker_cannot_load_its_weights(page, stack: Stack) -> None:  # type: ignore[no-untyped-def]
+    """A worker that announced unusable weights (as one offline with `imagenet` does) puts a
+    banner on the form, with the worker's own reason."""
+    from shared import fleet
+
+    client = redis.Redis.from_url(stack.settings.redis_url)
+    reason = "VGG19 weights 'imagenet' unavailable: the download failed (offline)"
+    fleet.announce(client, "offline-gpu", {"weights": "imagenet", "weights_ok": False,
+                                           "weights_error": reason}, ttl=60)  # fmt: skip
+    try:
+        page.goto(stack.url + "/")
+        banner = page.locator("#weights-banner")
+        expect(banner).to_be_visible(timeout=WAIT_MS)
+        expect(banner).to_contain_text(reason)
+        expect(page.locator("#workers-banner")).to_be_hidden()  # a worker is online
+    finally:
+        fleet.retire(client, "offline-gpu")
+        client.close()
+    page.goto(stack.url + "/")
+    page.wait_for_load_state("networkidle")
+    expect(page.locator("#weights-banner")).to_be_hidden()

@@ -83,13 +83,21 @@ def test_unexpected_errors_are_json_500(app: Flask) -> None:
 
 
 def test_fleet(client, settings: Settings) -> None:
-    assert client.get("/api/v1/fleet").get_json() == {"workers": [], "random_weights": False}
+    assert client.get("/api/v1/fleet").get_json() == {
+        "workers": [],
+        "random_weights": False,
+        "weights_unavailable": False,
+        "weights_error": None,
+    }
     r = redis.Redis.from_url(settings.redis_url)
     announce(r, "gpu-0", {"weights": "imagenet", "weights_ok": True})
     body = client.get("/api/v1/fleet").get_json()
     assert [w["name"] for w in body["workers"]] == ["gpu-0"] and body["random_weights"] is False
     announce(r, "cpu-1", {"weights": "random", "weights_ok": True})
     assert client.get("/api/v1/fleet").get_json()["random_weights"] is True
+    announce(r, "gpu-2", {"weights": "imagenet", "weights_ok": False, "weights_error": "offline"})
+    body = client.get("/api/v1/fleet").get_json()
+    assert body["weights_unavailable"] is True and body["weights_error"] == "offline"
 
 
 def test_fleet_without_redis(settings: Settings) -> None:

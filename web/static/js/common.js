@@ -114,3 +114,21 @@ export function poller(fn, { interval = 1000, hiddenInterval = 5000, maxBackoff 
     get stopped() { return stopped; },
   };
 }
+
+// ---- fleet banners ----------------------------------------------------------------------------
+
+/** Show the page's fleet banners: random weights (demo), weights that cannot load (jobs will
+ * fail), no worker online (jobs wait). A hint only: errors are ignored. */
+export async function showFleetBanners(url, { skipRandom = false } = {}) {
+  let fleet;
+  try { fleet = await api(url); } catch { return; }
+  if (!fleet) return;
+  const show = (id) => { const node = document.getElementById(id); if (node) node.hidden = false; return node; };
+  if (fleet.random_weights && !skipRandom) show("fleet-banner");
+  if (fleet.weights_unavailable) {
+    const node = show("weights-banner");
+    const detail = node && node.querySelector("[data-weights-error]");
+    if (detail) detail.textContent = fleet.weights_error || "";
+  }
+  if (!fleet.workers.length) show("workers-banner");
+}

@@ -2,7 +2,7 @@
 // Each poll (about once a second) makes two small requests, in parallel: the job JSON and
 // the progress entries after the last stream id seen. Polling stops once the job has ended.
 
-import { api, ApiError, absTime, duration, el, num, poller, TERMINAL } from "./common.js";
+import { api, ApiError, absTime, duration, el, num, poller, showFleetBanners, TERMINAL } from "./common.js";
 import { LossChart } from "./chart.js";
 
 const $ = (id) => document.getElementById(id);
@@ -263,12 +263,10 @@ async function cancel() {
 }
 $("cancel").addEventListener("click", cancel);
 
-async function checkFleet() {
-  if (job.weights === "random") return;
-  try {
-    const fleet = await api(config.urls.fleet);
-    if (fleet && fleet.random_weights) $("fleet-banner").hidden = false;
-  } catch { /* the banner is a hint; never an error */ }
+function checkFleet() {
+  // A finished job's picture is what it is; the fleet's state matters while it waits or runs.
+  if (TERMINAL.has(job.status)) return;
+  showFleetBanners(config.urls.fleet, { skipRandom: job.weights === "random" });
 }
 
 const createdAt = $("created-at");

@@ -1,7 +1,7 @@
 // The submission form: drag-and-drop with previews, sample styles, presets, client-side
 // checks that mirror the server's limits, server errors beside their field, CSRF header.
 
-import { api, ApiError } from "./common.js";
+import { api, ApiError, showFleetBanners } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 const form = $("job-form");
@@ -313,9 +313,7 @@ form.addEventListener("submit", async (event) => {
 
 // ---- the fleet banner -----------------------------------------------------------------------
 
-api(config.urls.fleet).then((fleet) => {
-  if (fleet && fleet.random_weights) $("fleet-banner").hidden = false;
-}, () => {});
+showFleetBanners(config.urls.fleet);
 
 // A sample is chosen by default, so a newcomer needs only a photo.
 const firstSample = form.querySelector('input[name="sample_style"]');

@@ -29,6 +29,10 @@ TIMEOUT = (5, 60)  # connect, read (an upload may be slow)
 CSRF_HEADER = "X-CSRF-Token"
 
 
+# API field -> the option that sets it, where the names differ, so errors say what to fix.
+CLI_FLAGS = {"max_size": "--size", "content": "CONTENT", "style": "STYLE"}
+
+
 class ClientError(click.ClickException):
     """Something the user should read; exit status 1."""
 
@@ -38,7 +42,8 @@ class ApiError(ClientError):
 
     def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
         self.status, self.code, self.field = status, code, field
-        where = f"{field}: " if field else ""
+        flag = CLI_FLAGS.get(field or "")
+        where = f"{field} ({flag}): " if flag else f"{field}: " if field else ""
         super().__init__(f"{where}{message} ({code}, HTTP {status})")
 
     @classmethod

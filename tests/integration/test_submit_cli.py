@@ -139,7 +139,9 @@ def test_bad_value_prints_the_servers_field_and_message(
     )  # fmt: skip
     assert proc.returncode != 0, described(proc)
     printed = proc.stdout + proc.stderr
-    assert f"{field}: {error['message']}" in printed, described(proc)
+    # The server's field, with the option that sets it where the names differ.
+    label = f"{field} ({option})" if option != f"--{field}" else field
+    assert f"{label}: {error['message']}" in printed, described(proc)
     assert "422" in printed and error["code"] in printed, described(proc)
     assert "Traceback" not in printed, described(proc)
     assert not out.exists()

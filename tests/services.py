@@ -123,6 +123,25 @@ def postgres_database(admin_url: str) -> Iterator[str]:
         admin.dispose()
 
 
+@contextmanager
+def migrated_database(backend: str, folder: Path) -> Iterator[str]:
+    """A migrated database of its own: a SQLite file in ``folder``, or a fresh database on
+    the PostgreSQL server at STYLEQUEUE_TEST_POSTGRES_URL."""
+    from shared.db import dispose_all
+    from shared.migrate import upgrade
+
+    if backend == "sqlite":
+        url = f"sqlite:///{folder / 'stylequeue.db'}"
+        upgrade(url)
+        yield url
+        dispose_all()
+        return
+    with postgres_database(os.environ["STYLEQUEUE_TEST_POSTGRES_URL"]) as url:
+        upgrade(url)
+        yield url
+        dispose_all()
+
+
 def s3_env(endpoint: str) -> dict[str, str]:
     return {
         "AWS_ACCESS_KEY_ID": "testing",

@@ -7,6 +7,7 @@ repeat those in ``shared.params.TransferParams.validate``; a test walks every bo
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from shared.images import ALLOWED_FORMATS
@@ -52,16 +53,14 @@ def parameter_specs(limits: Limits) -> dict[str, dict[str, Any]]:
     return specs
 
 
+def limits_payload(limits: Limits) -> dict[str, int]:
+    """The limits clients mirror (the API's /config and the pages' inline config)."""
+    return dataclasses.asdict(limits)
+
+
 def config_payload(limits: Limits) -> dict[str, Any]:
     return {
-        "limits": {
-            "max_upload_bytes": limits.max_upload_bytes,
-            "max_image_pixels": limits.max_image_pixels,
-            "max_size": limits.max_size,
-            "max_iterations": limits.max_iterations,
-            "max_styles": limits.max_styles,
-            "max_active_jobs": limits.max_active_jobs,
-        },
+        "limits": limits_payload(limits),
         "formats": list(ALLOWED_FORMATS.values()),
         "format_names": list(ALLOWED_FORMATS),
         "presets": [

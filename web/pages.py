@@ -24,6 +24,7 @@ from shared.models import Job
 from shared.params import MAX_SEED, PRESETS
 from shared.settings import Limits
 from web import auth
+from web.config_info import limits_payload
 from web.extensions import services
 from web.job_json import job_json
 
@@ -171,13 +172,7 @@ def preset_values(name: str, limits: Limits) -> dict[str, Any]:
 
 def _page_config(limits: Limits) -> dict[str, Any]:
     return {
-        "limits": {
-            "max_upload_bytes": limits.max_upload_bytes,
-            "max_image_pixels": limits.max_image_pixels,
-            "max_size": limits.max_size,
-            "max_iterations": limits.max_iterations,
-            "max_styles": limits.max_styles,
-        },
+        "limits": limits_payload(limits),
         "formats": sorted(ALLOWED_FORMATS.values()),
         "presets": {name: preset_values(name, limits) for name, _ in FORM_PRESETS},
         "urls": {"jobs": url_for("api.create_job"), "fleet": url_for("api.get_fleet")},

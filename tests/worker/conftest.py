@@ -77,19 +77,8 @@ def worker_db_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """A migrated database for the module: a SQLite file, or a fresh PostgreSQL database."""
-    from shared.db import dispose_all
-    from shared.migrate import upgrade
-
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'stylequeue.db'}"
-        upgrade(url)
+    with services.migrated_database(request.param, tmp_path_factory.mktemp("db")) as url:
         yield url
-        dispose_all()
-        return
-    with services.postgres_database(os.environ[POSTGRES_ENV]) as url:
-        upgrade(url)
-        yield url
-        dispose_all()
 
 
 @pytest.fixture(scope="module")

@@ -168,9 +168,7 @@ def _prepare_style(style: Any, longest: int, min_side: int) -> np.ndarray:
     return imageio.to_float01(arr)
 
 
-def _prepare(
-    content: Any, styles: Sequence[Any], params: TransferParams, weights: str
-) -> _Job:
+def _prepare(content: Any, styles: Sequence[Any], params: TransferParams, weights: str) -> _Job:
     params.validate(limits=_ENGINE_LIMITS, n_styles=len(styles), allow_weight_paths=True)
     content_layers, content_lw = _active(params.content_layers)
     style_layers, style_lw = _active(params.style_layers)

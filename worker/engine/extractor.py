@@ -89,9 +89,7 @@ class Extractor:
         outs = self.model(x, training=False)
         if not isinstance(outs, list | tuple):
             outs = [outs]
-        return {
-            name: ops.cast(out, "float32") for name, out in zip(self.layers, outs, strict=True)
-        }
+        return {name: ops.cast(out, "float32") for name, out in zip(self.layers, outs, strict=True)}
 
     def __repr__(self) -> str:
         return f"Extractor(weights={self.weights!r}, layers={self.layers}, {self.precision})"
@@ -288,4 +286,3 @@ def _load_file(path: Path, label: str) -> keras.Model:
         except Exception as exc:
             errors.append(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     raise WeightsUnavailable(label, f"cannot read {str(path)!r} as VGG19 weights ({errors[-1]})")
-

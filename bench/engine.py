@@ -286,9 +286,7 @@ def print_table(
         f"iterations, median after {args.warmup}{repeat}, random weights"
     )
     print(f"# {machine()}")
-    print(
-        f"# load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f}"
-    )
+    print(f"# load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f}")
     print()
     print("| variant | s/iteration (median) | speed-up vs naive | peak RSS (MiB) "
           "| first iteration done (s) | final loss | best image, float32 loss |")  # fmt: skip

@@ -93,12 +93,13 @@ FORM_PRESETS = (("quick", "Quick"), ("balanced", "Balanced"), ("high", "High qua
 DEFAULT_PRESET = "quick"
 
 # Rough time per iteration on the reference machine of the form's estimates: the 2-core
-# build VM (tensorflow-cpu 2.21, float32, one fused VGG19 + Adam step), measured with
-# worker.engine.transfer on a 3:2 photo: 0.64 s at 256 px, 1.12 s at 384 px. Cost is about
-# a fixed part plus a part per pixel; a GPU is far faster (no figure measured here yet).
+# build VM (tensorflow-cpu 2.21, precision auto = mixed_bfloat16 there, one fused VGG19 +
+# Adam step), measured idle with worker.engine.transfer on a 3:2 image: 0.205 s at 256 px,
+# 0.435 s at 384 px, 0.759 s at 512 px. Cost is about a fixed part plus a part per pixel; a
+# GPU is far faster (no figure measured here yet).
 ESTIMATE_MACHINE = "a 2-core CPU"
-ESTIMATE_FIXED_S = 0.255
-ESTIMATE_PER_PIXEL_S = 8.8e-6
+ESTIMATE_FIXED_S = 0.02
+ESTIMATE_PER_PIXEL_S = 4.2e-6
 
 
 def seconds_per_iteration(max_size: int) -> float:

@@ -31,6 +31,7 @@ from datetime import timedelta
 import redis
 from celery import Celery
 from sqlalchemy import or_, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from shared.celery_app import QUEUE, RUN_JOB, enqueue_run_job
 from shared.db import session_scope
@@ -84,6 +85,8 @@ def sweep(settings: Settings, celery_app: Celery) -> SweepReport:
         _requeue_stale(settings, celery_app, client, report)
     except redis.RedisError as exc:  # Redis went away mid-pass: the next pass carries on
         report.errors.append(f"redis unavailable: {exc}")
+    except SQLAlchemyError as exc:  # so did the database: same, never kill the sweep loop
+        report.errors.append(f"database unavailable: {type(exc).__name__}: {exc}")
     finally:
         with contextlib.suppress(redis.RedisError):  # else it expires on its own
             client.eval(_RELEASE, 1, SWEEP_LOCK_KEY, token)

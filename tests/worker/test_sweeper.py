@@ -181,3 +181,13 @@ def test_stylequeue_sweep_command(
     assert result.exit_code == 0, result.output
     assert "re-enqueued 1 queued, recovered 1 orphaned" in result.output
     assert sorted(_pending_list(client)) == sorted([job.id, orphan.id])
+
+
+def test_database_down_is_reported_not_raised(wsettings: Settings, app: Any, client: Any) -> None:
+    """A database outage mid-pass is one error in the report, like a Redis outage: the
+    ``stylequeue sweep --every`` loop (and ``make run`` with it) must outlive it."""
+    down = replace(wsettings, database_url=f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/x")
+    report = sweep(down, app)
+    assert report.errors and "database unavailable" in report.errors[0]
+    assert (report.requeued, report.recovered) == (0, 0)
+    assert not client.exists(SWEEP_LOCK_KEY)  # given back even so

@@ -138,6 +138,7 @@ class _Attempt:
         self.started = time.monotonic()
         self.deadline = deadline if deadline is not None else soft_deadline(settings, self.started)
         self.tracker: _Tracker | None = None
+        self.attempt = 0  # this attempt's number in the row, once _start marked it running
 
     def _db(self):  # type: ignore[no-untyped-def]
         return session_scope(self.settings.database_url)
@@ -198,7 +199,7 @@ class _Attempt:
             )  # fmt: skip
             params = TransferParams.from_dict(job.params)
             input_keys = dict(job.input_keys)
-            attempt = job.attempts
+            attempt = self.attempt = job.attempts
         return params, input_keys, attempt
 
     def _reset_progress(self, attempt: int) -> None:
@@ -255,7 +256,7 @@ class _Attempt:
     def _finish(self, status: JobStatus, *, error: str | None = None, **fields: Any) -> Outcome:
         with self._db() as session:
             job = session.get(Job, self.job_id, with_for_update=True)
-            if job is None or job.status != JobStatus.RUNNING.value or self.lock.lost.is_set():
+            if not self._still_ours(job):
                 # The sweeper presumed us dead and re-queued the job: the new runner owns it.
                 return self._lost(fields.get("iterations_done", 0))
             transition(job, status, error=error, **fields)
@@ -265,6 +266,17 @@ class _Attempt:
             log.warning("job %s: could not set the stream's expiry: %s", self.job_id, exc)
         return Outcome(
             "ran", status.value, iterations=int(fields.get("iterations_done", 0)), error=error
+        )
+
+    def _still_ours(self, job: Job | None) -> bool:
+        """The row is still this attempt's: running, with our attempt number (a runner that
+        restarted the job after the sweeper presumed us dead has bumped it; our renewer may
+        not have noticed the lost lock yet), and our lock not known to be lost."""
+        return (
+            job is not None
+            and job.status == JobStatus.RUNNING.value
+            and job.attempts == self.attempt
+            and not self.lock.lost.is_set()
         )
 
     def _fail(self, reason: str, **fields: Any) -> Outcome:
@@ -424,7 +436,7 @@ class _Tracker:
         self.last_flush = time.monotonic()
         with a._db() as session:
             job = session.get(Job, a.job_id)
-            if job is None or job.status != JobStatus.RUNNING.value:
+            if not a._still_ours(job):
                 return
             job.iterations_done = self.iterations
             job.best_loss = self.best_loss

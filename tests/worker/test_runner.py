@@ -16,7 +16,7 @@ import redis
 from celery.exceptions import SoftTimeLimitExceeded
 
 from shared import keys
-from shared.locks import JobLock, lock_exists
+from shared.locks import JobLock, lock_exists, lock_key
 from shared.progress import ProgressStream
 from shared.settings import Settings
 from shared.states import utcnow
@@ -200,3 +200,38 @@ def test_redis_blip_mid_job_does_not_fail_it(
     assert ids == sorted(ids) and len(set(ids)) == 8
     streamed = [e["iteration"] for e in read_stream(wsettings, job.id)]
     assert streamed == [1, 2, 5, 6, 7, 8]
+
+
+def test_runner_whose_job_was_restarted_elsewhere_does_not_finish_it(
+    wsettings: Settings, client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Presumed dead (its lock expired during a Redis outage), the sweeper re-queued the job
+    and another runner restarted it (attempt 2) before our renewer noticed the lost lock: we
+    must neither write progress into nor finish the other runner's attempt."""
+    from shared.db import session_scope
+    from shared.models import Job
+    from worker import engine
+
+    settings = replace(wsettings, lock_ttl_seconds=600)  # our renewer does not look in time
+    real = engine.transfer
+
+    def restarted_elsewhere(*args: Any, on_iteration: Any, **kwargs: Any) -> Any:
+        def hook(report: Any) -> None:
+            on_iteration(report)
+            if report.iteration == 2:  # what the sweeper and the new runner's _start do
+                client.set(lock_key(job.id), "elsewhere|1|other", ex=600)
+                with session_scope(settings.database_url) as session:
+                    row = session.get(Job, job.id)
+                    row.attempts, row.worker, row.iterations_done = 2, "other@host/2", 0
+
+        return real(*args, on_iteration=hook, **kwargs)
+
+    monkeypatch.setattr(engine, "transfer", restarted_elsewhere)
+    monkeypatch.setattr(runner, "DB_FLUSH_SECONDS", 0.0)
+    job = make_job(settings, params={"iterations": 6, "snapshot_every": 0})
+    outcome = runner.execute(job.id, settings, worker_name=WORKER)
+    assert outcome.action == "lost"
+    after = get_job(settings, job.id)
+    assert (after.status, after.attempts, after.worker) == ("running", 2, "other@host/2")
+    assert after.iterations_done == 0 and after.result_key is None
+    assert client.get(lock_key(job.id)) == b"elsewhere|1|other"  # not released by us

@@ -25,7 +25,8 @@ from web.job_json import finite
 log = logging.getLogger(__name__)
 
 MAX_ENTRIES = 1000  # per response; the client asks again with the returned last_id
-_STREAM_ID = re.compile(STREAM_ID_RE)
+_STREAM_ID = re.compile(STREAM_ID_RE, re.ASCII)  # \d: 0-9 only, as Redis reads ids
+_MAX_ID_PART = 2**64 - 1  # each half of a stream id is an unsigned 64-bit integer
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,8 @@ def parse_after(raw: str | None) -> str | None:
     """``after`` must be a stream id (``<ms>-<seq>``); empty or absent means from the start."""
     if raw is None or raw == "":
         return None
-    if not _STREAM_ID.match(raw):
+    if not _STREAM_ID.fullmatch(raw) or max(_id_key(raw)) > _MAX_ID_PART:
+        # fullmatch: "$" would let "1-0\n" through, and Redis refuses it (a 503, not a 400)
         raise ApiError(
             400,
             "invalid_parameter",

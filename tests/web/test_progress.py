@@ -97,7 +97,11 @@ def test_non_finite_losses_are_null(client, settings: Settings, stream: Progress
     assert first["loss"] is None and first["style"] is None and first["content"] == 1.0
 
 
-@pytest.mark.parametrize("after", ["abc", "1-2-3", "-1", "12", "1-x", "$", "+", "(1-0"])
+@pytest.mark.parametrize(
+    "after",
+    ["abc", "1-2-3", "-1", "12", "1-x", "$", "+", "(1-0",
+     "1-0\n", "\u0661-0", "18446744073709551616-0"],  # newline, non-ASCII digit, > uint64
+)  # fmt: skip
 def test_after_is_validated(client, settings: Settings, after: str) -> None:
     job_id = insert_job(settings)
     response = progress(client, job_id, after=after)

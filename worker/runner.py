@@ -148,6 +148,8 @@ class _Attempt:
     def run(self) -> Outcome:
         started = self._start()
         if isinstance(started, Outcome):
+            if started.action in ("canceled", "gave_up"):
+                self._expire_stream()  # a dead attempt's entries: expire like any job's
             return started
         params, input_keys, attempt = started
         log.info(
@@ -260,13 +262,16 @@ class _Attempt:
                 # The sweeper presumed us dead and re-queued the job: the new runner owns it.
                 return self._lost(fields.get("iterations_done", 0))
             transition(job, status, error=error, **fields)
+        self._expire_stream()
+        return Outcome(
+            "ran", status.value, iterations=int(fields.get("iterations_done", 0)), error=error
+        )
+
+    def _expire_stream(self) -> None:
         try:
             self.stream.expire(self.job_id, self.settings.progress_ttl_seconds)
         except redis.RedisError as exc:
             log.warning("job %s: could not set the stream's expiry: %s", self.job_id, exc)
-        return Outcome(
-            "ran", status.value, iterations=int(fields.get("iterations_done", 0)), error=error
-        )
 
     def _still_ours(self, job: Job | None) -> bool:
         """The row is still this attempt's: running, with our attempt number (a runner that

@@ -89,12 +89,16 @@ def test_cancel_before_start(wsettings: Settings, client: Any) -> None:
         assert get_job(wsettings, job.id).attempts == 0
 
 
-def test_job_lost_too_often_fails(wsettings: Settings) -> None:
+def test_job_lost_too_often_fails(wsettings: Settings, client: Any) -> None:
     job = make_job(wsettings, attempts=runner.MAX_ATTEMPTS)
+    ProgressStream(client).append(job.id, {"iteration": 1, "loss": 1.0, "content": 0,
+                                           "style": 0, "tv": 0, "elapsed": 1})  # fmt: skip
     outcome = runner.execute(job.id, wsettings, worker_name=WORKER)
     done = get_job(wsettings, job.id)
     assert (outcome.action, done.status) == ("gave_up", "failed")
     assert done.error.startswith(f"worker lost {runner.MAX_ATTEMPTS} times")
+    # the last dead attempt's entries expire like any finished job's, not never
+    assert 0 < client.ttl(f"stylequeue:progress:{job.id}") <= wsettings.progress_ttl_seconds
 
 
 def test_missing_weights_file_fails_with_a_readable_reason(wsettings: Settings) -> None:

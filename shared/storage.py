@@ -158,7 +158,10 @@ def storage_from_url(url: str, endpoint_url: str | None = None) -> Storage:
     """``file:///abs/path``, ``file://./relative`` or ``s3://bucket[/prefix]``."""
     parsed = urlparse(url)
     if parsed.scheme == "file":
-        return FileStorage((parsed.netloc + parsed.path) or ".")
+        # The rest of the URL as written: urlparse would cut a folder name at '#' or '?',
+        # and the default URL is built from STYLEQUEUE_VAR_DIR verbatim.
+        rest = url.split(":", 1)[1]
+        return FileStorage((rest[2:] if rest.startswith("//") else rest) or ".")
     if parsed.scheme == "s3":
         if not parsed.netloc:
             raise ValueError(f"STYLEQUEUE_STORAGE_URL {url!r} names no bucket")

@@ -79,7 +79,8 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     """Any mode (CMYK, 16-bit, palette, alpha, greyscale) to 8-bit RGB; alpha onto white."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         img = img.point(lambda v: v / 256).convert("L")  # 16-bit grey -> 8-bit
-    if img.mode == "P":
+        img.info.pop("transparency", None)  # a 16-bit colour key means nothing in 8 bits
+    if img.mode == "P" or "transparency" in img.info:  # palette, or a tRNS colour key
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA"):
         rgba = img.convert("RGBA")

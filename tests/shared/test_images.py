@@ -1,0 +1,291 @@
+"""shared.images.validate_image on its own: every mode to upright 8-bit RGB, the format
+allowlist, the pixel limit before decoding. (tests/web covers what the API answers.)"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from shared.images import ALLOWED_FORMATS, CleanImage, ImageRejected, validate_image
+from tests.web import images
+
+LIMIT = 4_000_000
+WHITE = (255, 255, 255)
+
+
+def encode(img: Image.Image, fmt: str = "PNG", **save: object) -> bytes:
+    out = io.BytesIO()
+    img.save(out, format=fmt, **save)
+    return out.getvalue()
+
+
+def clean(data: bytes, max_pixels: int = LIMIT) -> tuple[CleanImage, Image.Image]:
+    result = validate_image(data, "content", max_pixels)
+    stored = Image.open(io.BytesIO(result.png))
+    stored.load()
+    assert stored.format == "PNG"
+    assert stored.mode == "RGB"
+    assert (result.width, result.height) == stored.size
+    return result, stored
+
+
+def rejected(data: bytes, max_pixels: int = LIMIT, field: str = "style") -> ImageRejected:
+    with pytest.raises(ImageRejected) as info:
+        validate_image(data, field, max_pixels)
+    assert info.value.field == field
+    assert str(info.value).startswith(f"{field}: ")
+    return info.value
+
+
+def close(a: tuple[int, ...], b: tuple[int, ...], tolerance: int = 40) -> bool:
+    return all(abs(x - y) <= tolerance for x, y in zip(a, b, strict=True))
+
+
+# ---- modes -----------------------------------------------------------------------------------
+
+
+def test_rgb_png_is_kept_exactly() -> None:
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 255, (17, 23, 3), dtype=np.uint8)
+    result, stored = clean(encode(Image.fromarray(pixels)))
+    assert result.source_format == "PNG"
+    assert (result.width, result.height) == (23, 17)
+    assert np.array_equal(np.asarray(stored), pixels)
+
+
+def test_greyscale_l() -> None:
+    img = Image.new("L", (6, 4), 10)
+    img.putpixel((5, 3), 200)
+    _, stored = clean(encode(img))
+    assert stored.getpixel((0, 0)) == (10, 10, 10)
+    assert stored.getpixel((5, 3)) == (200, 200, 200)
+
+
+def test_greyscale_with_alpha_la() -> None:
+    img = Image.new("LA", (6, 4), (40, 255))
+    img.putpixel((1, 1), (40, 0))  # fully transparent
+    img.putpixel((2, 2), (0, 128))  # half-transparent black
+    _, stored = clean(encode(img))
+    assert stored.getpixel((0, 0)) == (40, 40, 40)
+    assert stored.getpixel((1, 1)) == WHITE
+    assert close(stored.getpixel((2, 2)), (127, 127, 127), 2)
+
+
+def test_rgba_transparent_pixel_becomes_white() -> None:
+    img = Image.new("RGBA", (6, 4), (255, 0, 0, 255))
+    img.putpixel((3, 2), (0, 0, 0, 0))  # transparent black
+    _, stored = clean(encode(img))
+    assert stored.getpixel((0, 0)) == (255, 0, 0)
+    assert stored.getpixel((3, 2)) == WHITE
+
+
+def test_palette_with_a_transparent_index() -> None:
+    img = Image.new("P", (6, 4), 1)
+    img.putpalette([0, 0, 0, 0, 0, 255] + [0] * 762)  # index 0 black, index 1 blue
+    img.putpixel((0, 0), 0)
+    data = encode(img, transparency=0)  # index 0 transparent (a tRNS chunk)
+    assert Image.open(io.BytesIO(data)).mode == "P"
+    _, stored = clean(data)
+    assert stored.getpixel((0, 0)) == WHITE
+    assert stored.getpixel((5, 3)) == (0, 0, 255)
+
+
+def test_palette_without_transparency() -> None:
+    img = Image.new("RGB", (6, 4), (0, 128, 0)).convert("P", palette=Image.Palette.ADAPTIVE)
+    _, stored = clean(encode(img))
+    assert stored.getpixel((2, 2)) == (0, 128, 0)
+
+
+@pytest.mark.parametrize(
+    ("mode", "colour", "key"),
+    [("RGB", (0, 0, 0), (0, 0, 0)), ("L", 0, 0)],
+    ids=["rgb-colour-key", "grey-colour-key"],
+)
+def test_colour_key_transparency_becomes_white(mode: str, colour: object, key: object) -> None:
+    # PNG optimisers (oxipng, optipng) turn RGBA with on/off alpha into RGB + a tRNS colour
+    # key: a logo's transparent background must still come out white, not black.
+    opaque = (200, 30, 30) if mode == "RGB" else 200
+    img = Image.new(mode, (6, 4), opaque)  # type: ignore[arg-type]
+    img.putpixel((1, 1), colour)  # type: ignore[arg-type]
+    data = encode(img, transparency=key)
+    assert Image.open(io.BytesIO(data)).info.get("transparency") == key
+    _, stored = clean(data)
+    assert stored.getpixel((1, 1)) == WHITE
+    expected = opaque if mode == "RGB" else (200, 200, 200)
+    assert stored.getpixel((0, 0)) == expected
+
+
+def test_cmyk_jpeg() -> None:
+    data = encode(Image.new("CMYK", (10, 8), (255, 0, 0, 0)), "JPEG", quality=95)  # cyan
+    assert Image.open(io.BytesIO(data)).mode == "CMYK"
+    result, stored = clean(data)
+    assert result.source_format == "JPEG"
+    assert close(stored.getpixel((4, 4)), (0, 255, 255))
+
+
+def test_sixteen_bit_grey_png_is_scaled_not_clipped() -> None:
+    ramp = np.array([[0, 256, 32768, 65535]], dtype=np.uint16)
+    img = Image.fromarray(ramp)
+    data = encode(img)
+    assert Image.open(io.BytesIO(data)).mode.startswith("I;16")
+    _, stored = clean(data)
+    values = [stored.getpixel((x, 0)) for x in range(4)]
+    assert values[0] == (0, 0, 0)
+    assert values[1] == (1, 1, 1)
+    assert values[2] == (128, 128, 128)
+    assert values[3] == (255, 255, 255)
+
+
+def test_sixteen_bit_colour_key_does_not_spread_to_other_pixels() -> None:
+    # Scaled to 8 bits, 16-bit values 0..255 all become 0: the key 0 must not make them
+    # all transparent (the key itself is dropped; such files are rare).
+    img = Image.fromarray(np.array([[0, 100, 200, 65535]], dtype=np.uint16))
+    _, stored = clean(encode(img, transparency=0))
+    assert stored.getpixel((1, 0)) == (0, 0, 0)
+    assert stored.getpixel((2, 0)) == (0, 0, 0)
+    assert stored.getpixel((3, 0)) == WHITE
+
+
+def test_one_bit_png() -> None:
+    img = Image.new("1", (8, 8), 0)
+    img.putpixel((7, 7), 1)
+    data = encode(img)
+    assert Image.open(io.BytesIO(data)).mode == "1"
+    _, stored = clean(data)
+    assert stored.getpixel((0, 0)) == (0, 0, 0)
+    assert stored.getpixel((7, 7)) == WHITE
+
+
+def test_webp_with_alpha() -> None:
+    img = Image.new("RGBA", (8, 8), (0, 0, 255, 255))
+    img.paste((0, 0, 0, 0), (0, 0, 4, 8))
+    result, stored = clean(encode(img, "WEBP", lossless=True))
+    assert result.source_format == "WEBP"
+    assert stored.getpixel((1, 4)) == WHITE
+    assert stored.getpixel((6, 4)) == (0, 0, 255)
+
+
+# ---- EXIF orientation ------------------------------------------------------------------------
+
+
+def quadrant_image(fmt: str, orientation: int) -> bytes:
+    """Stored 40x20: blue, with a red 10x10 square in the top-left corner."""
+    img = Image.new("RGB", (40, 20), (0, 0, 255))
+    img.paste((255, 0, 0), (0, 0, 10, 10))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    extra = {"quality": 95} if fmt == "JPEG" else {}
+    return encode(img, fmt, exif=exif.tobytes(), **extra)
+
+
+# orientation -> (upright size, where the red corner ends up, a point that must be blue)
+ORIENTATIONS = {
+    1: ((40, 20), (4, 4), (35, 15)),  # as stored
+    3: ((40, 20), (35, 15), (4, 4)),  # rotated 180: red bottom-right
+    6: ((20, 40), (15, 4), (4, 4)),  # rotated 90 clockwise: red top-right
+    8: ((20, 40), (4, 35), (4, 4)),  # rotated 90 counter-clockwise: red bottom-left
+}
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+@pytest.mark.parametrize("orientation", sorted(ORIENTATIONS))
+def test_exif_orientation_is_applied(fmt: str, orientation: int) -> None:
+    size, red_at, blue_at = ORIENTATIONS[orientation]
+    result, stored = clean(quadrant_image(fmt, orientation))
+    assert stored.size == size
+    assert (result.width, result.height) == size
+    assert close(stored.getpixel(red_at), (255, 0, 0)), stored.getpixel(red_at)
+    assert close(stored.getpixel(blue_at), (0, 0, 255)), stored.getpixel(blue_at)
+    assert stored.getexif().get(0x0112) in (None, 1)  # not rotated a second time by a viewer
+
+
+# ---- formats, limits, damage -----------------------------------------------------------------
+
+
+def test_allowlist() -> None:
+    assert set(ALLOWED_FORMATS) == {"PNG", "JPEG", "WEBP"}
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "BMP", "TIFF", "ICO", "PPM"])
+def test_other_formats_are_unsupported(fmt: str) -> None:
+    data = encode(Image.new("RGB", (16, 16), "red"), fmt)
+    assert Image.open(io.BytesIO(data)).format == fmt  # a perfectly good image...
+    error = rejected(data)
+    assert (error.code, error.status) == ("unsupported_type", 415)  # ...just not one we take
+
+
+@pytest.mark.parametrize(
+    ("data", "code", "status"),
+    [(b"hello", "unsupported_type", 415),
+     (b"\x89PNG\r\n", "unsupported_type", 415),  # a signature cut short
+     (b"RIFF\x00\x00\x00\x00WEBP", "unsupported_type", 415),
+     (b"\xff\xd8\xff\xe0garbage", "corrupt_image", 422)],  # a JPEG start, then nothing
+    ids=["text", "png-signature", "riff-header", "jpeg-start"],
+)  # fmt: skip
+def test_not_an_image(data: bytes, code: str, status: int) -> None:
+    error = rejected(data)
+    assert (error.code, error.status) == (code, status)
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width x height`` and whose pixel data is garbage."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + body))
+        return struct.pack(">I", len(body)) + kind + body + crc
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"not zlib at all")
+            + chunk(b"IEND", b""))  # fmt: skip
+
+
+def test_pixel_limit_is_checked_before_decoding() -> None:
+    # Undecodable pixel data: a 413 (not a 422) proves the size was checked first.
+    data = _png_header_only(2000, 2000)
+    error = rejected(data, max_pixels=1_000_000)
+    assert (error.code, error.status) == ("too_many_pixels", 413)
+    assert "2000x2000" in error.message and "1000000" in error.message
+    # Within the limit, the same file is decoded and found broken.
+    assert rejected(data, max_pixels=10_000_000).status == 422
+
+
+def test_pixel_limit_boundary() -> None:
+    data = encode(Image.new("RGB", (10, 10), "red"))
+    clean(data, max_pixels=100)
+    assert rejected(data, max_pixels=99).code == "too_many_pixels"
+
+
+def test_pillow_bomb_warning_is_refused_even_under_our_limit() -> None:
+    # 10000x9000 = 90M pixels: above Pillow's warning threshold (~89.5M).
+    error = rejected(_png_header_only(10_000, 9_000), max_pixels=10**9)
+    assert (error.code, error.status) == ("too_many_pixels", 413)
+
+
+def test_huge_jpeg_header_is_refused_before_decoding() -> None:
+    data = encode(Image.new("RGB", (1200, 1000), "red"), "JPEG")
+    error = rejected(images.truncated(data), max_pixels=1_000_000)
+    assert (error.code, error.status) == ("too_many_pixels", 413)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [images.noisy_png, images.noisy_jpeg,
+     lambda: encode(Image.fromarray(np.random.default_rng(2).integers(
+         0, 255, (64, 64, 3), dtype=np.uint8)), "WEBP", lossless=True)],
+    ids=["png", "jpeg", "webp"],
+)  # fmt: skip
+def test_truncated(make) -> None:  # type: ignore[no-untyped-def]
+    data = make()
+    clean(data)  # whole, it is fine
+    error = rejected(data[: len(data) // 2])
+    assert (error.code, error.status) == ("corrupt_image", 422)
+
+
+def test_empty() -> None:
+    error = rejected(b"", field="content")
+    assert (error.code, error.status, error.field) == ("empty_file", 422, "content")

@@ -1,0 +1,249 @@
+"""Settings from an environment mapping: defaults, overrides, and clear errors."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from shared.settings import (
+    Limits,
+    SettingsError,
+    get_settings,
+    load_settings,
+    parse_api_tokens,
+)
+
+
+def test_defaults(tmp_path: Path) -> None:
+    var = tmp_path / "var"
+    s = load_settings({"STYLEQUEUE_VAR_DIR": str(var)})
+    assert s.var_dir == str(var)
+    assert s.database_url == f"sqlite:///{var / 'stylequeue.db'}"
+    assert s.storage_url == f"file://{var / 'objects'}"
+    assert s.redis_url == "redis://127.0.0.1:6379/0"
+    assert s.s3_endpoint_url is None
+    assert s.vgg19_weights == "imagenet"
+    assert s.precision == "auto"
+    assert s.secret_key == ""
+    assert dict(s.api_tokens) == {}
+    assert s.limits == Limits()
+    assert (s.job_soft_time_limit, s.job_time_limit) == (3600, 3660)
+    assert s.progress_maxlen == 20_000
+    assert s.progress_ttl_seconds == 3 * 24 * 3600
+    assert (s.lock_ttl_seconds, s.queued_grace_seconds) == (60, 60)
+    assert s.cookie_secure is False
+
+
+def test_defaults_with_nothing_set_use_a_relative_var_dir() -> None:
+    s = load_settings({})
+    assert s.var_dir == "./var"
+    assert s.database_url == "sqlite:///var/stylequeue.db"  # relative to the working folder
+    assert s.storage_url == "file://var/objects"
+
+
+def test_empty_values_mean_default() -> None:
+    env = {
+        f"STYLEQUEUE_{name}": ""
+        for name in ("DATABASE_URL", "REDIS_URL", "STORAGE_URL", "S3_ENDPOINT_URL",
+                     "VGG19_WEIGHTS", "PRECISION", "MAX_SIZE", "JOB_TIME_LIMIT", "API_TOKENS")
+    }  # fmt: skip
+    s = load_settings(env)
+    assert s == load_settings({})
+
+
+def test_overrides() -> None:
+    s = load_settings({
+        "STYLEQUEUE_VAR_DIR": "/srv/sq",
+        "STYLEQUEUE_DATABASE_URL": "postgresql+psycopg://u@db/sq",
+        "STYLEQUEUE_REDIS_URL": "redis://cache:6380/2",
+        "STYLEQUEUE_STORAGE_URL": "s3://bucket/prefix",
+        "STYLEQUEUE_S3_ENDPOINT_URL": "http://minio:9000",
+        "STYLEQUEUE_VGG19_WEIGHTS": "random",
+        "STYLEQUEUE_SECRET_KEY": "s3cret",
+        "STYLEQUEUE_PRECISION": "mixed_bfloat16",
+        "STYLEQUEUE_MAX_UPLOAD_BYTES": "4096",
+        "STYLEQUEUE_MAX_IMAGE_PIXELS": "1000",
+        "STYLEQUEUE_MAX_SIZE": "512",
+        "STYLEQUEUE_MAX_ITERATIONS": "50",
+        "STYLEQUEUE_MAX_STYLES": "2",
+        "STYLEQUEUE_MAX_ACTIVE_JOBS": "3",
+        "STYLEQUEUE_PROGRESS_MAXLEN": "100",
+        "STYLEQUEUE_PROGRESS_TTL_SECONDS": "60",
+        "STYLEQUEUE_JOB_SOFT_TIME_LIMIT": "100",
+        "STYLEQUEUE_JOB_TIME_LIMIT": "130",
+        "STYLEQUEUE_LOCK_TTL_SECONDS": "5",
+        "STYLEQUEUE_QUEUED_GRACE_SECONDS": "0",
+        "STYLEQUEUE_COOKIE_SECURE": "true",
+    })  # fmt: skip
+    assert s.var_dir == "/srv/sq"
+    assert s.database_url == "postgresql+psycopg://u@db/sq"
+    assert s.redis_url == "redis://cache:6380/2"
+    assert s.storage_url == "s3://bucket/prefix"
+    assert s.s3_endpoint_url == "http://minio:9000"
+    assert s.vgg19_weights == "random"
+    assert s.secret_key == "s3cret"
+    assert s.precision == "mixed_bfloat16"
+    assert s.limits == Limits(4096, 1000, 512, 50, 2, 3)
+    assert (s.progress_maxlen, s.progress_ttl_seconds) == (100, 60)
+    assert (s.job_soft_time_limit, s.job_time_limit) == (100, 130)
+    assert (s.lock_ttl_seconds, s.queued_grace_seconds) == (5, 0)
+    assert s.cookie_secure is True
+
+
+def test_var_dir_moves_the_defaults() -> None:
+    s = load_settings({"STYLEQUEUE_VAR_DIR": "/data/sq"})
+    assert s.database_url == "sqlite:////data/sq/stylequeue.db"
+    assert s.storage_url == "file:///data/sq/objects"
+
+
+def test_hard_limit_defaults_to_a_minute_above_the_soft_one() -> None:
+    s = load_settings({"STYLEQUEUE_JOB_SOFT_TIME_LIMIT": "7200"})
+    assert (s.job_soft_time_limit, s.job_time_limit) == (7200, 7260)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["MAX_UPLOAD_BYTES", "MAX_IMAGE_PIXELS", "MAX_SIZE", "MAX_ITERATIONS", "MAX_STYLES",
+     "MAX_ACTIVE_JOBS", "PROGRESS_MAXLEN", "PROGRESS_TTL_SECONDS", "JOB_SOFT_TIME_LIMIT",
+     "JOB_TIME_LIMIT", "LOCK_TTL_SECONDS", "QUEUED_GRACE_SECONDS"],
+)  # fmt: skip
+@pytest.mark.parametrize("raw", ["ten", "1.5", "1e3", "0x10"])
+def test_bad_integers_name_the_variable(name: str, raw: str) -> None:
+    with pytest.raises(SettingsError, match=f"STYLEQUEUE_{name} must be an integer") as info:
+        load_settings({f"STYLEQUEUE_{name}": raw})
+    assert repr(raw) in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("name", "minimum"),
+    [("MAX_UPLOAD_BYTES", 1024), ("MAX_IMAGE_PIXELS", 64), ("MAX_SIZE", 16),
+     ("MAX_ITERATIONS", 1), ("MAX_STYLES", 1), ("MAX_ACTIVE_JOBS", 1), ("PROGRESS_MAXLEN", 100),
+     ("PROGRESS_TTL_SECONDS", 1), ("JOB_SOFT_TIME_LIMIT", 1), ("LOCK_TTL_SECONDS", 2),
+     ("QUEUED_GRACE_SECONDS", 0)],
+)  # fmt: skip
+def test_values_below_the_minimum_name_the_variable(name: str, minimum: int) -> None:
+    with pytest.raises(SettingsError, match=f"STYLEQUEUE_{name} must be >= {minimum}"):
+        load_settings({f"STYLEQUEUE_{name}": str(minimum - 1)})
+    load_settings({f"STYLEQUEUE_{name}": str(minimum)})  # the minimum itself is fine
+
+
+def test_job_time_limit_below_its_minimum() -> None:
+    with pytest.raises(SettingsError, match="STYLEQUEUE_JOB_TIME_LIMIT must be >= 2"):
+        load_settings({"STYLEQUEUE_JOB_SOFT_TIME_LIMIT": "1", "STYLEQUEUE_JOB_TIME_LIMIT": "1"})
+    s = load_settings({"STYLEQUEUE_JOB_SOFT_TIME_LIMIT": "1", "STYLEQUEUE_JOB_TIME_LIMIT": "2"})
+    assert (s.job_soft_time_limit, s.job_time_limit) == (1, 2)
+
+
+@pytest.mark.parametrize("hard", ["3600", "3000"])
+def test_hard_limit_must_exceed_the_soft_one(hard: str) -> None:
+    with pytest.raises(SettingsError, match="STYLEQUEUE_JOB_TIME_LIMIT") as info:
+        load_settings({"STYLEQUEUE_JOB_SOFT_TIME_LIMIT": "3600", "STYLEQUEUE_JOB_TIME_LIMIT": hard})
+    message = str(info.value)
+    assert "JOB_SOFT_TIME_LIMIT (3600)" in message
+    assert f"STYLEQUEUE_JOB_TIME_LIMIT ({hard})" in message
+
+
+def test_hard_limit_alone_below_the_default_soft_one() -> None:
+    with pytest.raises(SettingsError, match="must exceed"):
+        load_settings({"STYLEQUEUE_JOB_TIME_LIMIT": "600"})
+
+
+@pytest.mark.parametrize("value", ["auto", "float32", "mixed_bfloat16"])
+def test_precision_choices(value: str) -> None:
+    assert load_settings({"STYLEQUEUE_PRECISION": value}).precision == value
+
+
+@pytest.mark.parametrize("value", ["fp16", "FLOAT32", "mixed_float16", " auto"])
+def test_bad_precision_names_the_variable(value: str) -> None:
+    with pytest.raises(SettingsError, match="STYLEQUEUE_PRECISION") as info:
+        load_settings({"STYLEQUEUE_PRECISION": value})
+    assert repr(value) in str(info.value)
+
+
+# ---- API tokens ------------------------------------------------------------------------------
+
+
+def test_named_tokens() -> None:
+    assert parse_api_tokens("alice=tok-a, bob = tok-b ") == {
+        "tok-a": "api:alice",
+        "tok-b": "api:bob",
+    }
+
+
+def test_a_token_may_contain_equals_signs() -> None:
+    assert parse_api_tokens("ci=abc==") == {"abc==": "api:ci"}
+
+
+def test_bare_token_gets_a_hashed_owner_id() -> None:
+    token = "b4re-t0ken-with-some-length"
+    tokens = parse_api_tokens(token)
+    owner = tokens[token]
+    expected = hashlib.sha256(token.encode()).hexdigest()[:16]
+    assert owner == f"api:{expected}"
+    assert len(owner) == len("api:") + 16
+    assert all(c in "0123456789abcdef" for c in owner[4:])
+    assert token not in owner
+    assert not any(token[i : i + 6] in owner for i in range(len(token) - 5))
+    assert parse_api_tokens(token) == tokens  # stable across restarts
+    assert parse_api_tokens("other-token")["other-token"] != owner
+
+
+def test_mixed_and_empty_parts() -> None:
+    tokens = parse_api_tokens(",alice=tok-a,, ,bare-token,")
+    assert set(tokens) == {"tok-a", "bare-token"}
+    assert tokens["tok-a"] == "api:alice"
+    assert tokens["bare-token"].startswith("api:")
+    assert parse_api_tokens("") == {}
+    assert parse_api_tokens(" , ,") == {}
+
+
+@pytest.mark.parametrize("raw", ["=token", "alice=", " = ", "ok=t1,=t2"])
+def test_empty_name_or_token_is_an_error(raw: str) -> None:
+    with pytest.raises(SettingsError, match="STYLEQUEUE_API_TOKENS"):
+        parse_api_tokens(raw)
+
+
+def test_load_settings_parses_tokens() -> None:
+    s = load_settings({"STYLEQUEUE_API_TOKENS": "alice=alice-token"})
+    assert dict(s.api_tokens) == {"alice-token": "api:alice"}
+    with pytest.raises(SettingsError, match="STYLEQUEUE_API_TOKENS"):
+        load_settings({"STYLEQUEUE_API_TOKENS": "=alice-token"})
+
+
+# ---- cookies, caching ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("raw", ["1", "true", "TRUE", "Yes", "on", " on "])
+def test_cookie_secure_on(raw: str) -> None:
+    assert load_settings({"STYLEQUEUE_COOKIE_SECURE": raw}).cookie_secure is True
+
+
+@pytest.mark.parametrize("raw", ["", "0", "false", "no", "off", "nope", "2"])
+def test_cookie_secure_off(raw: str) -> None:
+    assert load_settings({"STYLEQUEUE_COOKIE_SECURE": raw}).cookie_secure is False
+
+
+def test_other_prefixes_are_ignored() -> None:
+    s = load_settings({"REDIS_URL": "redis://elsewhere", "stylequeue_redis_url": "redis://x"})
+    assert s.redis_url == "redis://127.0.0.1:6379/0"
+
+
+def test_get_settings_reads_the_environment_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    get_settings.cache_clear()
+    try:
+        monkeypatch.setenv("STYLEQUEUE_REDIS_URL", "redis://first:6379/0")
+        first = get_settings()
+        monkeypatch.setenv("STYLEQUEUE_REDIS_URL", "redis://second:6379/0")
+        assert get_settings() is first
+        assert first.redis_url == "redis://first:6379/0"
+    finally:
+        get_settings.cache_clear()
+
+
+def test_settings_are_frozen() -> None:
+    s = load_settings({})
+    with pytest.raises(AttributeError):
+        s.redis_url = "redis://other"  # type: ignore[misc]

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 PREFIX = "STYLEQUEUE_"
+TOKEN_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 class SettingsError(ValueError):
@@ -83,6 +85,11 @@ def parse_api_tokens(raw: str) -> dict[str, str]:
         name, token = name.strip(), token.strip()
         if not token or not name:
             raise SettingsError(f"{PREFIX}API_TOKENS has an empty name or token in {item!r}")
+        if not TOKEN_NAME_RE.fullmatch(name):
+            # the name becomes the owner id of that caller's jobs (a column of 80 characters)
+            raise SettingsError(
+                f"{PREFIX}API_TOKENS: name {name!r} must be 1-64 letters, digits, '.', '_' or '-'"
+            )
         tokens[token] = f"api:{name}"
     return tokens
 
@@ -108,7 +115,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     hard = _int(env, "JOB_TIME_LIMIT", soft + 60, 2)
     if hard <= soft:
         raise SettingsError(
-            f"{PREFIX}JOB_TIME_LIMIT ({hard}) must exceed JOB_SOFT_TIME_LIMIT ({soft})"
+            f"{PREFIX}JOB_TIME_LIMIT ({hard}) must exceed {PREFIX}JOB_SOFT_TIME_LIMIT ({soft})"
         )
     return Settings(
         database_url=env.get(PREFIX + "DATABASE_URL") or default_db,

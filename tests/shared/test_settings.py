@@ -142,7 +142,7 @@ def test_hard_limit_must_exceed_the_soft_one(hard: str) -> None:
     with pytest.raises(SettingsError, match="STYLEQUEUE_JOB_TIME_LIMIT") as info:
         load_settings({"STYLEQUEUE_JOB_SOFT_TIME_LIMIT": "3600", "STYLEQUEUE_JOB_TIME_LIMIT": hard})
     message = str(info.value)
-    assert "JOB_SOFT_TIME_LIMIT (3600)" in message
+    assert "STYLEQUEUE_JOB_SOFT_TIME_LIMIT (3600)" in message
     assert f"STYLEQUEUE_JOB_TIME_LIMIT ({hard})" in message
 
 
@@ -204,6 +204,13 @@ def test_mixed_and_empty_parts() -> None:
 def test_empty_name_or_token_is_an_error(raw: str) -> None:
     with pytest.raises(SettingsError, match="STYLEQUEUE_API_TOKENS"):
         parse_api_tokens(raw)
+
+
+@pytest.mark.parametrize("name", ["x" * 65, "two words", "ünïcode", "a/b"])
+def test_token_names_fit_an_owner_id(name: str) -> None:
+    with pytest.raises(SettingsError, match="1-64 letters"):
+        parse_api_tokens(f"{name}=secret-token")
+    assert parse_api_tokens(f"{'x' * 64}=t") == {"t": "api:" + "x" * 64}
 
 
 def test_load_settings_parses_tokens() -> None:

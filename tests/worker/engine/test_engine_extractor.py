@@ -115,17 +115,16 @@ def test_imagenet_offline_fails_fast_and_names_the_way_out(
 def test_imagenet_really_offline_without_mocks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Keras's real get_file against an empty cache: here the download cannot succeed
-    (no internet on build machines; on a machine with internet this would download 80 MB,
-    so it only runs where the storage host does not resolve)."""
-    import socket
+    """Keras's real get_file against an empty cache, with the download really failing: the
+    HTTPS proxy is a closed local port (urllib honours it), so this holds on any machine,
+    with or without internet."""
+    from tests.services import free_port
 
-    try:
-        socket.getaddrinfo("storage.googleapis.com", 443)
-    except OSError:
-        pass
-    else:
-        pytest.skip("this machine can reach the internet")
+    dead = f"http://127.0.0.1:{free_port()}"
+    for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(var, dead)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     with pytest.raises(WeightsUnavailable, match="download failed"):
         get_extractor("imagenet", SMALL, "float32")

@@ -33,8 +33,15 @@ class CleanImage:
     source_format: str
 
 
-def validate_image(data: bytes, field: str, max_pixels: int) -> CleanImage:
-    """Check and normalise one uploaded image, or raise :class:`ImageRejected`."""
+def validate_image(
+    data: bytes, field: str, max_pixels: int, max_side: int | None = None
+) -> CleanImage:
+    """Check and normalise one uploaded image, or raise :class:`ImageRejected`.
+
+    ``max_side`` caps the stored image's longest side: a 40-megapixel photo painted at
+    1024 px needs no more than a couple of thousand pixels, and storing (and re-reading) the
+    rest costs memory, storage and time on every job.
+    """
     if not data:
         raise ImageRejected(field, "empty_file", "the file is empty", 422)
     try:
@@ -50,9 +57,13 @@ def validate_image(data: bytes, field: str, max_pixels: int) -> CleanImage:
                     f"the image is {width}x{height} = {width * height} pixels; limit {max_pixels}",
                     413,
                 )  # fmt: skip
+            if max_side and fmt == "JPEG":
+                img.draft("RGB", (max_side, max_side))  # DCT-scaled decode, never below max_side
             img.load()  # full decode: catches truncated files
             img = ImageOps.exif_transpose(img)
             img = _to_rgb(img)
+            if max_side and max(img.size) > max_side:
+                img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     except ImageRejected:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):

@@ -114,9 +114,15 @@ def parse_params(
         raise ApiError(422, "invalid_parameter", exc.message, field=exc.field) from None
 
 
+def input_max_side(limits: Limits) -> int:
+    """Longest side an input is stored at: twice the largest output, so style_scale up to 2
+    keeps full detail and the engine never reads more than it can use."""
+    return 2 * limits.max_size
+
+
 def _clean(data: bytes, field: str, limits: Limits, label: str) -> CleanImage:
     try:
-        return validate_image(data, field, limits.max_image_pixels)
+        return validate_image(data, field, limits.max_image_pixels, input_max_side(limits))
     except ImageRejected as exc:
         raise ApiError(exc.status, exc.code, f"{label}: {exc.message}", field=exc.field) from None
 

@@ -289,3 +289,23 @@ def test_truncated(make) -> None:  # type: ignore[no-untyped-def]
 def test_empty() -> None:
     error = rejected(b"", field="content")
     assert (error.code, error.status, error.field) == ("empty_file", 422, "content")
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_max_side_caps_the_stored_image_keeping_aspect(fmt: str) -> None:
+    rng = np.random.default_rng(3)
+    photo = Image.fromarray((rng.random((300, 900, 3)) * 255).astype(np.uint8))
+    capped = validate_image(encode(photo, fmt), "content", LIMIT, max_side=120)
+    assert (capped.width, capped.height) == (120, 40)
+    assert Image.open(io.BytesIO(capped.png)).size == (120, 40)
+    small = validate_image(encode(photo, fmt), "content", LIMIT, max_side=2000)
+    assert (small.width, small.height) == (900, 300)  # never enlarged
+
+
+def test_max_side_applies_after_exif_rotation() -> None:
+    """The cap is on the upright image: a portrait photo stays portrait."""
+    photo = Image.new("RGB", (400, 100), "red")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to view
+    capped = validate_image(encode(photo, "JPEG", exif=exif), "content", LIMIT, max_side=80)
+    assert (capped.width, capped.height) == (20, 80)

@@ -198,3 +198,20 @@ def test_submit_and_result_on_s3(s3_settings: Settings) -> None:
     result = client.get(f"/api/v1/jobs/{job_id}/result", headers=ALICE)
     assert result.status_code == 200
     assert result.mimetype == "image/png" and result.data == result_png
+
+
+def test_large_inputs_are_stored_at_twice_the_output_limit(
+    client, settings: Settings, storage: Storage
+) -> None:
+    """A big photo is kept at 2 x max_size (aspect kept), not at full resolution."""
+    side = 2 * settings.limits.max_size
+    response = submit(
+        client, content=images.png((side * 3, side)), styles=[images.jpeg((side + 40, side * 2))]
+    )
+    assert response.status_code == 201, response.get_json()
+    row = load_job(settings, response.get_json()["id"])
+    assert images.open_png(storage.get(row.input_keys["content"])).size == (side, side // 3)
+    assert images.open_png(storage.get(row.input_keys["styles"][0])).size == (
+        round((side + 40) / 2),
+        side,
+    )

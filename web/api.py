@@ -27,7 +27,14 @@ from web.config_info import config_payload
 from web.errors import ApiError
 from web.extensions import services
 from web.job_json import job_json
-from web.media import load_object, png_response
+from web.media import (
+    THUMB_LINK_SIZE,
+    load_object,
+    png_response,
+    thumb_arg,
+    thumb_key,
+    thumb_response,
+)
 from web.progress_reader import parse_after, parse_limit, read_progress
 from web.submission import check_active_limit, parse_submission, submit_job
 
@@ -237,6 +244,7 @@ def cancel_job(job_id: str) -> tuple[Response, int]:
 
 @bp.get("/jobs/<job_id>/result")
 def job_result(job_id: str) -> Response:
+    thumb = thumb_arg()
     job = _load_job(job_id)
     if not job.result_key:
         if job.terminal:
@@ -244,11 +252,10 @@ def job_result(job_id: str) -> Response:
         else:
             message = f"the job is {job.status}; the result is ready when it succeeds"
         raise ApiError(404, "result_not_ready", message)
-    data = load_object(
-        services(),
-        job.result_key,
-        ApiError(404, "result_not_ready", "the result image is not stored yet"),
-    )
+    missing = ApiError(404, "result_not_ready", "the result image is not stored yet")
+    if thumb is not None:
+        return _thumb(job, job.result_key, "result", thumb, missing, immutable=job.terminal)
+    data = load_object(services(), job.result_key, missing)
     download = request.args.get("download", "").lower() in ("1", "true", "yes")
     return png_response(
         data, immutable=job.terminal, download_name=f"stylequeue-{job.id}.png" if download else None
@@ -261,7 +268,13 @@ def job_snapshots(job_id: str) -> Response:
     return jsonify(
         {
             "snapshots": [
-                {"iteration": it, "url": url_for("api.job_snapshot", job_id=job.id, iteration=it)}
+                {
+                    "iteration": it,
+                    "url": url_for("api.job_snapshot", job_id=job.id, iteration=it),
+                    "thumb_url": url_for(
+                        "api.job_snapshot", job_id=job.id, iteration=it, thumb=THUMB_LINK_SIZE
+                    ),
+                }
                 for it in sorted(job.snapshot_iterations or [])
             ]
         }
@@ -270,22 +283,30 @@ def job_snapshots(job_id: str) -> Response:
 
 @bp.get("/jobs/<job_id>/snapshots/<int:iteration>")
 def job_snapshot(job_id: str, iteration: int) -> Response:
+    thumb = thumb_arg()
     job = _load_job(job_id)
     missing = ApiError(404, "snapshot_not_found", f"no snapshot at iteration {iteration}")
-    data = load_object(services(), keys.snapshot_key(job.id, iteration), missing)
-    return png_response(data, immutable=job.terminal)
+    key = keys.snapshot_key(job.id, iteration)
+    if thumb is not None:
+        name = f"snapshot-{iteration:06d}"
+        return _thumb(job, key, name, thumb, missing, immutable=job.terminal)
+    return png_response(load_object(services(), key, missing), immutable=job.terminal)
 
 
 @bp.get("/jobs/<job_id>/inputs/content")
 def job_input_content(job_id: str) -> Response:
+    thumb = thumb_arg()
     job = _load_job(job_id)
     key = (job.input_keys or {}).get("content") or keys.content_key(job.id)
-    data = load_object(services(), key, ApiError(404, "input_not_found", "no content image"))
-    return png_response(data, immutable=True)
+    missing = ApiError(404, "input_not_found", "no content image")
+    if thumb is not None:
+        return _thumb(job, key, "content", thumb, missing, immutable=True)
+    return png_response(load_object(services(), key, missing), immutable=True)
 
 
 @bp.get("/jobs/<job_id>/inputs/style/<int:index>")
 def job_input_style(job_id: str, index: int) -> Response:
+    thumb = thumb_arg()
     job = _load_job(job_id)
     styles = (job.input_keys or {}).get("styles", [])
     missing = ApiError(
@@ -293,4 +314,14 @@ def job_input_style(job_id: str, index: int) -> Response:
     )
     if index >= len(styles):
         raise missing
+    if thumb is not None:
+        return _thumb(job, styles[index], f"style-{index}", thumb, missing, immutable=True)
     return png_response(load_object(services(), styles[index], missing), immutable=True)
+
+
+def _thumb(
+    job: Job, key: str, name: str, px: int, missing: ApiError, *, immutable: bool
+) -> Response:
+    """The ``px`` thumbnail of ``key``; kept in storage only when the source cannot change."""
+    cache_key = thumb_key(job.id, name, px) if immutable else None
+    return thumb_response(services(), key, missing, px, immutable=immutable, cache_key=cache_key)

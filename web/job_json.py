@@ -14,6 +14,7 @@ from flask import url_for
 
 from shared.models import Job
 from shared.states import JobStatus, utcnow
+from web.media import THUMB_LINK_SIZE
 
 
 def iso(dt: datetime | None) -> str | None:
@@ -41,12 +42,13 @@ def job_links(job: Job) -> dict[str, Any]:
     styles = job.input_keys.get("styles", []) if job.input_keys else []
     snapshots = sorted(job.snapshot_iterations or [])
     result = url_for("api.job_result", job_id=jid)
+    small = THUMB_LINK_SIZE
     if job.result_key:
-        thumbnail = result
+        thumbnail = url_for("api.job_result", job_id=jid, thumb=small)
     elif snapshots:
-        thumbnail = url_for("api.job_snapshot", job_id=jid, iteration=snapshots[-1])
+        thumbnail = url_for("api.job_snapshot", job_id=jid, iteration=snapshots[-1], thumb=small)
     else:
-        thumbnail = url_for("api.job_input_content", job_id=jid)
+        thumbnail = url_for("api.job_input_content", job_id=jid, thumb=small)
     return {
         "self": url_for("api.get_job", job_id=jid),
         "progress": url_for("api.job_progress", job_id=jid),

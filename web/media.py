@@ -1,19 +1,31 @@
-"""Serving stored PNGs (inputs, snapshots, results) with caching that is safe.
+"""Serving stored PNGs (inputs, snapshots, results) and their thumbnails, with safe caching.
 
 Every image gets a strong ETag (a hash of its bytes) and answers conditional requests with
 304. Inputs never change, and nothing of a finished job changes, so those are cached for a
 year (``immutable``). While a job may still run, a re-delivered job restarts and rewrites
 its snapshots, so those are revalidated each time (``no-cache``). Always ``private``: only
 the owner may see them.
+
+``?thumb=<px>`` (one of :data:`THUMB_SIZES`) answers a WebP no larger than ``px`` on its
+longer side instead (aspect kept, never upscaled), under the same rules; its ETag is derived
+from the source's ETag and the size, so a revalidation answers 304 without decoding. A
+thumbnail of an immutable source is kept in storage beside the job
+(``jobs/<id>/thumbs/<name>-<px>.thumb``: a one-line header with the ETag, then the WebP),
+so list views decode each source once; it goes when the job's prefix is deleted.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 
 from flask import Response, request
+from PIL import Image
+from werkzeug.http import is_resource_modified
 
+from shared import keys
+from shared.images import ALLOWED_FORMATS
 from shared.storage import ObjectNotFound
 from web.errors import ApiError
 from web.extensions import Services
@@ -21,6 +33,11 @@ from web.extensions import Services
 log = logging.getLogger(__name__)
 
 ONE_YEAR = 365 * 24 * 3600
+THUMB_SIZES = (96, 160, 320)  # longer side in pixels
+THUMB_LINK_SIZE = 160  # links.thumbnail, snapshot thumb_url: a 72 px list row at 2x
+THUMB_QUALITY = 80
+THUMB_MIMETYPE = "image/webp"
+_CACHE_MAGIC = b"stylequeue-thumb/1 "
 
 
 def load_object(svc: Services, key: str, missing: ApiError) -> bytes:
@@ -34,9 +51,25 @@ def load_object(svc: Services, key: str, missing: ApiError) -> bytes:
         raise ApiError(503, "storage_unavailable", "the image cannot be read right now") from None
 
 
-def png_response(data: bytes, *, immutable: bool, download_name: str | None = None) -> Response:
-    response = Response(data, mimetype="image/png")
-    response.set_etag(hashlib.sha256(data).hexdigest()[:32])
+def thumb_arg() -> int | None:
+    """``?thumb=<px>``: None when absent, 400 naming ``thumb`` when not an allowed size."""
+    raw = request.args.get("thumb")
+    if raw is None:
+        return None
+    if raw not in {str(size) for size in THUMB_SIZES}:
+        sizes = ", ".join(map(str, THUMB_SIZES))
+        raise ApiError(400, "invalid_parameter", f"thumb must be one of {sizes}", field="thumb")
+    return int(raw)
+
+
+def thumb_key(job_id: str, name: str, px: int) -> str:
+    return f"{keys.job_prefix(job_id)}thumbs/{name}-{px}.thumb"
+
+
+def _finish(
+    response: Response, etag: str, *, immutable: bool, download_name: str | None = None
+) -> Response:
+    response.set_etag(etag)
     response.cache_control.private = True
     if immutable:
         response.cache_control.max_age = ONE_YEAR
@@ -46,3 +79,72 @@ def png_response(data: bytes, *, immutable: bool, download_name: str | None = No
     if download_name:
         response.headers.set("Content-Disposition", "attachment", filename=download_name)
     return response.make_conditional(request)
+
+
+def png_response(data: bytes, *, immutable: bool, download_name: str | None = None) -> Response:
+    etag = hashlib.sha256(data).hexdigest()[:32]
+    return _finish(
+        Response(data, mimetype="image/png"), etag, immutable=immutable, download_name=download_name
+    )
+
+
+def make_thumbnail(data: bytes, px: int, max_pixels: int) -> bytes:
+    """WebP of ``data`` fitting ``px`` x ``px`` (aspect kept, never larger than the source)."""
+    try:
+        with Image.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS)) as img:
+            width, height = img.size
+            if width * height > max_pixels:
+                raise ApiError(
+                    422, "too_many_pixels",
+                    f"the image is {width}x{height} pixels, over the limit of {max_pixels}; "
+                    "no thumbnail is made of it",
+                )  # fmt: skip
+            img.thumbnail((px, px), Image.Resampling.LANCZOS)
+            small = img if img.mode in ("RGB", "L") else img.convert("RGB")
+            out = io.BytesIO()
+            small.save(out, format="WEBP", quality=THUMB_QUALITY)
+            return out.getvalue()
+    except Image.DecompressionBombError:
+        raise ApiError(422, "too_many_pixels", "the image has too many pixels") from None
+
+
+def _read_cached(svc: Services, key: str) -> tuple[str, bytes] | None:
+    try:
+        blob = svc.storage.get(key)
+    except ObjectNotFound:
+        return None
+    except Exception:
+        log.warning("reading the cached thumbnail %s failed; making it again", key)
+        return None
+    header, sep, body = blob.partition(b"\n")
+    if not sep or not header.startswith(_CACHE_MAGIC) or not body:
+        return None
+    return header[len(_CACHE_MAGIC) :].decode("ascii", "replace"), body
+
+
+def thumb_response(
+    svc: Services,
+    key: str,
+    missing: ApiError,
+    px: int,
+    *,
+    immutable: bool,
+    cache_key: str | None = None,
+) -> Response:
+    """The thumbnail of the object at ``key``; kept under ``cache_key`` when given (only
+    for sources that never change)."""
+    if cache_key is not None and (cached := _read_cached(svc, cache_key)) is not None:
+        etag, body = cached
+        return _finish(Response(body, mimetype=THUMB_MIMETYPE), etag, immutable=immutable)
+    data = load_object(svc, key, missing)
+    source_etag = hashlib.sha256(data).hexdigest()[:32]
+    etag = hashlib.sha256(f"{source_etag}/thumb-{px}.webp".encode()).hexdigest()[:32]
+    if not is_resource_modified(request.environ, etag=etag):  # 304 without decoding
+        return _finish(Response(status=304), etag, immutable=immutable)
+    body = make_thumbnail(data, px, svc.settings.limits.max_image_pixels)
+    if cache_key is not None:
+        try:
+            svc.storage.put(cache_key, _CACHE_MAGIC + etag.encode() + b"\n" + body)
+        except Exception:
+            log.warning("caching the thumbnail %s failed", cache_key, exc_info=True)
+    return _finish(Response(body, mimetype=THUMB_MIMETYPE), etag, immutable=immutable)

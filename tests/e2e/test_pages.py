@@ -123,8 +123,12 @@ def test_submit_watch_the_curve_and_download(
     page.keyboard.press("Escape")
     expect(page.locator("#readout")).to_contain_text("iteration 60:")
 
-    # every snapshot is in the strip and the scrubber replays them
+    # every snapshot is in the strip (as a thumbnail) and the scrubber replays them
     page.wait_for_function("document.querySelectorAll('#strip button').length === 12")
+    strip_srcs = page.eval_on_selector_all("#strip img", "imgs => imgs.map(i => i.src)")
+    assert strip_srcs and all(src.endswith("?thumb=160") for src in strip_srcs), strip_srcs
+    inputs_srcs = page.eval_on_selector_all(".inputs img", "imgs => imgs.map(i => i.src)")
+    assert inputs_srcs and all("thumb=" in src for src in inputs_srcs), inputs_srcs
     page.locator("#scrubber").fill("0")
     assert "iteration 5 " in page.locator("#snap-caption").inner_text()
     page.wait_for_function("document.querySelector('#snap-img').alt.includes('iteration 5')")
@@ -156,6 +160,10 @@ def test_submit_watch_the_curve_and_download(
     other = [u for u in api_calls if u not in job_calls and u not in progress_calls]
     assert len(job_calls) <= len(progress_calls) <= len(job_calls) + 2
     assert all("/snapshots/" in u or "/result" in u or "/inputs/" in u for u in other), other
+    # the strip asks for small thumbnails; the big view and the result stay full size
+    assert any("/snapshots/" in u and "thumb=160" in u for u in other), other
+    assert any("/snapshots/" in u and "thumb=" not in u for u in other), other
+    assert any(u.endswith("/result") for u in other), other
     (screenshots.parent / "requests-per-poll.json").write_text(
         json.dumps(
             {
@@ -169,7 +177,9 @@ def test_submit_watch_the_curve_and_download(
         )
     )
 
-    # the jobs list shows it, with its thumbnail
+    # the jobs list shows it, with its thumbnail (a small WebP of the result)
+    list_images: list[str] = []
+    page.on("request", lambda r: list_images.append(r.url) if r.resource_type == "image" else None)
     page.goto("/jobs")
     row = page.locator(f'li[data-job-id="{job_id}"]')
     row.locator(".badge.succeeded").wait_for()
@@ -177,6 +187,8 @@ def test_submit_watch_the_curve_and_download(
         "id => document.querySelector(`li[data-job-id='${id}'] img`).naturalWidth > 0",
         arg=job_id,
     )
+    assert row.locator("img").get_attribute("src").endswith(f"/{job_id}/result?thumb=160")
+    assert list_images and all("?thumb=" in u for u in list_images), list_images
     assert "60 / 60" in row.inner_text()
     page.screenshot(path=str(screenshots / "jobs.png"), full_page=True)
 
@@ -316,7 +328,11 @@ def test_phone_width_labels_and_keyboard(new_context, stack: Stack, path: str) -
 
 
 def test_page_weight(new_context, stack: Stack) -> None:
-    """HTML + JS + CSS of each page on a first visit (cold cache): a budget, and a record."""
+    """HTML + JS + CSS of each page on a first visit (cold cache): a budget, and a record.
+
+    Images are recorded beside (not in the budget): on the list and in the dashboard's
+    strip and inputs panel they must be thumbnails (``?thumb=``), never the stored PNGs.
+    """
     owner = new_context()
     job = api_submit(owner, stack.url, png_bytes(), png_bytes(), iterations=2, max_size=32)
     cookies = owner.cookies()
@@ -326,20 +342,34 @@ def test_page_weight(new_context, stack: Stack) -> None:
         context.add_cookies(cookies)  # the same owner, an empty cache
         page = context.new_page()
         bodies: list[tuple[str, bytes]] = []
+        pictures: list[tuple[str, int]] = []
 
-        def record(response, bodies=bodies) -> None:  # type: ignore[no-untyped-def]
-            if response.request.resource_type in ("document", "script", "stylesheet"):
-                bodies.append((response.request.resource_type, response.body()))
+        def record(response, bodies=bodies, pictures=pictures) -> None:  # type: ignore[no-untyped-def]
+            kind = response.request.resource_type
+            if kind in ("document", "script", "stylesheet"):
+                bodies.append((kind, response.body()))
+            elif kind == "image" and response.status == 200:
+                pictures.append((response.url, len(response.body())))
 
         page.on("response", record)
         page.goto(path)
         page.wait_for_load_state("networkidle")
+        if name == "dashboard":  # the inputs panel is below the fold: bring it in
+            page.locator(".inputs").scroll_into_view_if_needed()
+            page.wait_for_load_state("networkidle")
         sizes: dict[str, int] = {"requests": len(bodies)}
         for kind, body in bodies:
             sizes[kind] = sizes.get(kind, 0) + len(body)
         sizes["total"] = sum(len(b) for _, b in bodies)
         sizes["total_gzip"] = sum(len(gzip.compress(b, 9)) for _, b in bodies)
+        sizes["images"] = len(pictures)
+        sizes["image_bytes"] = sum(n for _, n in pictures)
         weights[name] = sizes
+        if name == "jobs":
+            assert pictures and all("?thumb=" in url for url, _ in pictures), pictures
+        if name == "dashboard":
+            inputs = [url for url, _ in pictures if "/inputs/" in url]
+            assert len(inputs) == 2 and all("?thumb=" in url for url in inputs), pictures
     out = ROOT / "test-artifacts" / "page-weight.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(weights, indent=2))

@@ -51,7 +51,7 @@ def test_job_json(client, settings: Settings) -> None:
         "dashboard": f"/jobs/{job_id}",
         "content": f"{base}/inputs/content",
         "styles": [f"{base}/inputs/style/0"],
-        "thumbnail": f"{base}/snapshots/2",
+        "thumbnail": f"{base}/snapshots/2?thumb=160",
     }
 
 
@@ -155,7 +155,7 @@ def test_result_before_and_after(client, settings: Settings, storage: Storage) -
         f"attachment; filename=stylequeue-{job_id}.png"
     )
     job = client.get(f"/api/v1/jobs/{job_id}", headers=ALICE).get_json()
-    assert job["result_available"] is True and job["links"]["thumbnail"] == url
+    assert job["result_available"] is True and job["links"]["thumbnail"] == f"{url}?thumb=160"
 
 
 def test_failed_job_without_result(client, settings: Settings) -> None:
@@ -178,8 +178,8 @@ def test_snapshots(client, settings: Settings, storage: Storage) -> None:
     listing = client.get(base, headers=ALICE).get_json()
     assert listing == {
         "snapshots": [
-            {"iteration": 10, "url": f"{base}/10"},
-            {"iteration": 20, "url": f"{base}/20"},
+            {"iteration": 10, "url": f"{base}/10", "thumb_url": f"{base}/10?thumb=160"},
+            {"iteration": 20, "url": f"{base}/20", "thumb_url": f"{base}/20?thumb=160"},
         ]
     }
     running = client.get(f"{base}/20", headers=ALICE)

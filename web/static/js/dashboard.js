@@ -58,6 +58,11 @@ function snapshotUrl(iteration) {
   return `${job.links.snapshots}/${iteration}`;
 }
 
+// The strip's 56 px tiles: a small WebP (160 px, sharp at 2x), not the full snapshot.
+function snapshotThumbUrl(iteration) {
+  return `${snapshotUrl(iteration)}?thumb=160`;
+}
+
 function syncSnapshots() {
   const list = job.snapshots || [];
   if (list.length < snaps.list.length) { // a restarted run: start over
@@ -70,7 +75,7 @@ function syncSnapshots() {
     const button = el(
       "button",
       { type: "button", title: `Iteration ${it}`, "aria-label": `Show snapshot at iteration ${it}` },
-      el("img", { src: snapshotUrl(it), alt: "", loading: "lazy", width: 56, height: 56 }),
+      el("img", { src: snapshotThumbUrl(it), alt: "", loading: "lazy", width: 56, height: 56 }),
       String(it),
     );
     button.addEventListener("click", () => { stopPlay(); show(i); });

@@ -8,6 +8,8 @@ and a fast restore of unacked messages when a worker dies.
 
 from __future__ import annotations
 
+import secrets
+
 from celery import Celery
 from kombu import Queue
 
@@ -54,6 +56,8 @@ def celery_config(settings: Settings) -> dict:
             "socket_timeout": 10,
             "socket_connect_timeout": 5,
         },
+        # Only for those who run `celery beat`; the default sweeper is its own process
+        # (`stylequeue sweep --every 30`), which never waits behind a long job.
         "beat_schedule": {
             # Expires: a sweep stuck behind a long job is dropped, not run 100 times later.
             "sweep-queued": {
@@ -79,7 +83,7 @@ def enqueue_run_job(app: Celery, job_id: str) -> None:
         RUN_JOB,
         args=[job_id],
         queue=QUEUE,
-        task_id=f"run-{job_id}-{_nonce()}",
+        task_id=f"run-{job_id}-{secrets.token_hex(4)}",  # one id per send: re-sends differ
         retry=True,
         retry_policy={
             "max_retries": 2,
@@ -89,8 +93,3 @@ def enqueue_run_job(app: Celery, job_id: str) -> None:
         },
     )
 
-
-def _nonce() -> str:
-    import secrets
-
-    return secrets.token_hex(4)

@@ -92,4 +92,3 @@ def enqueue_run_job(app: Celery, job_id: str) -> None:
             "interval_max": 1.0,
         },
     )
-

@@ -39,7 +39,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from shared.params import TransferParams  # noqa: E402
+from stylequeue.shared.params import TransferParams  # noqa: E402
 
 VARIANTS = ("engine-float32", "engine-bf16", "naive")
 
@@ -71,7 +71,7 @@ def synthetic_style(size: int) -> np.ndarray:
 
 
 def load_inputs(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
-    from worker.engine.imageio import as_rgb_array, load_image, resize_max
+    from stylequeue.worker.engine.imageio import as_rgb_array, load_image, resize_max
 
     if args.content:
         content = resize_max(as_rgb_array(load_image(args.content)), args.size)
@@ -101,7 +101,7 @@ def run_variant(args: argparse.Namespace) -> dict:
     losses: list[float] = []
     if args.variant == "naive":
         naive_reference = _load_sibling("naive_reference")
-        from worker.engine.imageio import resize_longest, to_float01
+        from stylequeue.worker.engine.imageio import resize_longest, to_float01
 
         content01 = to_float01(content)
         style01 = to_float01(resize_longest(style, max(content.shape[:2])))
@@ -113,7 +113,7 @@ def run_variant(args: argparse.Namespace) -> dict:
         best, _ = naive_reference.run(content01, style01, bench_params(args), on_iteration=note)
         best_u8 = (np.clip(best, 0, 1) * 255).round().astype(np.uint8)
     else:
-        from worker.engine import transfer
+        from stylequeue.worker.engine import transfer
 
         precision = "mixed_bfloat16" if args.variant == "engine-bf16" else "float32"
 
@@ -155,7 +155,7 @@ def _load_sibling(name: str) -> object:
 
 def run_eval(args: argparse.Namespace) -> dict:
     """Score every variant's best image with float32 features (same targets as the engine)."""
-    from worker.engine import evaluate
+    from stylequeue.worker.engine import evaluate
 
     content, style = load_inputs(args)
     params = bench_params(args)

@@ -16,8 +16,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from shared.params import TransferParams
-from worker.engine.extractor import IMAGENET_BGR_MEAN, _random_conv
+from stylequeue.shared.params import TransferParams
+from stylequeue.worker.engine.extractor import IMAGENET_BGR_MEAN, _random_conv
 
 
 def build_vgg_random() -> keras.Model:

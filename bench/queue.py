@@ -42,11 +42,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import redis  # noqa: E402
 
-from shared.celery_app import create_celery  # noqa: E402
-from shared.migrate import upgrade  # noqa: E402
-from shared.params import TransferParams  # noqa: E402
-from shared.progress import stream_key  # noqa: E402
-from shared.settings import Settings, load_settings  # noqa: E402
+from stylequeue.shared.celery_app import create_celery  # noqa: E402
+from stylequeue.shared.migrate import upgrade  # noqa: E402
+from stylequeue.shared.params import TransferParams  # noqa: E402
+from stylequeue.shared.progress import stream_key  # noqa: E402
+from stylequeue.shared.settings import Settings, load_settings  # noqa: E402
 from tests import services  # noqa: E402
 from tests.factories import content_image, enqueue, get_job, make_job, style_image  # noqa: E402
 from tests.worker_process import WorkerProcess, wait_for_status  # noqa: E402
@@ -106,7 +106,7 @@ def per_iteration(entries: list[dict[str, Any]]) -> float:
 
 
 def measure_overhead(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
-    from worker import engine, runner
+    from stylequeue.worker import engine, runner
 
     params = replace(
         TransferParams(),

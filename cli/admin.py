@@ -9,8 +9,8 @@ import click
 @click.option("--revision", default="head", show_default=True, help="Alembic revision to reach.")
 def migrate(revision: str) -> None:
     """Create or upgrade the database schema (Alembic)."""
-    from shared.migrate import upgrade
-    from shared.settings import get_settings
+    from stylequeue.shared.migrate import upgrade
+    from stylequeue.shared.settings import get_settings
 
     url = get_settings().database_url
     upgrade(url, revision)
@@ -33,9 +33,9 @@ def sweep(every: float | None) -> None:
     """
     import time
 
-    from shared.celery_app import create_celery
-    from shared.settings import get_settings
-    from shared.sweeper import sweep as run_sweep
+    from stylequeue.shared.celery_app import create_celery
+    from stylequeue.shared.settings import get_settings
+    from stylequeue.shared.sweeper import sweep as run_sweep
 
     settings = get_settings()
     app = create_celery(settings)

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
-    from shared.settings import Settings
+    from stylequeue.shared.settings import Settings
 
 COLOURS: dict[str, str] = {
     "dev": "white",
@@ -321,7 +321,7 @@ def secret_key(var_dir: Path) -> str:
 
 def stylequeue_argv(*args: str) -> list[str]:
     """Run one of our own CLI commands with this interpreter (no reliance on PATH)."""
-    code = "from cli.main import main; main(prog_name='stylequeue')"
+    code = "from stylequeue.cli.main import main; main(prog_name='stylequeue')"
     return [sys.executable, "-c", code, *args]
 
 
@@ -336,7 +336,7 @@ def web_argv(host: str, port: int) -> list[str]:
         "--timeout", "60",
         "--graceful-timeout", "5",
         *_no_control_socket(),
-        "web:create_app()",
+        "stylequeue.web:create_app()",
     ]  # fmt: skip
 
 
@@ -355,7 +355,7 @@ def _no_control_socket() -> list[str]:
 def worker_argv(var_dir: Path) -> list[str]:
     """One worker on the ``style`` queue, concurrency 1 (the sweeper is its own process)."""
     return [
-        sys.executable, "-m", "celery", "-A", "worker.app", "worker",
+        sys.executable, "-m", "celery", "-A", "stylequeue.worker.app", "worker",
         "-Q", "style",
         "--concurrency", "1",
         "--pool", "prefork",
@@ -414,7 +414,7 @@ def _install_signal_handlers(stop: threading.Event, force: threading.Event) -> N
               help="Web port; the next free one is used if it is taken.")  # fmt: skip
 def dev(host: str, port: int) -> None:
     """Run migrations, Redis, the web server and one worker, with logs in this terminal."""
-    from shared.settings import load_settings
+    from stylequeue.shared.settings import load_settings
 
     root = project_root()
     env = dict(os.environ)

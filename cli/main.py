@@ -12,11 +12,11 @@ import click
 
 # name -> "module:attribute" of a click command
 COMMANDS: dict[str, str] = {
-    "transfer": "cli.transfer:transfer",
-    "submit": "cli.submit:submit",
-    "dev": "cli.dev:dev",
-    "migrate": "cli.admin:migrate",
-    "sweep": "cli.admin:sweep",
+    "transfer": "stylequeue.cli.transfer:transfer",
+    "submit": "stylequeue.cli.submit:submit",
+    "dev": "stylequeue.cli.dev:dev",
+    "migrate": "stylequeue.cli.admin:migrate",
+    "sweep": "stylequeue.cli.admin:sweep",
 }
 
 

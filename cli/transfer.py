@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 import click
 
-from shared.params import PRECISIONS, PRESETS, ParamError, TransferParams
+from stylequeue.shared.params import PRECISIONS, PRESETS, ParamError, TransferParams
 
 WEIGHTS_ENV = "STYLEQUEUE_VGG19_WEIGHTS"
 
@@ -32,7 +32,7 @@ def _fail(field: str, message: str, code: int = 2) -> NoReturn:
 
 
 def _load(field: str, path: str) -> Any:
-    from worker.engine.imageio import as_rgb_array, load_image
+    from stylequeue.worker.engine.imageio import as_rgb_array, load_image
 
     p = Path(path)
     if not p.is_file():
@@ -82,7 +82,7 @@ def _load(field: str, path: str) -> Any:
 )
 @click.option("--snapshot-every", help="Iterations between snapshots (preset decides).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def transfer(
+def transfer(  # noqa: C901 (split in progress)
     content: str,
     styles: tuple[str, ...],
     output: str,
@@ -125,9 +125,9 @@ def transfer(
     style_arrs = [_load("style", s) for s in styles]
 
     _import_tensorflow_quietly()
-    from worker.engine import WeightsUnavailable, encode_png
-    from worker.engine import transfer as run_transfer
-    from worker.engine.hardware import resolve_precision
+    from stylequeue.worker.engine import WeightsUnavailable, encode_png
+    from stylequeue.worker.engine import transfer as run_transfer
+    from stylequeue.worker.engine.hardware import resolve_precision
 
     if auto_precision:
         params = replace(params, precision=resolve_precision("auto"))

@@ -16,22 +16,23 @@ WORKDIR /app
 
 # Dependencies first, from pyproject.toml alone, so a code change does not reinstall them.
 COPY pyproject.toml README.md ./
-RUN mkdir -p shared web worker cli \
- && touch shared/__init__.py web/__init__.py worker/__init__.py cli/__init__.py \
+RUN mkdir -p stylequeue shared web worker worker/engine cli migrations \
+ && for d in stylequeue shared web worker worker/engine cli migrations; do touch $d/__init__.py; done \
  && pip install '.[web,s3,postgres]' \
  && pip uninstall --yes stylequeue \
- && rm -rf shared web worker cli build ./*.egg-info
+ && rm -rf stylequeue shared web worker cli migrations build ./*.egg-info
 
-# The code. `worker/` comes along only so `celery -A worker.app beat` can load the app;
+# The code. `worker/` comes along only so `celery -A stylequeue.worker.app beat` can load the app;
 # its TensorFlow is not installed here.
-COPY alembic.ini ./
+COPY stylequeue ./stylequeue
 COPY migrations ./migrations
 COPY shared ./shared
 COPY web ./web
 COPY worker ./worker
 COPY cli ./cli
-# Editable, so alembic.ini and migrations/ are found beside the packages (shared.migrate).
-RUN pip install --no-deps --editable . \
+# Installed as the one `stylequeue` package (migrations included), then the sources removed.
+RUN pip install --no-deps . \
+ && rm -rf stylequeue shared web worker cli migrations build ./*.egg-info \
  && python -c "import importlib.util as u, sys; sys.exit('TensorFlow must stay out of the web image' if u.find_spec('tensorflow') else 0)" \
  && mkdir -p /app/var && chown stylequeue:stylequeue /app/var
 
@@ -41,4 +42,4 @@ EXPOSE 8000
 # anything else. /dev/shm keeps gunicorn's heartbeat files off the container's disk.
 CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--threads", "4", "--timeout", "120", \
      "--graceful-timeout", "20", "--worker-tmp-dir", "/dev/shm", "--access-logfile", "-", \
-     "web:create_app()"]
+     "stylequeue.web:create_app()"]

@@ -24,21 +24,25 @@ RUN useradd --create-home --uid 10001 --user-group stylequeue \
 WORKDIR /app
 
 COPY pyproject.toml README.md ./
-RUN mkdir -p shared web worker cli \
- && touch shared/__init__.py web/__init__.py worker/__init__.py cli/__init__.py \
+RUN mkdir -p stylequeue shared web worker worker/engine cli migrations \
+ && for d in stylequeue shared web worker worker/engine cli migrations; do touch $d/__init__.py; done \
  && python3 -m pip install --upgrade pip \
  && python3 -m pip install '.[s3,postgres]' 'keras>=3.10' \
  && python3 -m pip uninstall --yes stylequeue \
- && rm -rf shared web worker cli build ./*.egg-info
+ && rm -rf stylequeue shared web worker cli migrations build ./*.egg-info
 
+COPY stylequeue ./stylequeue
 COPY shared ./shared
+COPY web ./web
 COPY worker ./worker
 COPY cli ./cli
-RUN python3 -m pip install --no-deps --editable . \
+COPY migrations ./migrations
+RUN python3 -m pip install --no-deps . \
+ && rm -rf stylequeue shared web worker cli migrations build ./*.egg-info \
  && python3 -c "import tensorflow as tf; print('TensorFlow', tf.__version__)"
 
 USER stylequeue
 # ImageNet VGG19 weights are cached in $KERAS_HOME (a named volume in docker-compose.yml), so
 # they are downloaded once per host, not at every container start.
-CMD ["celery", "-A", "worker.app", "worker", "-Q", "style", "--concurrency", "1", \
+CMD ["celery", "-A", "stylequeue.worker.app", "worker", "-Q", "style", "--concurrency", "1", \
      "--pool", "prefork", "--loglevel", "INFO", "--task-events", "--hostname", "worker@%h"]

@@ -13,7 +13,7 @@ import secrets
 from celery import Celery
 from kombu import Queue
 
-from shared.settings import Settings, get_settings
+from stylequeue.shared.settings import Settings, get_settings
 
 QUEUE = "style"
 RUN_JOB = "stylequeue.run_job"

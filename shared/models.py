@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String, Text, TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from shared.states import JobStatus, utcnow
+from stylequeue.shared.states import JobStatus, utcnow
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -20,7 +20,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is not None and value.tzinfo is None:
-            raise ValueError("naive datetime stored; use shared.states.utcnow()")
+            raise ValueError("naive datetime stored; use stylequeue.shared.states.utcnow()")
         # SQLite keeps the wall-clock time and drops the offset: store the UTC instant.
         return value.astimezone(UTC) if value is not None else None
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from shared.settings import Limits
+from stylequeue.shared.settings import Limits
 
 VGG19_LAYERS: tuple[str, ...] = (
     "block1_conv1", "block1_conv2",
@@ -207,7 +207,7 @@ _BOOL_TRUE = {"1", "true", "yes", "on"}
 _BOOL_FALSE = {"0", "false", "no", "off"}
 
 
-def _coerce(key: str, value: Any) -> Any:
+def _coerce(key: str, value: Any) -> Any:  # noqa: C901
     """Turn a form string / JSON value into the field's type, or raise ParamError."""
     kind = {f.name: f.type for f in fields(TransferParams)}[key]
     try:

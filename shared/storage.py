@@ -1,6 +1,6 @@
 """Object storage behind one small interface: a local folder or S3 (MinIO-compatible).
 
-Keys are ``/``-separated paths such as ``jobs/<id>/result.png``; :mod:`shared.keys` says
+Keys are ``/``-separated paths such as ``jobs/<id>/result.png``; :mod:`stylequeue.shared.keys` says
 which.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
 
-from shared.settings import Settings
+from stylequeue.shared.settings import Settings
 
 
 class ObjectNotFound(KeyError):

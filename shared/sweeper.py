@@ -33,13 +33,13 @@ from celery import Celery
 from sqlalchemy import or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from shared.celery_app import QUEUE, RUN_JOB, enqueue_run_job
-from shared.db import session_scope
-from shared.locks import lock_exists
-from shared.models import Job
-from shared.progress import redis_client
-from shared.settings import Settings
-from shared.states import JobStatus, transition, utcnow
+from stylequeue.shared.celery_app import QUEUE, RUN_JOB, enqueue_run_job
+from stylequeue.shared.db import session_scope
+from stylequeue.shared.locks import lock_exists
+from stylequeue.shared.models import Job
+from stylequeue.shared.progress import redis_client
+from stylequeue.shared.settings import Settings
+from stylequeue.shared.states import JobStatus, transition, utcnow
 
 log = logging.getLogger("stylequeue.sweeper")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from shared.settings import Limits, Settings, load_settings
+from stylequeue.shared.settings import Limits, Settings, load_settings
 from tests import services
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -66,7 +66,7 @@ def postgres_server_db() -> Iterator[str | None]:
         yield None
         return
     with services.postgres_database(admin) as url:
-        from shared.migrate import upgrade
+        from stylequeue.shared.migrate import upgrade
 
         upgrade(url)
         yield url
@@ -77,7 +77,7 @@ def database_url(
     database_backend: str, tmp_path: Path, postgres_server_db: str | None
 ) -> Iterator[str]:
     """A migrated, empty database: a fresh SQLite file, or the session's PostgreSQL emptied."""
-    from shared.db import dispose_all
+    from stylequeue.shared.db import dispose_all
 
     if database_backend == "postgres":
         assert postgres_server_db, f"{POSTGRES_ENV} is not set"
@@ -85,7 +85,7 @@ def database_url(
         yield postgres_server_db
         dispose_all()
         return
-    from shared.migrate import upgrade
+    from stylequeue.shared.migrate import upgrade
 
     url = f"sqlite:///{tmp_path / 'stylequeue.db'}"
     upgrade(url)
@@ -96,7 +96,7 @@ def database_url(
 def _truncate(url: str) -> None:
     from sqlalchemy import text
 
-    from shared.db import get_engine
+    from stylequeue.shared.db import get_engine
 
     with get_engine(url).begin() as conn:
         conn.execute(text("DELETE FROM jobs"))

@@ -10,13 +10,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from shared import keys
-from shared.db import session_scope
-from shared.models import Job, new_id
-from shared.params import TransferParams
-from shared.settings import Settings
-from shared.states import utcnow
-from shared.storage import get_storage
+from stylequeue.shared import keys
+from stylequeue.shared.db import session_scope
+from stylequeue.shared.models import Job, new_id
+from stylequeue.shared.params import TransferParams
+from stylequeue.shared.settings import Settings
+from stylequeue.shared.states import utcnow
+from stylequeue.shared.storage import get_storage
 
 # Small and quick: the default for every job a test makes.
 SMALL_PARAMS = replace(TransferParams(), iterations=8, max_size=40, snapshot_every=4, seed=1)
@@ -97,7 +97,7 @@ def make_job(
 
 def enqueue(settings: Settings, celery_app: Any, job_id: str) -> None:
     """What the web does after committing the row: send ``run_job`` and stamp the send."""
-    from shared.celery_app import enqueue_run_job
+    from stylequeue.shared.celery_app import enqueue_run_job
 
     enqueue_run_job(celery_app, job_id)
     with session_scope(settings.database_url) as session:

@@ -127,8 +127,8 @@ def postgres_database(admin_url: str) -> Iterator[str]:
 def migrated_database(backend: str, folder: Path) -> Iterator[str]:
     """A migrated database of its own: a SQLite file in ``folder``, or a fresh database on
     the PostgreSQL server at STYLEQUEUE_TEST_POSTGRES_URL."""
-    from shared.db import dispose_all
-    from shared.migrate import upgrade
+    from stylequeue.shared.db import dispose_all
+    from stylequeue.shared.migrate import upgrade
 
     if backend == "sqlite":
         url = f"sqlite:///{folder / 'stylequeue.db'}"

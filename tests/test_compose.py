@@ -321,7 +321,7 @@ def test_gpu_checker_catches_mistakes(doc: Doc) -> None:
     pinned = copy.deepcopy(worker)
     pinned["container_name"] = "worker"
     pinned["ports"] = ["9999:9999"]
-    pinned["command"] = ["celery", "-A", "worker.app", "worker"]
+    pinned["command"] = ["celery", "-A", "stylequeue.worker.app", "worker"]
     assert len(gpu_problems(pinned)) == 3
 
 

@@ -1,6 +1,6 @@
 """A real ``celery worker`` subprocess for tests and benchmarks.
 
-``celery -A worker.app worker -Q style -c 1 --pool prefork -n <unique>@%h`` with an
+``celery -A stylequeue.worker.app worker -Q style -c 1 --pool prefork -n <unique>@%h`` with an
 environment built from a :class:`Settings`, its log captured to a file. Ready means: the
 parent logged ``ready.`` and the pool child warmed the extractor and announced itself in the
 fleet registry (so a job sent now starts at once, as on a warm production worker).
@@ -24,11 +24,11 @@ from typing import Any
 
 import redis
 
-from shared import fleet, keys
-from shared.models import Job
-from shared.progress import ProgressStream
-from shared.settings import PREFIX, Settings
-from shared.storage import get_storage
+from stylequeue.shared import fleet, keys
+from stylequeue.shared.models import Job
+from stylequeue.shared.progress import ProgressStream
+from stylequeue.shared.settings import PREFIX, Settings
+from stylequeue.shared.storage import get_storage
 from tests.factories import get_job
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,7 +87,7 @@ class WorkerProcess:
 
     def argv(self) -> list[str]:
         argv = [
-            sys.executable, "-m", "celery", "-A", "worker.app", "worker",
+            sys.executable, "-m", "celery", "-A", "stylequeue.worker.app", "worker",
             "-Q", "style", "-c", "1", "--pool", "prefork", "-n", f"{self.name}@%h",
             "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
         ]  # fmt: skip

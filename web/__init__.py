@@ -1,7 +1,7 @@
 """The web role: Flask app factory, JSON API and HTML pages. Never imports TensorFlow.
 
-``gunicorn "web:create_app()"`` builds the app from the environment
-(:func:`shared.settings.get_settings`); tests pass their own settings and, when they need
+``gunicorn "stylequeue.web:create_app()"`` builds the app from the environment
+(:func:`stylequeue.shared.settings.get_settings`); tests pass their own settings and, when they need
 to, a Celery app. Importing this package has no side effects.
 """
 
@@ -14,7 +14,7 @@ from datetime import timedelta
 from celery import Celery
 from flask import Flask, Response
 
-from shared.settings import Settings, get_settings
+from stylequeue.shared.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +23,8 @@ SESSION_LIFETIME = timedelta(days=365)  # the browser's owner id: keep jobs find
 
 def create_app(settings: Settings | None = None, *, celery: Celery | None = None) -> Flask:
     """Build the app. ``celery`` replaces the one made from settings (tests, embedding)."""
-    from web import api, auth, errors, health, pages
-    from web.extensions import init_services
+    from stylequeue.web import api, auth, errors, health, pages
+    from stylequeue.web.extensions import init_services
 
     settings = settings or get_settings()
     app = Flask(__name__)

@@ -18,16 +18,16 @@ from flask import Blueprint, Response, jsonify, request, url_for
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from shared import keys
-from shared.fleet import list_workers
-from shared.models import Job
-from shared.states import JobStatus, transition
-from web.auth import csrf_token, current_caller, current_owner, ensure_session_owner
-from web.config_info import config_payload
-from web.errors import ApiError
-from web.extensions import services
-from web.job_json import job_json
-from web.media import (
+from stylequeue.shared import keys
+from stylequeue.shared.fleet import list_workers
+from stylequeue.shared.models import Job
+from stylequeue.shared.states import JobStatus, transition
+from stylequeue.web.auth import csrf_token, current_caller, current_owner, ensure_session_owner
+from stylequeue.web.config_info import config_payload
+from stylequeue.web.errors import ApiError
+from stylequeue.web.extensions import services
+from stylequeue.web.job_json import job_json
+from stylequeue.web.media import (
     THUMB_LINK_SIZE,
     load_object,
     png_response,
@@ -35,8 +35,8 @@ from web.media import (
     thumb_key,
     thumb_response,
 )
-from web.progress_reader import parse_after, parse_limit, read_progress
-from web.submission import check_active_limit, parse_submission, submit_job
+from stylequeue.web.progress_reader import parse_after, parse_limit, read_progress
+from stylequeue.web.submission import check_active_limit, parse_submission, submit_job
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from typing import Literal
 
 from flask import g, request, session
 
-from web.errors import ApiError
-from web.extensions import services
+from stylequeue.web.errors import ApiError
+from stylequeue.web.extensions import services
 
 OWNER_KEY = "owner"
 CSRF_KEY = "csrf"

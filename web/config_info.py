@@ -10,9 +10,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from shared.images import ALLOWED_FORMATS
-from shared.params import INITS, MAX_SEED, PRESETS, WEIGHTS_MODES
-from shared.settings import Limits
+from stylequeue.shared.images import ALLOWED_FORMATS
+from stylequeue.shared.params import INITS, MAX_SEED, PRESETS, WEIGHTS_MODES
+from stylequeue.shared.settings import Limits
 
 
 def parameter_specs(limits: Limits) -> dict[str, dict[str, Any]]:

@@ -16,11 +16,11 @@ from celery import Celery
 from flask import Flask, current_app
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.celery_app import create_celery
-from shared.db import get_sessionmaker
-from shared.progress import ProgressStream, redis_client
-from shared.settings import Settings
-from shared.storage import Storage, get_storage
+from stylequeue.shared.celery_app import create_celery
+from stylequeue.shared.db import get_sessionmaker
+from stylequeue.shared.progress import ProgressStream, redis_client
+from stylequeue.shared.settings import Settings
+from stylequeue.shared.storage import Storage, get_storage
 
 EXTENSION_KEY = "stylequeue"
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from flask import Blueprint, Response, jsonify
 from sqlalchemy import text
 
-from web.extensions import Services, services
+from stylequeue.web.extensions import Services, services
 
 log = logging.getLogger(__name__)
 

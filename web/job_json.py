@@ -12,9 +12,9 @@ from typing import Any
 
 from flask import url_for
 
-from shared.models import Job
-from shared.states import JobStatus, utcnow
-from web.media import THUMB_LINK_SIZE
+from stylequeue.shared.models import Job
+from stylequeue.shared.states import JobStatus, utcnow
+from stylequeue.web.media import THUMB_LINK_SIZE
 
 
 def iso(dt: datetime | None) -> str | None:

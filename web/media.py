@@ -24,11 +24,11 @@ from flask import Response, request
 from PIL import Image
 from werkzeug.http import is_resource_modified
 
-from shared import keys
-from shared.images import ALLOWED_FORMATS
-from shared.storage import ObjectNotFound
-from web.errors import ApiError
-from web.extensions import Services
+from stylequeue.shared import keys
+from stylequeue.shared.images import ALLOWED_FORMATS
+from stylequeue.shared.storage import ObjectNotFound
+from stylequeue.web.errors import ApiError
+from stylequeue.web.extensions import Services
 
 log = logging.getLogger(__name__)
 

@@ -19,14 +19,14 @@ from typing import Any
 from flask import Blueprint, render_template, request, url_for
 from sqlalchemy import select
 
-from shared.images import ALLOWED_FORMATS
-from shared.models import Job
-from shared.params import MAX_SEED, PRESETS
-from shared.settings import Limits
-from web import auth
-from web.config_info import limits_payload
-from web.extensions import services
-from web.job_json import job_json
+from stylequeue.shared.images import ALLOWED_FORMATS
+from stylequeue.shared.models import Job
+from stylequeue.shared.params import MAX_SEED, PRESETS
+from stylequeue.shared.settings import Limits
+from stylequeue.web import auth
+from stylequeue.web.config_info import limits_payload
+from stylequeue.web.extensions import services
+from stylequeue.web.job_json import job_json
 
 STATIC_DIR = Path(__file__).parent / "static"
 ONE_YEAR = 365 * 24 * 3600
@@ -267,7 +267,7 @@ def not_found(what: str = "page"):  # type: ignore[no-untyped-def]
 @bp.app_errorhandler(404)
 def page_not_found(exc: Exception):  # type: ignore[no-untyped-def]
     """HTML 404 for browsers on other paths; the API keeps its JSON errors."""
-    from web.errors import handle_http_exception, wants_json
+    from stylequeue.web.errors import handle_http_exception, wants_json
 
     if wants_json():
         return handle_http_exception(exc)  # type: ignore[arg-type]

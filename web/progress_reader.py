@@ -15,12 +15,12 @@ from typing import Any
 
 import redis
 
-from shared.models import Job
-from shared.progress import FIELDS, STREAM_ID_RE
-from shared.storage import ObjectNotFound
-from web.errors import ApiError
-from web.extensions import Services
-from web.job_json import finite
+from stylequeue.shared.models import Job
+from stylequeue.shared.progress import FIELDS, STREAM_ID_RE
+from stylequeue.shared.storage import ObjectNotFound
+from stylequeue.web.errors import ApiError
+from stylequeue.web.extensions import Services
+from stylequeue.web.job_json import finite
 
 log = logging.getLogger(__name__)
 

@@ -20,15 +20,15 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.datastructures import FileStorage, ImmutableMultiDict
 
-from shared import keys
-from shared.celery_app import enqueue_run_job
-from shared.images import CleanImage, ImageRejected, validate_image
-from shared.models import Job, new_id
-from shared.params import ParamError, TransferParams
-from shared.settings import Limits
-from shared.states import JobStatus, utcnow
-from web.errors import ApiError
-from web.extensions import Services
+from stylequeue.shared import keys
+from stylequeue.shared.celery_app import enqueue_run_job
+from stylequeue.shared.images import CleanImage, ImageRejected, validate_image
+from stylequeue.shared.models import Job, new_id
+from stylequeue.shared.params import ParamError, TransferParams
+from stylequeue.shared.settings import Limits
+from stylequeue.shared.states import JobStatus, utcnow
+from stylequeue.web.errors import ApiError
+from stylequeue.web.extensions import Services
 
 log = logging.getLogger(__name__)
 

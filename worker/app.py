@@ -1,4 +1,4 @@
-"""The worker's Celery app: ``celery -A worker.app worker -Q style -c 1 --pool prefork``.
+"""The worker's Celery app: ``celery -A stylequeue.worker.app worker -Q style -c 1 --pool prefork``.
 
 The parent process never imports TensorFlow: it only receives messages and supervises the
 pool. Each prefork child, once forked, drops inherited DB pools, imports the engine, turns
@@ -18,9 +18,9 @@ from typing import Any
 
 from celery.signals import celeryd_after_setup, worker_process_init, worker_process_shutdown
 
-import worker.tasks  # noqa: F401  (registers run_job and sweep_queued)
-from shared.celery_app import create_celery
-from shared.settings import get_settings
+import stylequeue.worker.tasks  # noqa: F401  (registers run_job and sweep_queued)
+from stylequeue.shared.celery_app import create_celery
+from stylequeue.shared.settings import get_settings
 
 log = logging.getLogger("stylequeue.worker")
 
@@ -47,7 +47,7 @@ def _remember_nodename(sender: str, **_: Any) -> None:
 
 @worker_process_init.connect
 def _init_child(**_: Any) -> None:
-    from shared.db import dispose_all
+    from stylequeue.shared.db import dispose_all
 
     dispose_all()  # never share a parent's sockets with the child
     settings = get_settings()
@@ -58,8 +58,8 @@ def _init_child(**_: Any) -> None:
 
 @worker_process_shutdown.connect
 def _retire_child(**_: Any) -> None:
-    from shared import fleet
-    from shared.progress import redis_client
+    from stylequeue.shared import fleet
+    from stylequeue.shared.progress import redis_client
 
     _ChildState.stop.set()
     try:
@@ -77,9 +77,9 @@ def fleet_name() -> str:
 def warm_engine(weights: str, precision: str) -> dict[str, Any]:
     """Import the engine and build the extractor; return the fleet info. Logs one line."""
     _gpu_memory_growth()
-    from shared.params import TransferParams
-    from worker import engine
-    from worker.engine.hardware import resolve_precision
+    from stylequeue.shared.params import TransferParams
+    from stylequeue.worker import engine
+    from stylequeue.worker.engine.hardware import resolve_precision
 
     precision = resolve_precision(precision)
 
@@ -118,8 +118,8 @@ def _gpu_memory_growth() -> None:
 
 
 def _heartbeat() -> None:
-    from shared import fleet
-    from shared.progress import redis_client
+    from stylequeue.shared import fleet
+    from stylequeue.shared.progress import redis_client
 
     client = redis_client(get_settings().redis_url)
     while True:

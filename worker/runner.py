@@ -33,15 +33,15 @@ from typing import TYPE_CHECKING, Any
 import redis
 from celery.exceptions import SoftTimeLimitExceeded
 
-from shared import keys
-from shared.db import session_scope
-from shared.locks import JobLock
-from shared.models import Job
-from shared.params import TransferParams
-from shared.progress import FIELDS, ProgressStream, redis_client
-from shared.settings import Settings
-from shared.states import JobStatus, transition
-from shared.storage import Storage, get_storage
+from stylequeue.shared import keys
+from stylequeue.shared.db import session_scope
+from stylequeue.shared.locks import JobLock
+from stylequeue.shared.models import Job
+from stylequeue.shared.params import TransferParams
+from stylequeue.shared.progress import FIELDS, ProgressStream, redis_client
+from stylequeue.shared.settings import Settings
+from stylequeue.shared.states import JobStatus, transition
+from stylequeue.shared.storage import Storage, get_storage
 
 if TYPE_CHECKING:
     import numpy as np
@@ -74,7 +74,7 @@ def soft_deadline(settings: Settings, started: float) -> float:
 
 def one_line(exc: BaseException) -> str:
     """A readable one-line reason: WeightsUnavailable as is, others ``Type: message``."""
-    from worker.engine.errors import WeightsUnavailable  # no TensorFlow in this module
+    from stylequeue.worker.engine.errors import WeightsUnavailable  # no TensorFlow in this module
 
     text = str(exc) if isinstance(exc, WeightsUnavailable) else f"{type(exc).__name__}: {exc}"
     text = " ".join(text.split())
@@ -211,8 +211,10 @@ class _Attempt:
             self.storage.delete_prefix(keys.job_prefix(self.job_id) + "snapshots/")
 
     def _run_engine(self, params: TransferParams, input_keys: dict[str, Any]) -> Outcome:
-        from worker import engine  # TensorFlow: only in the worker process, only when needed
-        from worker.engine.hardware import resolve_precision
+        from stylequeue.worker import (
+            engine,  # TensorFlow: only in the worker process, only when needed
+        )
+        from stylequeue.worker.engine.hardware import resolve_precision
 
         # The worker's precision, not the job's: the warm extractor is built for it.
         params = replace(params, precision=resolve_precision(self.settings.precision))

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import shared.models
+from stylequeue.shared.models import UTCDateTime
 
 revision: str = "66732c121de3"
 down_revision: str | Sequence[str] | None = None
@@ -41,10 +41,10 @@ def upgrade() -> None:
         sa.Column("worker", sa.String(length=255), nullable=True),
         sa.Column("weights", sa.String(length=255), nullable=True),
         sa.Column("cancel_requested", sa.Boolean(), nullable=False),
-        sa.Column("created_at", shared.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("enqueued_at", shared.models.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("started_at", shared.models.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("finished_at", shared.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", UTCDateTime(timezone=True), nullable=False),
+        sa.Column("enqueued_at", UTCDateTime(timezone=True), nullable=True),
+        sa.Column("started_at", UTCDateTime(timezone=True), nullable=True),
+        sa.Column("finished_at", UTCDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id"),
     )
     with op.batch_alter_table("jobs", schema=None) as batch_op:

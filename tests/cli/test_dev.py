@@ -17,7 +17,7 @@ import psutil
 import pytest
 import redis
 
-from cli import dev
+from stylequeue.cli import dev
 
 DEAD_URL = "redis://127.0.0.1:1/0"  # port 1: nothing listens there
 ROOT = Path(__file__).resolve().parents[2]
@@ -152,7 +152,7 @@ time.sleep(600)
 """
 RUNNER = """
 import sys
-import cli.dev as d
+import stylequeue.cli.dev as d
 web, worker, die_after, port = sys.argv[1:5]
 d.web_argv = lambda host, p: [sys.executable, "-c", web, host, str(p)]
 d.worker_argv = lambda var_dir: [sys.executable, "-c", worker] + ([die_after] if die_after else [])

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from cli.transfer import transfer
+from stylequeue.cli.transfer import transfer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -132,7 +132,7 @@ def test_entry_point_resolves_and_fails_fast_without_tensorflow(
     content, _ = images
     code = (
         "import sys\n"
-        "from cli.main import main\n"
+        "from stylequeue.cli.main import main\n"
         "try:\n"
         "    main(sys.argv[1:])\n"
         "finally:\n"

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from werkzeug.serving import make_server
 
-from shared.settings import Settings, load_settings
+from stylequeue.shared.settings import Settings, load_settings
 from tests import services
 from tests.conftest import TEST_LIMITS
 from tests.worker_process import WorkerProcess
@@ -51,7 +51,7 @@ def e2e_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def e2e_settings(tmp_path_factory: pytest.TempPathFactory, e2e_redis: str) -> Settings:
-    from shared.migrate import upgrade
+    from stylequeue.shared.migrate import upgrade
 
     var_dir = tmp_path_factory.mktemp("e2e-var")
     database_url = f"sqlite:///{var_dir / 'stylequeue.db'}"
@@ -67,8 +67,8 @@ def e2e_settings(tmp_path_factory: pytest.TempPathFactory, e2e_redis: str) -> Se
 
 @pytest.fixture(scope="session")
 def live_server(e2e_settings: Settings) -> Iterator[str]:
-    """``web.create_app(settings)`` served by werkzeug on a free port, in a thread."""
-    from web import create_app
+    """``stylequeue.web.create_app(settings)`` served by werkzeug on a free port, in a thread."""
+    from stylequeue.web import create_app
 
     app = create_app(e2e_settings)
     server = make_server("127.0.0.1", 0, app, threaded=True)

@@ -19,7 +19,7 @@ import redis
 from PIL import Image
 from playwright.sync_api import expect
 
-from shared.progress import stream_key
+from stylequeue.shared.progress import stream_key
 from tests.e2e.conftest import ROOT, Stack
 from tests.e2e.helpers import (
     WAIT_MS,
@@ -380,7 +380,7 @@ def test_page_weight(new_context, stack: Stack) -> None:
 def test_a_failed_job_shows_its_reason_and_a_queued_one_can_be_canceled(
     new_context, stack: Stack
 ) -> None:
-    from shared.states import utcnow
+    from stylequeue.shared.states import utcnow
     from tests.factories import make_job
 
     context = new_context()
@@ -438,7 +438,7 @@ def test_drag_and_drop_previews_and_client_checks(page, content_png: Path) -> No
 def test_form_warns_when_a_worker_cannot_load_its_weights(page, stack: Stack) -> None:  # type: ignore[no-untyped-def]
     """A worker that announced unusable weights (as one offline with `imagenet` does) puts a
     banner on the form, with the worker's own reason."""
-    from shared import fleet
+    from stylequeue.shared import fleet
 
     client = redis.Redis.from_url(stack.settings.redis_url)
     reason = "VGG19 weights 'imagenet' unavailable: the download failed (offline)"

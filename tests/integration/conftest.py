@@ -3,7 +3,7 @@
 One stack per module and database backend (SQLite always, PostgreSQL when
 ``STYLEQUEUE_TEST_POSTGRES_URL`` is set): a private redis-server (other workers consuming the
 ``style`` queue of a shared Redis would take our messages), a migrated database, a local
-object folder (or moto's S3 server for one case), ``web.create_app(settings)`` served by
+object folder (or moto's S3 server for one case), ``stylequeue.web.create_app(settings)`` served by
 werkzeug on a free port in a thread, and one real ``celery worker`` subprocess with random
 weights. Tests talk to it over HTTP with ``requests`` only; they read the database or Redis
 directly only to check what the API cannot show.
@@ -28,7 +28,7 @@ import requests
 from PIL import Image
 from werkzeug.serving import make_server
 
-from shared.settings import Settings, load_settings
+from stylequeue.shared.settings import Settings, load_settings
 from tests import services
 from tests.conftest import POSTGRES_ENV, TEST_LIMITS
 from tests.worker_process import WorkerProcess
@@ -195,7 +195,7 @@ def build_settings(var_dir: Path, database_url: str, redis_url: str, **overrides
 def start_stack(settings: Settings, log_dir: Path) -> Iterator[Stack]:
     """Live server + warm worker for ``settings``; both stopped afterwards (worker log shown
     in the report of a failing test's teardown)."""
-    from web import create_app
+    from stylequeue.web import create_app
 
     app = create_app(settings)
     server = make_server("127.0.0.1", 0, app, threaded=True)

@@ -22,9 +22,9 @@ import pytest
 import redis
 import requests
 
-from shared import keys
-from shared.progress import stream_key
-from shared.settings import Settings
+from stylequeue.shared import keys
+from stylequeue.shared.progress import stream_key
+from stylequeue.shared.settings import Settings
 from tests import services
 from tests.integration.conftest import (
     API,

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from shared.db import session_scope
-from shared.models import Job
-from shared.settings import PREFIX
+from stylequeue.shared.db import session_scope
+from stylequeue.shared.models import Job
+from stylequeue.shared.settings import PREFIX
 from tests.integration.conftest import (
     TOKENS,
     Stack,
@@ -30,7 +30,9 @@ from tests.worker_process import ROOT
 
 SCRIPT = Path(sys.executable).with_name("stylequeue")  # the console script pip installed
 EXPECTED_WH = (48, 36)  # the 80x60 content at --size 48
-CLI_MAIN = "from cli.main import main; main()"  # the same, where no console script exists
+CLI_MAIN = (
+    "from stylequeue.cli.main import main; main()"  # the same, where no console script exists
+)
 CLI_TIMEOUT = 180  # a hung command fails the test instead of hanging the suite
 
 

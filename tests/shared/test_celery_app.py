@@ -11,7 +11,7 @@ import pytest
 import redis
 from celery import Celery
 
-from shared.celery_app import (
+from stylequeue.shared.celery_app import (
     QUEUE,
     RUN_JOB,
     SWEEP,
@@ -20,7 +20,7 @@ from shared.celery_app import (
     create_celery,
     enqueue_run_job,
 )
-from shared.settings import Settings
+from stylequeue.shared.settings import Settings
 
 JOB = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9"
 

@@ -1,4 +1,4 @@
-"""shared.images.validate_image on its own: every mode to upright 8-bit RGB, the format
+"""stylequeue.shared.images.validate_image on its own: every mode to upright 8-bit RGB, the format
 allowlist, the pixel limit before decoding. (tests/web covers what the API answers.)"""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shared.images import ALLOWED_FORMATS, CleanImage, ImageRejected, validate_image
+from stylequeue.shared.images import ALLOWED_FORMATS, CleanImage, ImageRejected, validate_image
 from tests.web import images
 
 LIMIT = 4_000_000

@@ -13,11 +13,11 @@ from alembic.script import ScriptDirectory
 from click.testing import CliRunner
 from sqlalchemy import create_engine, inspect
 
-from cli.admin import migrate
-from shared.db import get_engine
-from shared.migrate import alembic_config, upgrade
-from shared.models import Base
-from shared.settings import get_settings
+from stylequeue.cli.admin import migrate
+from stylequeue.shared.db import get_engine
+from stylequeue.shared.migrate import alembic_config, upgrade
+from stylequeue.shared.models import Base
+from stylequeue.shared.settings import get_settings
 from tests import services
 from tests.conftest import POSTGRES_ENV
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from shared.progress import (
+from stylequeue.shared.progress import (
     FIELDS,
     STREAM_ID_RE,
     ProgressStream,

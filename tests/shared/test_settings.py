@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.settings import (
+from stylequeue.shared.settings import (
     Limits,
     SettingsError,
     get_settings,

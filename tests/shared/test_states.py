@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import StatementError
 
-from shared.db import session_scope
-from shared.models import Job
-from shared.states import (
+from stylequeue.shared.db import session_scope
+from stylequeue.shared.models import Job
+from stylequeue.shared.states import (
     ALLOWED,
     TERMINAL,
     InvalidTransition,

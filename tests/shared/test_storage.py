@@ -9,8 +9,8 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from shared.settings import load_settings
-from shared.storage import (
+from stylequeue.shared.settings import load_settings
+from stylequeue.shared.storage import (
     FileStorage,
     ObjectNotFound,
     S3Storage,

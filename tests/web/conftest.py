@@ -10,9 +10,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from shared.settings import Settings
-from shared.storage import Storage, get_storage
-from web import create_app
+from stylequeue.shared.settings import Settings
+from stylequeue.shared.storage import Storage, get_storage
+from stylequeue.web import create_app
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from werkzeug.test import TestResponse
 
-from shared.db import session_scope
-from shared.models import Job, new_id
-from shared.settings import Settings
-from shared.states import utcnow
+from stylequeue.shared.db import session_scope
+from stylequeue.shared.models import Job, new_id
+from stylequeue.shared.settings import Settings
+from stylequeue.shared.states import utcnow
 from tests.web import images
 
 ALICE = {"Authorization": "Bearer alice-token"}

@@ -7,9 +7,9 @@ import io
 import pytest
 from flask import Flask
 
-from shared import keys
-from shared.settings import Settings
-from shared.storage import Storage
+from stylequeue.shared import keys
+from stylequeue.shared.settings import Settings
+from stylequeue.shared.storage import Storage
 from tests.web import images
 from tests.web.helpers import ALICE, BOB, SMALL, count_jobs, error_of, submit, update_job
 
@@ -189,7 +189,7 @@ def test_index_page_carries_the_csrf_token(app: Flask) -> None:
 def test_session_cookie_secure_follows_settings(settings: Settings, secure: bool) -> None:
     from dataclasses import replace
 
-    from web import create_app
+    from stylequeue.web import create_app
 
     browser = create_app(replace(settings, cookie_secure=secure)).test_client()
     cookie = browser.get("/api/v1/session").headers["Set-Cookie"]

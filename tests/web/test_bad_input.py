@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from shared.settings import Settings
-from shared.storage import Storage
+from stylequeue.shared.settings import Settings
+from stylequeue.shared.storage import Storage
+from stylequeue.web import create_app
 from tests.web import images
 from tests.web.helpers import ALICE, SMALL, count_jobs, error_of, submit, with_settings
-from web import create_app
 
 
 @pytest.fixture

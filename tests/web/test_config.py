@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from shared.params import ParamError, TransferParams
-from shared.settings import Limits
-from web.config_info import config_payload, parameter_specs
-from web.submission import PARAM_FIELDS
+from stylequeue.shared.params import ParamError, TransferParams
+from stylequeue.shared.settings import Limits
+from stylequeue.web.config_info import config_payload, parameter_specs
+from stylequeue.web.submission import PARAM_FIELDS
 
 LIMITS = Limits(max_size=128, max_iterations=200, max_styles=3)
 

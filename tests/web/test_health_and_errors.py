@@ -7,11 +7,11 @@ from dataclasses import replace
 import redis
 from flask import Flask
 
-from shared.fleet import announce
-from shared.settings import Settings
+from stylequeue.shared.fleet import announce
+from stylequeue.shared.settings import Settings
+from stylequeue.web import create_app
 from tests.services import free_port
 from tests.web.helpers import ALICE, error_of
-from web import create_app
 
 
 def test_healthz(client) -> None:

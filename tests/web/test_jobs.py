@@ -8,11 +8,11 @@ from datetime import timedelta
 import pytest
 import redis
 
-from shared import keys
-from shared.progress import cancel_key
-from shared.settings import Settings
-from shared.states import utcnow
-from shared.storage import Storage
+from stylequeue.shared import keys
+from stylequeue.shared.progress import cancel_key
+from stylequeue.shared.settings import Settings
+from stylequeue.shared.states import utcnow
+from stylequeue.shared.storage import Storage
 from tests.web import images
 from tests.web.helpers import ALICE, ALICE_OWNER, BOB, error_of, insert_job, load_job, submit
 from tests.web.helpers import update_job as update

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.settings import Settings
-from shared.storage import Storage
+from stylequeue.shared.settings import Settings
+from stylequeue.shared.storage import Storage
 from tests.web import images
 from tests.web.helpers import load_job, submit
 

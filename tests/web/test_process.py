@@ -13,7 +13,7 @@ import textwrap
 import urllib.request
 from pathlib import Path
 
-from shared.settings import Settings
+from stylequeue.shared.settings import Settings
 from tests.services import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,7 +23,7 @@ SCRIPT = textwrap.dedent(
     import io, sys
     from PIL import Image
 
-    from web import create_app
+    from stylequeue.web import create_app
 
     def png():
         out = io.BytesIO()
@@ -81,7 +81,7 @@ def test_gunicorn_serves_the_factory(settings: Settings, tmp_path: Path) -> None
     log = (tmp_path / "gunicorn.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
-         "web:create_app()"],
+         "stylequeue.web:create_app()"],
         env=service_env(settings), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"

@@ -9,14 +9,14 @@ from dataclasses import replace
 import pytest
 import redis
 
-from shared import keys
-from shared.progress import ProgressStream, stream_key
-from shared.settings import Settings
-from shared.states import utcnow
-from shared.storage import Storage
+from stylequeue.shared import keys
+from stylequeue.shared.progress import ProgressStream, stream_key
+from stylequeue.shared.settings import Settings
+from stylequeue.shared.states import utcnow
+from stylequeue.shared.storage import Storage
+from stylequeue.web import create_app
 from tests.services import free_port
 from tests.web.helpers import ALICE, error_of, insert_job, update_job
-from web import create_app
 
 
 def entry(i: int) -> dict[str, float]:

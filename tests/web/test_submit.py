@@ -11,12 +11,15 @@ import pytest
 import redis
 from flask import Flask
 
-from shared import keys
-from shared.celery_app import QUEUE, RUN_JOB, create_celery
-from shared.db import get_sessionmaker
-from shared.models import Job
-from shared.settings import Settings
-from shared.storage import Storage, get_storage
+from stylequeue.shared import keys
+from stylequeue.shared.celery_app import QUEUE, RUN_JOB, create_celery
+from stylequeue.shared.db import get_sessionmaker
+from stylequeue.shared.models import Job
+from stylequeue.shared.settings import Settings
+from stylequeue.shared.storage import Storage, get_storage
+from stylequeue.web import create_app
+from stylequeue.web.extensions import EXTENSION_KEY
+from stylequeue.web.submission import output_size
 from tests.services import free_port
 from tests.web import images
 from tests.web.helpers import (
@@ -29,9 +32,6 @@ from tests.web.helpers import (
     update_job,
     with_settings,
 )
-from web import create_app
-from web.extensions import EXTENSION_KEY
-from web.submission import output_size
 
 
 def broker_messages(redis_url: str) -> list[dict[str, Any]]:

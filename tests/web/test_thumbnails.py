@@ -7,14 +7,14 @@ import io
 import pytest
 from PIL import Image
 
-from shared import keys
-from shared.settings import Settings
-from shared.states import utcnow
-from shared.storage import Storage
+from stylequeue.shared import keys
+from stylequeue.shared.settings import Settings
+from stylequeue.shared.states import utcnow
+from stylequeue.shared.storage import Storage
+from stylequeue.web import create_app, media
 from tests.web import images
 from tests.web.helpers import ALICE, BOB, error_of, submit, with_settings
 from tests.web.helpers import update_job as update
-from web import create_app, media
 
 
 def open_webp(data: bytes) -> Image.Image:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import redis
 
-from shared.settings import Settings, load_settings
+from stylequeue.shared.settings import Settings, load_settings
 from tests import services
 from tests.conftest import POSTGRES_ENV, TEST_LIMITS
 from tests.worker_process import WorkerProcess
@@ -93,7 +93,7 @@ def worker_settings(
 
 @pytest.fixture(scope="module")
 def celery_app(worker_settings: Settings) -> Iterator[Any]:
-    from shared.celery_app import create_celery
+    from stylequeue.shared.celery_app import create_celery
 
     app = create_celery(worker_settings)
     yield app

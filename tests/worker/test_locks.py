@@ -9,7 +9,7 @@ import sys
 
 import redis
 
-from shared.locks import Holder, JobLock, lock_exists, lock_key
+from stylequeue.shared.locks import Holder, JobLock, lock_exists, lock_key
 from tests.services import wait_for
 
 

@@ -15,15 +15,15 @@ import pytest
 import redis
 from celery.exceptions import SoftTimeLimitExceeded
 
-from shared import keys
-from shared.locks import JobLock, lock_exists, lock_key
-from shared.progress import ProgressStream
-from shared.settings import Settings
-from shared.states import utcnow
-from shared.storage import get_storage
+from stylequeue.shared import keys
+from stylequeue.shared.locks import JobLock, lock_exists, lock_key
+from stylequeue.shared.progress import ProgressStream
+from stylequeue.shared.settings import Settings
+from stylequeue.shared.states import utcnow
+from stylequeue.shared.storage import get_storage
+from stylequeue.worker import runner
 from tests.factories import get_job, make_job
 from tests.worker_process import check_finished_job, read_stream
-from worker import runner
 
 WORKER = "test@host/1"
 
@@ -135,7 +135,7 @@ def test_celery_soft_limit_saves_the_latest_snapshot(
     wsettings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Backup path: Celery raises SoftTimeLimitExceeded inside the engine (a signal)."""
-    from worker import engine
+    from stylequeue.worker import engine
 
     real = engine.transfer
 
@@ -212,9 +212,9 @@ def test_runner_whose_job_was_restarted_elsewhere_does_not_finish_it(
     """Presumed dead (its lock expired during a Redis outage), the sweeper re-queued the job
     and another runner restarted it (attempt 2) before our renewer noticed the lost lock: we
     must neither write progress into nor finish the other runner's attempt."""
-    from shared.db import session_scope
-    from shared.models import Job
-    from worker import engine
+    from stylequeue.shared.db import session_scope
+    from stylequeue.shared.models import Job
+    from stylequeue.worker import engine
 
     settings = replace(wsettings, lock_ttl_seconds=600)  # our renewer does not look in time
     real = engine.transfer

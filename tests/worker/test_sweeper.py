@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import redis
 
-from shared.celery_app import create_celery
-from shared.locks import JobLock, lock_key
-from shared.settings import Settings
-from shared.states import utcnow
-from shared.sweeper import SWEEP_LOCK_KEY, pending_job_ids, sweep
+from stylequeue.shared.celery_app import create_celery
+from stylequeue.shared.locks import JobLock, lock_key
+from stylequeue.shared.settings import Settings
+from stylequeue.shared.states import utcnow
+from stylequeue.shared.sweeper import SWEEP_LOCK_KEY, pending_job_ids, sweep
 from tests.factories import enqueue, get_job, make_job
 from tests.services import free_port
 
@@ -143,14 +143,14 @@ def test_recovered_job_whose_send_fails_stays_queued(wsettings: Settings, client
 
 def _pending_list(client: redis.Redis) -> list[str]:
     """Job ids of waiting run_job messages, with repeats (to catch duplicates)."""
-    from shared.sweeper import _job_id_of
+    from stylequeue.shared.sweeper import _job_id_of
 
     return [j for j in (_job_id_of(raw) for raw in client.lrange("style", 0, -1)) if j]
 
 
 def _backdate(settings: Settings, job_id: str, when: Any) -> None:
-    from shared.db import session_scope
-    from shared.models import Job
+    from stylequeue.shared.db import session_scope
+    from stylequeue.shared.models import Job
 
     with session_scope(settings.database_url) as session:
         job = session.get(Job, job_id)
@@ -164,8 +164,8 @@ def test_stylequeue_sweep_command(
     """``stylequeue sweep`` runs one pass with the environment's settings."""
     from click.testing import CliRunner
 
-    from cli.admin import sweep as sweep_command
-    from shared.settings import get_settings
+    from stylequeue.cli.admin import sweep as sweep_command
+    from stylequeue.shared.settings import get_settings
     from tests.worker_process import settings_env
 
     job = make_job(wsettings)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from shared.celery_app import create_celery, enqueue_run_job
-from shared.settings import Settings
-from shared.sweeper import sweep
+from stylequeue.shared.celery_app import create_celery, enqueue_run_job
+from stylequeue.shared.settings import Settings
+from stylequeue.shared.sweeper import sweep
 from tests import services
 from tests.factories import get_job, make_job
 from tests.worker_process import WorkerProcess, check_finished_job, wait_for_status

@@ -11,11 +11,11 @@ from typing import Any
 
 import redis
 
-from shared.db import session_scope
-from shared.locks import lock_exists
-from shared.models import Job
-from shared.progress import ProgressStream, cancel_key, stream_key
-from shared.settings import Settings
+from stylequeue.shared.db import session_scope
+from stylequeue.shared.locks import lock_exists
+from stylequeue.shared.models import Job
+from stylequeue.shared.progress import ProgressStream, cancel_key, stream_key
+from stylequeue.shared.settings import Settings
 from tests.factories import enqueue, submit
 from tests.services import wait_for
 from tests.worker_process import (
@@ -40,7 +40,7 @@ def test_tensorflow_stays_out_of_the_main_process(celery_worker: WorkerProcess) 
     assert "tensorflow" in maps(celery_worker.child_pids()[0])
     info = celery_worker.fleet_info()
     assert info and info["weights"] == "random" and info["weights_ok"] is True
-    from worker.engine.hardware import resolve_precision
+    from stylequeue.worker.engine.hardware import resolve_precision
 
     line = f"extractor warm: weights=random, precision={resolve_precision('auto')}, took "
     assert line in celery_worker.log_text()
@@ -111,7 +111,7 @@ def test_cancel_mid_run(
     assert at_flag <= done.iterations_done <= at_flag + 1 < LONG["iterations"]
     entries = read_stream(worker_settings, job.id)
     assert [e["iteration"] for e in entries] == list(range(1, done.iterations_done + 1))
-    from shared.storage import get_storage
+    from stylequeue.shared.storage import get_storage
 
     storage = get_storage(worker_settings)
     assert storage.get(done.result_key).startswith(b"\x89PNG")  # best-so-far kept

@@ -18,9 +18,9 @@ from typing import Any
 import psutil
 import redis
 
-from shared.locks import Holder, lock_key
-from shared.settings import Settings
-from shared.sweeper import sweep
+from stylequeue.shared.locks import Holder, lock_key
+from stylequeue.shared.settings import Settings
+from stylequeue.shared.sweeper import sweep
 from tests.factories import get_job, submit
 from tests.services import wait_for
 from tests.worker_process import (
@@ -131,7 +131,7 @@ def test_sweep_task_recovers_through_the_worker(
 ) -> None:
     """The same recovery through the ``stylequeue.sweep_queued`` task, as beat sends it
     every 30 s (sent here every second instead of waiting for beat's schedule)."""
-    from shared.celery_app import SWEEP
+    from stylequeue.shared.celery_app import SWEEP
 
     first = WorkerProcess(worker_settings, tmp_path, name="lost")
     second = WorkerProcess(worker_settings, tmp_path, name="sweeper")
@@ -164,8 +164,8 @@ def test_sweep_task_recovers_through_the_worker(
 
 def test_beat_schedule_sends_a_registered_task() -> None:
     """Beat (``celery -A worker.app beat`` or ``worker -B``) sends the sweep every 30 s."""
-    from shared.celery_app import SWEEP, SWEEP_INTERVAL_SECONDS
-    from worker.app import celery
+    from stylequeue.shared.celery_app import SWEEP, SWEEP_INTERVAL_SECONDS
+    from stylequeue.worker.app import celery
 
     entry = celery.conf.beat_schedule["sweep-queued"]
     assert entry["task"] == SWEEP and entry["schedule"] == SWEEP_INTERVAL_SECONDS

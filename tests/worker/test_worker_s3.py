@@ -11,9 +11,9 @@ from collections.abc import Callable
 
 import redis
 
-from shared import fleet, keys
-from shared.settings import Settings
-from shared.storage import S3Storage, get_storage
+from stylequeue.shared import fleet, keys
+from stylequeue.shared.settings import Settings
+from stylequeue.shared.storage import S3Storage, get_storage
 from tests.factories import submit
 from tests.worker_process import WorkerProcess, check_finished_job, wait_for_status
 
@@ -28,7 +28,7 @@ def test_s3_storage_and_missing_weights(
     s3_endpoint: str,
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
-    from shared.celery_app import create_celery
+    from stylequeue.shared.celery_app import create_celery
 
     settings = make_settings(
         database_url=database_url, redis_url=wredis_url, storage_url=f"s3://{s3_bucket}",

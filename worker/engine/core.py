@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 from keras import ops
 
-from shared.params import TransferParams
-from shared.settings import Limits
-from worker.engine import imageio
-from worker.engine.extractor import Extractor, get_extractor, weights_key
-from worker.engine.losses import gram_matrix, hyper_vector, loss_terms
+from stylequeue.shared.params import TransferParams
+from stylequeue.shared.settings import Limits
+from stylequeue.worker.engine import imageio
+from stylequeue.worker.engine.extractor import Extractor, get_extractor, weights_key
+from stylequeue.worker.engine.losses import gram_matrix, hyper_vector, loss_terms
 
 # transfer() checks types, ranges and layer names, but not the service's size/iteration
 # policy: the web and the CLI apply their own Limits before a job gets here.
@@ -84,7 +84,7 @@ class TransferResult:
 
 def _backend() -> ModuleType:
     """The module holding the compiled step. Only TensorFlow for now (see step_tf)."""
-    from worker.engine import step_tf
+    from stylequeue.worker.engine import step_tf
 
     return step_tf
 

@@ -23,8 +23,8 @@ import numpy as np
 from keras import layers as klayers
 from keras import ops
 
-from shared.params import PRECISIONS, VGG19_LAYERS
-from worker.engine.errors import WeightsUnavailable
+from stylequeue.shared.params import PRECISIONS, VGG19_LAYERS
+from stylequeue.worker.engine.errors import WeightsUnavailable
 
 # Keras's own ImageNet "no top" weights for VGG19 (keras/src/applications/vgg19.py).
 VGG19_NOTOP_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"

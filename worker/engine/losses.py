@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from keras import ops
 
-from shared.params import TransferParams
+from stylequeue.shared.params import TransferParams
 
 Tensor = Any  # a backend tensor (tf.Tensor, jax.Array, torch.Tensor)
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import tensorflow as tf
 
-from worker.engine.extractor import Extractor
-from worker.engine.losses import HYPER_FIELDS, adam_update, loss_terms
+from stylequeue.worker.engine.extractor import Extractor
+from stylequeue.worker.engine.losses import HYPER_FIELDS, adam_update, loss_terms
 
 StepFn = Callable[..., tuple[Any, Any, Any, Any]]
 

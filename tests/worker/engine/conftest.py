@@ -15,7 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from engine_samples import FAST, smooth_image, stripes
 
-from shared.params import TransferParams
+from stylequeue.shared.params import TransferParams
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from shared.params import TransferParams
+from stylequeue.shared.params import TransferParams
 
 
 def smooth_image(h: int, w: int, seed: int = 0) -> np.ndarray:

@@ -10,8 +10,8 @@ import pytest
 from keras import layers as klayers
 from keras import ops
 
-from worker.engine import WeightsUnavailable, get_extractor
-from worker.engine import extractor as ex
+from stylequeue.worker.engine import WeightsUnavailable, get_extractor
+from stylequeue.worker.engine import extractor as ex
 
 SMALL = ("block1_conv1", "block2_conv1")  # cheap to build
 

@@ -12,8 +12,8 @@ import pytest
 from engine_samples import smooth_image
 from PIL import Image
 
-from worker.engine import imageio
-from worker.engine.imageio import (
+from stylequeue.worker.engine import imageio
+from stylequeue.worker.engine.imageio import (
     decode_image,
     encode_png,
     load_image,
@@ -34,8 +34,8 @@ def _png(img: Image.Image, **save: object) -> bytes:
 def test_importing_io_helpers_does_not_import_tensorflow() -> None:
     code = (
         "import sys\n"
-        "from worker.engine import load_image, decode_image, encode_png, resize_max\n"
-        "from worker.engine import WeightsUnavailable\n"
+        "from stylequeue.worker.engine import load_image, decode_image, encode_png, resize_max\n"
+        "from stylequeue.worker.engine import WeightsUnavailable\n"
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TF imported'\n"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)

@@ -8,8 +8,8 @@ import pytest
 import tensorflow as tf
 from keras import ops
 
-from shared.params import TransferParams
-from worker.engine.losses import (
+from stylequeue.shared.params import TransferParams
+from stylequeue.worker.engine.losses import (
     adam_update,
     content_loss,
     gram_matrix,

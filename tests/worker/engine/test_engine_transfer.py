@@ -9,11 +9,18 @@ import numpy as np
 import pytest
 from engine_samples import FAST, dots, smooth_image, stripes
 
-from shared.params import ParamError, TransferParams
-from worker.engine import IterationReport, evaluate, get_extractor, step_tf, transfer, warm_up
-from worker.engine import core as engine_core
-from worker.engine import extractor as ex
-from worker.engine.imageio import rgb_to_ycbcr, to_float01
+from stylequeue.shared.params import ParamError, TransferParams
+from stylequeue.worker.engine import (
+    IterationReport,
+    evaluate,
+    get_extractor,
+    step_tf,
+    transfer,
+    warm_up,
+)
+from stylequeue.worker.engine import core as engine_core
+from stylequeue.worker.engine import extractor as ex
+from stylequeue.worker.engine.imageio import rgb_to_ycbcr, to_float01
 
 
 def test_loss_falls_and_the_best_image_is_tracked(content, style, fast) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from worker.engine.hardware import cpu_has_bf16, resolve_precision
+from stylequeue.worker.engine.hardware import cpu_has_bf16, resolve_precision
 
 CPU_WITH = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_tile\n"
 CPU_WITHOUT = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n"

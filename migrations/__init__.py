@@ -1,0 +1,1 @@
+"""Alembic's migration scripts, shipped as ``stylequeue.migrations`` so an install can upgrade."""

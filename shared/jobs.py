@@ -1,4 +1,4 @@
-"""Rules about jobs that the web, the sweeper and the CLI share, each written once.
+"""Rules about jobs that the web and the sweeper share, each written once.
 
 - **Who sees a job**: only its owner. :func:`get_owned_job` answers ``None`` alike for a
   malformed id, an unknown id and someone else's job, so callers answer the same 404 for all

@@ -6,7 +6,7 @@ The order is the contract (DESIGN, "One job, end to end"):
    request leaves no object and no row;
 2. the clean PNGs go to storage; if that fails, what was written is deleted (503, no row);
 3. the ``queued`` row is committed; only then is ``run_job`` sent, so a worker never gets
-   an id it cannot find;
+   an id it cannot find (:func:`stylequeue.shared.jobs.enqueue_job`, the sweeper's too);
 4. a broker that is down is logged, not an error: the row stays ``queued`` with
    ``enqueued_at`` NULL and the sweeper sends it later.
 """

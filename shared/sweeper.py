@@ -33,8 +33,9 @@ from celery import Celery
 from sqlalchemy import or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from stylequeue.shared.celery_app import QUEUE, RUN_JOB, enqueue_run_job
-from stylequeue.shared.db import session_scope
+from stylequeue.shared.celery_app import QUEUE, RUN_JOB
+from stylequeue.shared.db import get_sessionmaker, session_scope
+from stylequeue.shared.jobs import EnqueueFailed, JobNotCommitted, enqueue_job
 from stylequeue.shared.locks import lock_exists
 from stylequeue.shared.models import Job
 from stylequeue.shared.progress import redis_client
@@ -159,21 +160,22 @@ def _requeue_stale(
             continue  # still waiting in the broker, or sent by this very pass
         if not _send(settings, app, job_id, report):
             return
-        report.requeued += 1
+        if job_id in report.sent:
+            report.requeued += 1
 
 
 def _send(settings: Settings, app: Celery, job_id: str, report: SweepReport) -> bool:
-    """Enqueue and stamp ``enqueued_at``; False (and stop this pass) if the broker is down."""
+    """Enqueue and stamp (shared.jobs.enqueue_job); adds the id to ``report.sent`` when
+    sent. False (stop this pass) if the broker is down."""
     try:
-        enqueue_run_job(app, job_id)
-    except Exception as exc:  # kombu/redis connection errors vary by transport
-        report.errors.append(f"enqueue {job_id}: {type(exc).__name__}: {exc}")
+        stamp = enqueue_job(get_sessionmaker(settings.database_url), app, job_id)
+    except EnqueueFailed as exc:
+        report.errors.append(str(exc))
         return False
-    report.sent.add(job_id)
-    with session_scope(settings.database_url) as session:
-        job = session.get(Job, job_id)
-        if job is not None and job.status == JobStatus.QUEUED.value:
-            job.enqueued_at = utcnow()
+    except JobNotCommitted:
+        return True  # the row is gone: nothing to send
+    if stamp is not None:  # None: no longer queued (canceled, say), nothing was sent
+        report.sent.add(job_id)
     return True
 
 

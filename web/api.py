@@ -2,27 +2,23 @@
 
 Views stay thin: checking and storing a submission lives in :mod:`web.submission`, the job's
 JSON in :mod:`web.job_json`, progress in :mod:`web.progress_reader`, image responses in
-:mod:`web.media`. A job is visible only to its owner; anyone else gets the same 404 as for
-an id that does not exist. GET endpoints never change state (apart from ``/session``
-creating the browser's owner id).
+:mod:`web.media`; the job rules (owner lookup, paging bounds, cancel) in
+:mod:`shared.jobs`, reached through :mod:`web.base`. A job is visible only to its owner;
+anyone else gets the same 404 as for an id that does not exist. GET endpoints never change
+state (apart from ``/session`` creating the browser's owner id).
 """
 
 from __future__ import annotations
 
-import logging
-import uuid
-from typing import Any
-
 import redis
 from flask import Blueprint, Response, jsonify, request, url_for
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
 from stylequeue.shared import keys
 from stylequeue.shared.fleet import list_workers
+from stylequeue.shared.jobs import CancelOutcome, owned_jobs_page, request_cancel
 from stylequeue.shared.models import Job
-from stylequeue.shared.states import JobStatus, transition
 from stylequeue.web.auth import csrf_token, current_caller, current_owner, ensure_session_owner
+from stylequeue.web.base import JobNotFound, get_job_or_404, page_params, paginate
 from stylequeue.web.config_info import config_payload
 from stylequeue.web.errors import ApiError
 from stylequeue.web.extensions import services
@@ -38,50 +34,7 @@ from stylequeue.web.media import (
 from stylequeue.web.progress_reader import parse_after, parse_limit, read_progress
 from stylequeue.web.submission import check_active_limit, parse_submission, submit_job
 
-log = logging.getLogger(__name__)
-
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
-
-DEFAULT_PER_PAGE = 20
-MAX_PER_PAGE = 100
-
-
-def _not_found() -> ApiError:
-    return ApiError(404, "job_not_found", "no such job")
-
-
-def _owned_job(session: Session, job_id: str, *, for_update: bool = False) -> Job:
-    """The caller's job, or 404 (malformed id, unknown id, or someone else's job alike)."""
-    try:
-        canonical = str(uuid.UUID(job_id))
-    except ValueError:
-        raise _not_found() from None
-    owner = current_owner()
-    if owner is None:
-        raise _not_found()
-    query = select(Job).where(Job.id == canonical, Job.owner == owner)
-    if for_update:
-        query = query.with_for_update()
-    job = session.scalar(query)
-    if job is None:
-        raise _not_found()
-    return job
-
-
-def _load_job(job_id: str) -> Job:
-    with services().db() as session:
-        return _owned_job(session, job_id)
-
-
-def _int_arg(name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name, "")
-    if raw == "":
-        return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        raise ApiError(
-            400, "invalid_parameter", f"{name} must be an integer from {low} to {high}", field=name
-        )
-    return int(raw)
 
 
 # ---- session, config, fleet -----------------------------------------------------------------
@@ -147,50 +100,23 @@ def create_job() -> tuple[Response, int, dict[str, str]]:
 
 @bp.get("/jobs")
 def list_jobs() -> Response:
-    page = _int_arg("page", 1, 1, 1_000_000)
-    per_page = _int_arg("per_page", DEFAULT_PER_PAGE, 1, MAX_PER_PAGE)
-    owner = current_owner()
-    jobs: list[Any] = []
-    total = 0
-    if owner is not None:
-        with services().db() as session:
-            total = (
-                session.scalar(select(func.count()).select_from(Job).where(Job.owner == owner)) or 0
-            )
-            jobs = list(
-                session.scalars(
-                    select(Job)
-                    .where(Job.owner == owner)
-                    .order_by(Job.created_at.desc(), Job.id.desc())
-                    .offset((page - 1) * per_page)
-                    .limit(per_page)
-                )
-            )
-    more = page * per_page < total
-    return jsonify(
-        {
-            "jobs": [job_json(j) for j in jobs],
-            "page": page,
-            "per_page": per_page,
-            "total": total,
-            "next": url_for("api.list_jobs", page=page + 1, per_page=per_page) if more else None,
-            "prev": url_for("api.list_jobs", page=page - 1, per_page=per_page)
-            if page > 1
-            else None,
-        }
-    )
+    params = page_params()
+    with services().db() as session:
+        result = owned_jobs_page(session, current_owner(), params.page, params.per_page)
+        jobs = [job_json(j) for j in result.jobs]
+    return jsonify({"jobs": jobs, **paginate(result, "api.list_jobs")})
 
 
 @bp.get("/jobs/<job_id>")
 def get_job(job_id: str) -> Response:
-    return jsonify(job_json(_load_job(job_id)))
+    return jsonify(job_json(get_job_or_404(job_id)))
 
 
 @bp.get("/jobs/<job_id>/progress")
 def job_progress(job_id: str) -> Response:
     after = parse_after(request.args.get("after"))
     limit = parse_limit(request.args.get("limit"))
-    job = _load_job(job_id)
+    job = get_job_or_404(job_id)
     page = read_progress(services(), job, after, limit)
     return jsonify(
         {
@@ -211,32 +137,22 @@ def cancel_job(job_id: str) -> tuple[Response, int]:
     Already canceled: 202 again (idempotent). Succeeded or failed: 409."""
     svc = services()
     with svc.db() as session:
-        job = _owned_job(session, job_id, for_update=True)
-        status = JobStatus(job.status)
-        if status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
-            raise ApiError(
-                409,
-                "job_finished",
-                f"the job has already {status.value}; there is nothing to cancel",
-            )
-        if status is JobStatus.QUEUED:
-            transition(job, JobStatus.CANCELED, cancel_requested=True)
-        elif status is JobStatus.RUNNING:
-            job.cancel_requested = True
-        session.commit()
-    if status in (JobStatus.QUEUED, JobStatus.RUNNING):
-        # Also tell a worker that may be starting (queued) or running it right now.
-        try:
-            svc.progress.request_cancel(job.id)
-        except redis.RedisError:
-            log.warning("cancel flag for job %s not set: Redis unreachable", job.id)
-            if status is JobStatus.RUNNING:
-                raise ApiError(
-                    503,
-                    "redis_unavailable",
-                    "the cancel is recorded but the worker cannot be told now; try again",
-                ) from None
-    return jsonify(job_json(job)), 202
+        done = request_cancel(session, job_id, current_owner(), svc.progress)
+    if done.outcome is CancelOutcome.NOT_FOUND or done.job is None:
+        raise JobNotFound()
+    if done.outcome is CancelOutcome.FINISHED:
+        raise ApiError(
+            409,
+            "job_finished",
+            f"the job has already {done.job.status}; there is nothing to cancel",
+        )
+    if done.outcome is CancelOutcome.REQUESTED and not done.worker_told:
+        raise ApiError(
+            503,
+            "redis_unavailable",
+            "the cancel is recorded but the worker cannot be told now; try again",
+        )
+    return jsonify(job_json(done.job)), 202
 
 
 # ---- images ---------------------------------------------------------------------------------
@@ -245,7 +161,7 @@ def cancel_job(job_id: str) -> tuple[Response, int]:
 @bp.get("/jobs/<job_id>/result")
 def job_result(job_id: str) -> Response:
     thumb = thumb_arg()
-    job = _load_job(job_id)
+    job = get_job_or_404(job_id)
     if not job.result_key:
         if job.terminal:
             message = f"the job {job.status} without a result image"
@@ -264,7 +180,7 @@ def job_result(job_id: str) -> Response:
 
 @bp.get("/jobs/<job_id>/snapshots")
 def job_snapshots(job_id: str) -> Response:
-    job = _load_job(job_id)
+    job = get_job_or_404(job_id)
     return jsonify(
         {
             "snapshots": [
@@ -284,7 +200,7 @@ def job_snapshots(job_id: str) -> Response:
 @bp.get("/jobs/<job_id>/snapshots/<int:iteration>")
 def job_snapshot(job_id: str, iteration: int) -> Response:
     thumb = thumb_arg()
-    job = _load_job(job_id)
+    job = get_job_or_404(job_id)
     missing = ApiError(404, "snapshot_not_found", f"no snapshot at iteration {iteration}")
     key = keys.snapshot_key(job.id, iteration)
     if thumb is not None:
@@ -296,7 +212,7 @@ def job_snapshot(job_id: str, iteration: int) -> Response:
 @bp.get("/jobs/<job_id>/inputs/content")
 def job_input_content(job_id: str) -> Response:
     thumb = thumb_arg()
-    job = _load_job(job_id)
+    job = get_job_or_404(job_id)
     key = (job.input_keys or {}).get("content") or keys.content_key(job.id)
     missing = ApiError(404, "input_not_found", "no content image")
     if thumb is not None:
@@ -307,7 +223,7 @@ def job_input_content(job_id: str) -> Response:
 @bp.get("/jobs/<job_id>/inputs/style/<int:index>")
 def job_input_style(job_id: str, index: int) -> Response:
     thumb = thumb_arg()
-    job = _load_job(job_id)
+    job = get_job_or_404(job_id)
     styles = (job.input_keys or {}).get("styles", [])
     missing = ApiError(
         404, "input_not_found", f"no style image {index} (the job has {len(styles)})"

@@ -10,20 +10,18 @@ run a stale script after an upgrade.
 from __future__ import annotations
 
 import hashlib
-import uuid
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, render_template, request, url_for
-from sqlalchemy import select
 
 from stylequeue.shared.images import ALLOWED_FORMATS
-from stylequeue.shared.models import Job
 from stylequeue.shared.params import MAX_SEED, PRESETS
 from stylequeue.shared.settings import Limits
 from stylequeue.web import auth
+from stylequeue.web.base import JobNotFound, get_job_or_404, page_params
 from stylequeue.web.config_info import limits_payload
 from stylequeue.web.extensions import services
 from stylequeue.web.job_json import job_json
@@ -229,35 +227,26 @@ def index():  # type: ignore[no-untyped-def]
 
 @bp.get("/jobs")
 def jobs():  # type: ignore[no-untyped-def]
-    raw = request.args.get("page", "1")
-    page = int(raw) if raw.isdigit() and 1 <= int(raw) <= 1_000_000 else 1
-    raw = request.args.get("per_page", "")
-    per_page = int(raw) if raw.isdigit() and 1 <= int(raw) <= 100 else 10
-    config = {"page": page, "per_page": per_page, "urls": {"jobs": url_for("api.list_jobs")}}
+    params = page_params(lenient=True)
+    config = {
+        "page": params.page,
+        "per_page": params.per_page,
+        "urls": {"jobs": url_for("api.list_jobs")},
+    }
     return _render("pages/jobs.html", nav="jobs", page_config=config)
-
-
-def _owned(job_id: str) -> dict[str, Any] | None:
-    """The caller's job as JSON, or None: unknown id and someone else's job look the same."""
-    try:
-        canonical = str(uuid.UUID(job_id))
-    except ValueError:
-        return None
-    owner = auth.current_owner()
-    if owner is None:
-        return None
-    with services().db() as session:
-        job = session.scalar(select(Job).where(Job.id == canonical, Job.owner == owner))
-        return job_json(job) if job is not None else None
 
 
 @bp.get("/jobs/<job_id>")
 def dashboard(job_id: str):  # type: ignore[no-untyped-def]
-    data = _owned(job_id)
-    if data is None:
-        return not_found(what="job")
+    data = job_json(get_job_or_404(job_id))
     config = {"job": data, "urls": {"fleet": url_for("api.get_fleet")}}
     return _render("pages/dashboard.html", nav="jobs", job=data, page_config=config)
+
+
+@bp.errorhandler(JobNotFound)
+def job_not_found(exc: JobNotFound):  # type: ignore[no-untyped-def]
+    """The pages' own 404 for a job that is not the caller's (the API answers JSON)."""
+    return not_found(what="job")
 
 
 def not_found(what: str = "page"):  # type: ignore[no-untyped-def]

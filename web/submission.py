@@ -6,7 +6,7 @@ The order is the contract (DESIGN, "One job, end to end"):
    request leaves no object and no row;
 2. the clean PNGs go to storage; if that fails, what was written is deleted (503, no row);
 3. the ``queued`` row is committed; only then is ``run_job`` sent, so a worker never gets
-   an id it cannot find;
+   an id it cannot find (:func:`stylequeue.shared.jobs.enqueue_job`, the sweeper's too);
 4. a broker that is down is logged, not an error: the row stays ``queued`` with
    ``enqueued_at`` NULL and the sweeper sends it later.
 """
@@ -16,13 +16,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.datastructures import FileStorage, ImmutableMultiDict
 
 from stylequeue.shared import keys
-from stylequeue.shared.celery_app import enqueue_run_job
 from stylequeue.shared.images import CleanImage, ImageRejected, validate_image
+from stylequeue.shared.jobs import EnqueueFailed, enqueue_job
 from stylequeue.shared.models import Job, new_id
 from stylequeue.shared.params import ParamError, TransferParams
 from stylequeue.shared.settings import Limits
@@ -218,22 +218,22 @@ def _forget_inputs(svc: Services, job_id: str) -> None:
 
 
 def _enqueue(svc: Services, job: Job) -> None:
+    """Send the committed job (shared.jobs.enqueue_job); a failure is logged, not raised:
+    the row stays queued and the sweeper sends it."""
     try:
-        enqueue_run_job(svc.celery, job.id)
-    except Exception as exc:
+        stamp = enqueue_job(svc.sessionmaker, svc.celery, job.id)
+    except EnqueueFailed as exc:
         log.warning(
-            "job %s stays queued: the broker refused it (%s); the sweeper will send it", job.id, exc
+            "job %s stays queued: the broker refused it (%s); the sweeper will send it",
+            job.id,
+            exc.cause,
         )
         return
-    stamp = utcnow()
-    try:
-        with svc.db() as session:
-            # Only this column: the worker may already be updating the row.
-            session.execute(update(Job).where(Job.id == job.id).values(enqueued_at=stamp))
-            session.commit()
-        job.enqueued_at = stamp
     except SQLAlchemyError:
-        log.exception("job %s was sent but enqueued_at could not be stamped", job.id)
+        log.exception("job %s: the enqueue failed in the database; the sweeper sends it", job.id)
+        return
+    if stamp is not None:
+        job.enqueued_at = stamp
 
 
 def submit_job(svc: Services, owner: str, sub: Submission) -> Job:

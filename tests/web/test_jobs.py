@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import re
+import uuid
+from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import redis
+from flask import Flask
+from flask.testing import FlaskClient
 
 from stylequeue.shared import keys
+from stylequeue.shared.jobs import DEFAULT_PER_PAGE
 from stylequeue.shared.progress import cancel_key
 from stylequeue.shared.settings import Settings
 from stylequeue.shared.states import utcnow
 from stylequeue.shared.storage import Storage
+from stylequeue.web import create_app
+from tests.services import free_port
 from tests.web import images
 from tests.web.helpers import ALICE, ALICE_OWNER, BOB, error_of, insert_job, load_job, submit
 from tests.web.helpers import update_job as update
@@ -76,8 +85,12 @@ def test_list_is_newest_first_and_paginated(client, settings: Settings) -> None:
 
 
 @pytest.mark.parametrize(
-    "query", ["page=0", "page=-1", "page=x", "per_page=0", "per_page=101", "per_page=2.5"]
-)
+    "query",
+    [
+        "page=0", "page=-1", "page=x", "page=1000001", "per_page=0", "per_page=101",
+        "per_page=2.5", "per_page=%C2%B2", "page=%D9%A3",  # "²" and Arabic-Indic 3: not 0-9
+    ],
+)  # fmt: skip
 def test_list_rejects_bad_paging(client, query: str) -> None:
     response = client.get(f"/api/v1/jobs?{query}", headers=ALICE)
     assert response.status_code == 400
@@ -122,6 +135,75 @@ def test_cancel_finished_job_is_409(client, settings: Settings, status: str) -> 
     assert error_of(response)["code"] == "job_finished"
     assert load_job(settings, job_id).status == status
     assert not flag_set(settings, job_id)
+
+
+def test_cancel_with_redis_down(settings: Settings) -> None:
+    """The cancel is in the database either way; a running job's worker reads the Redis flag,
+    so without Redis the answer is 503 (try again); a queued job is canceled all the same."""
+    app = create_app(replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+    client = app.test_client()
+    running = insert_job(settings, status="running", started_at=utcnow())
+    response = client.post(f"/api/v1/jobs/{running}/cancel", headers=ALICE)
+    assert response.status_code == 503 and error_of(response)["code"] == "redis_unavailable"
+    assert load_job(settings, running).cancel_requested is True
+    queued = insert_job(settings)
+    response = client.post(f"/api/v1/jobs/{queued}/cancel", headers=ALICE)
+    assert response.status_code == 202 and response.get_json()["status"] == "canceled"
+
+
+# ---- the pages ----------------------------------------------------------------------------
+
+
+def page_config(html: bytes) -> dict[str, Any]:
+    found = re.search(rb'<script type="application/json" id="page-config">(.*?)</script>', html)
+    assert found, html[:300]
+    return json.loads(found.group(1))
+
+
+def browser_with_a_job(app: Flask) -> tuple[FlaskClient, str]:
+    browser = app.test_client()
+    csrf = browser.get("/api/v1/session").get_json()["csrf_token"]
+    response = submit(browser, headers={"X-CSRF-Token": csrf})
+    assert response.status_code == 201
+    return browser, response.get_json()["id"]
+
+
+@pytest.mark.parametrize(
+    ("query", "page", "per_page"),
+    [
+        ("", 1, DEFAULT_PER_PAGE),  # the API's default (the list page used to ask for 10)
+        ("?page=3&per_page=100", 3, 100),
+        ("?page=0&per_page=101", 1, DEFAULT_PER_PAGE),  # bad values: the defaults, no error
+        ("?page=x&per_page=%C2%B2", 1, DEFAULT_PER_PAGE),
+    ],
+)
+def test_jobs_page_pages_as_the_api(client, query: str, page: int, per_page: int) -> None:
+    response = client.get(f"/jobs{query}")
+    assert response.status_code == 200 and response.mimetype == "text/html"
+    config = page_config(response.data)
+    assert (config["page"], config["per_page"]) == (page, per_page)
+    # What the list page asks the API for is always an answer, never a 400.
+    api = client.get(f"{config['urls']['jobs']}?page={page}&per_page={per_page}")
+    assert api.status_code == 200 and api.get_json()["per_page"] == per_page
+    assert client.get(config["urls"]["jobs"]).get_json()["per_page"] == DEFAULT_PER_PAGE
+
+
+def test_dashboard_is_the_owners_only(app: Flask, settings: Settings) -> None:
+    browser, job_id = browser_with_a_job(app)
+    mine = browser.get(f"/jobs/{job_id}")
+    assert mine.status_code == 200 and mine.mimetype == "text/html"
+    assert page_config(mine.data)["job"]["id"] == job_id
+
+    stranger = app.test_client()
+    stranger.get("/api/v1/session")  # a browser with an owner id of its own
+    never_seen = app.test_client()  # and one without any
+    for who in (stranger, never_seen):
+        for path in (job_id, str(uuid.uuid4()), "not-a-uuid"):
+            response = who.get(f"/jobs/{path}")
+            assert response.status_code == 404 and response.mimetype == "text/html"
+            assert b"No such job here" in response.data
+    assert browser.get("/no-such-page").status_code == 404
+    assert b"Page not found" in browser.get("/no-such-page").data
 
 
 # ---- images -------------------------------------------------------------------------------

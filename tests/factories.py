@@ -97,13 +97,10 @@ def make_job(
 
 def enqueue(settings: Settings, celery_app: Any, job_id: str) -> None:
     """What the web does after committing the row: send ``run_job`` and stamp the send."""
-    from stylequeue.shared.celery_app import enqueue_run_job
+    from stylequeue.shared.db import get_sessionmaker
+    from stylequeue.shared.jobs import enqueue_job
 
-    enqueue_run_job(celery_app, job_id)
-    with session_scope(settings.database_url) as session:
-        job = session.get(Job, job_id)
-        assert job is not None
-        job.enqueued_at = utcnow()
+    assert enqueue_job(get_sessionmaker(settings.database_url), celery_app, job_id), "not queued"
 
 
 def submit(settings: Settings, celery_app: Any, **kwargs: Any) -> Job:

@@ -11,12 +11,13 @@ from typing import Any
 
 import redis
 
+from stylequeue.shared.celery_app import enqueue_run_job
 from stylequeue.shared.db import session_scope
 from stylequeue.shared.locks import lock_exists
 from stylequeue.shared.models import Job
 from stylequeue.shared.progress import ProgressStream, cancel_key, stream_key
 from stylequeue.shared.settings import Settings
-from tests.factories import enqueue, submit
+from tests.factories import submit
 from tests.services import wait_for
 from tests.worker_process import (
     WorkerProcess,
@@ -125,7 +126,7 @@ def test_duplicate_delivery_of_a_finished_job_does_nothing(
     job = submit(worker_settings, celery_app, params={"iterations": 4, "snapshot_every": 2})
     first = wait_for_status(worker_settings, job.id, "succeeded", worker=celery_worker)
     entries = read_stream(worker_settings, job.id)
-    enqueue(worker_settings, celery_app, job.id)  # e.g. a sweeper's or broker's re-delivery
+    enqueue_run_job(celery_app, job.id)  # a broker's re-delivery: the raw message again
     wait_for(
         lambda: f"job {job.id}: already succeeded" in celery_worker.log_text(),
         timeout=180,

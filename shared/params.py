@@ -413,9 +413,11 @@ class TransferParams:
         """Does this server allow it? The deployment's caps (the rows' ``limit``), applied by
         the service when it takes a job. Assumes :meth:`validate` passed."""
         for param in PARAMETERS.values():
+            if param.limit is None:
+                continue
             cap = param.high_within(limits)
             value = getattr(self, param.name)
-            if param.limit is not None and cap is not None and value > cap:
+            if cap is not None and value > cap:
                 raise ParamError(
                     param.name,
                     f"must be from {fmt(param.low)} to {fmt(cap)} on this server, got {value}",

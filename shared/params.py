@@ -1,14 +1,33 @@
-"""Style-transfer parameters: one validated, immutable object shared by web, worker and CLI.
+"""Style-transfer parameters: one table, one validated immutable object for web, worker, CLI.
 
-Pure Python (no TensorFlow), so the web checks a request with exactly the rules the engine
-runs under. Every error names its field and the allowed range.
+Every field of :class:`TransferParams` carries its row of the **parameter table**
+(:class:`Param`: type, intrinsic range or choices, default, label, hint, API note, and the
+deployment limit that caps it, if any); :data:`PARAMETERS` is that table by name. Made from
+it, and from nothing else:
+
+- validation: :meth:`TransferParams.validate` and :meth:`TransferParams.from_inputs`;
+- ``GET /api/v1/config`` (``web/config_info.py``);
+- the HTML form's inputs: labels, min/max/step, values, hints (``web/form_spec.py``);
+- which parameters a submit may set (``web/submission.py``).
+
+Two questions are kept apart:
+
+- *Is this value valid?* The intrinsic range: a type and its domain. :meth:`validate` checks
+  it wherever parameters are used, the engine included.
+- *Does this server allow it?* The deployment's :class:`~stylequeue.shared.settings.Limits`
+  (``STYLEQUEUE_MAX_*``). :meth:`check_limits` applies them when the service takes a job
+  (``from_inputs(limits=...)`` at submit time). The CLI, on the user's own machine, is not
+  held to a service's caps.
+
+Pure Python (no TensorFlow). Every error names its field and the allowed range.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from types import MappingProxyType
 from typing import Any
 
 from stylequeue.shared.settings import Limits
@@ -21,9 +40,18 @@ VGG19_LAYERS: tuple[str, ...] = (
     "block5_conv1", "block5_conv2", "block5_conv3", "block5_conv4",
 )  # fmt: skip
 WEIGHTS_MODES = ("imagenet", "random")
+WEIGHTS_FILE_SUFFIXES = (".h5", ".keras")
 PRECISIONS = ("float32", "mixed_bfloat16")
 INITS = ("content", "noise")
+PRESET_NAMES = ("default", "quick", "balanced", "high", "seed")  # PRESETS, below
 MAX_SEED = 2**31 - 1
+# Intrinsic upper bounds where the domain itself has none: far past any useful run, and
+# past what any accelerator holds (VGG19's first layers at 32768 px need hundreds of GB).
+MAX_ITERATIONS = 10**7
+MAX_SIZE = 1 << 15
+MAX_STYLES = 64  # style images blended in one job (each costs a VGG19 pass)
+MAX_WEIGHT = 1e12  # loss weights
+MAX_BLEND = 1e6  # style blend and layer weights
 
 
 class ParamError(ValueError):
@@ -40,6 +68,53 @@ LayerWeights = tuple[tuple[str, float], ...]
 _TUTORIAL_STYLE: LayerWeights = tuple((f"block{i}_conv1", 1.0) for i in range(1, 6))
 
 
+# ---- the parameter table ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Param:
+    """One row of the parameter table: everything known about one parameter.
+
+    ``kind`` is ``int``, ``float``, ``bool``, ``choice``, ``float_list`` (one number per
+    style image) or ``layers`` (VGG19 layer names with weights). ``low``/``high`` are the
+    intrinsic inclusive bounds (of each number, for ``float_list`` and ``layers``).
+    """
+
+    kind: str
+    default: Any
+    low: int | float | None = None
+    high: int | float | None = None
+    choices: tuple[str, ...] = ()
+    choice_labels: tuple[str, ...] = ()  # for people, one per choice
+    null_label: str = ""  # None is allowed and means this (for people); "" = not allowed
+    path_suffixes: tuple[str, ...] = ()  # a file path is allowed too, where paths are
+    limit: str | None = None  # the Limits field that caps ``high`` on a server
+    public: bool = True  # the API and the form may set it; False: engine internals
+    label: str = ""
+    hint: str = ""  # for people; "{low}" and "{high}" become the range in force
+    note: str = ""  # for API clients (``GET /api/v1/config``)
+    name: str = ""  # the field's name, filled in by PARAMETERS
+
+    def high_within(self, limits: Limits | None) -> int | float | None:
+        """The upper bound in force: the intrinsic one, or a server's limit where lower."""
+        if self.limit is None or limits is None or self.high is None:
+            return self.high
+        return min(self.high, getattr(limits, self.limit))
+
+    def hint_for(self, limits: Limits | None) -> str:
+        return self.hint.format(low=fmt(self.low), high=fmt(self.high_within(limits)))
+
+
+def fmt(value: Any) -> str:
+    """A bound or value as people read it: ``16``, ``0.1``, ``1e+12``."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _row(kind: str, **row: Any) -> dict[str, Any]:
+    """A TransferParams field's table row (its default is the field's)."""
+    return {"param": {"kind": kind, **row}}
+
+
 @dataclass(frozen=True)
 class TransferParams:
     """Everything that decides a transfer's output (with the inputs and the machine).
@@ -48,26 +123,218 @@ class TransferParams:
     the model. ``learning_rate`` is therefore on the [0, 1] scale.
     """
 
-    preset: str = "default"
-    iterations: int = 300
-    max_size: int = 512
-    content_weight: float = 1e4
-    style_weight: float = 1e-2
-    tv_weight: float = 30.0
-    learning_rate: float = 0.02
-    beta_1: float = 0.99
-    beta_2: float = 0.999
-    epsilon: float = 0.1
-    content_layers: LayerWeights = (("block5_conv2", 1.0),)
-    style_layers: LayerWeights = _TUTORIAL_STYLE
-    style_blend: tuple[float, ...] | None = None  # one weight per style image; None = equal
-    style_scale: float = 1.0
-    preserve_colors: bool = False
-    init: str = "content"
-    seed: int = 0
-    snapshot_every: int = 50  # 0 = no snapshots
-    precision: str = "float32"
-    weights: str | None = None  # None = the worker's STYLEQUEUE_VGG19_WEIGHTS
+    preset: str = field(
+        default="default",
+        metadata=_row(
+            "choice",
+            choices=PRESET_NAMES,
+            label="Preset",
+            hint="A known-good set of values; the other parameters override it.",
+        ),
+    )
+    iterations: int = field(
+        default=300,
+        metadata=_row(
+            "int",
+            low=1,
+            high=MAX_ITERATIONS,
+            limit="max_iterations",
+            label="Iterations",
+            hint="More steps, more painterly. {low} to {high}.",
+        ),
+    )
+    max_size: int = field(
+        default=512,
+        metadata=_row(
+            "int",
+            low=16,
+            high=MAX_SIZE,
+            limit="max_size",
+            label="Size (longest side, px)",
+            hint="{low} to {high}. Bigger is slower.",
+        ),
+    )
+    content_weight: float = field(
+        default=1e4,
+        metadata=_row(
+            "float",
+            low=0.0,
+            high=MAX_WEIGHT,
+            label="Content weight",
+            hint="Higher: the photo stays more recognisable.",
+        ),
+    )
+    style_weight: float = field(
+        default=1e-2,
+        metadata=_row(
+            "float",
+            low=0.0,
+            high=MAX_WEIGHT,
+            label="Style weight",
+            hint="Higher: more painting, less photo.",
+        ),
+    )
+    tv_weight: float = field(
+        default=30.0,
+        metadata=_row(
+            "float",
+            low=0.0,
+            high=MAX_WEIGHT,
+            label="Smoothness",
+            hint="Total-variation weight. Higher: fewer speckles.",
+        ),
+    )
+    learning_rate: float = field(
+        default=0.02,
+        metadata=_row(
+            "float",
+            low=1e-6,
+            high=100.0,
+            label="Learning rate",
+            hint="Optimiser step size (pixels in 0-1).",
+        ),
+    )
+    beta_1: float = field(
+        default=0.99,
+        metadata=_row(
+            "float",
+            low=0.0,
+            high=0.999999,
+            public=False,
+            label="Adam beta 1",
+            hint="Decay of Adam's running mean of the gradient.",
+        ),
+    )
+    beta_2: float = field(
+        default=0.999,
+        metadata=_row(
+            "float",
+            low=0.0,
+            high=0.999999,
+            public=False,
+            label="Adam beta 2",
+            hint="Decay of Adam's running mean of the squared gradient.",
+        ),
+    )
+    epsilon: float = field(
+        default=0.1,
+        metadata=_row(
+            "float",
+            low=1e-10,
+            high=10.0,
+            public=False,
+            label="Adam epsilon",
+            hint="Adam's denominator floor, on the gradient's scale.",
+        ),
+    )
+    content_layers: LayerWeights = field(
+        default=(("block5_conv2", 1.0),),
+        metadata=_row(
+            "layers",
+            low=0.0,
+            high=MAX_BLEND,
+            choices=VGG19_LAYERS,
+            public=False,
+            label="Content layers",
+            hint="VGG19 layers (name:weight) the content loss compares.",
+        ),
+    )
+    style_layers: LayerWeights = field(
+        default=_TUTORIAL_STYLE,
+        metadata=_row(
+            "layers",
+            low=0.0,
+            high=MAX_BLEND,
+            choices=VGG19_LAYERS,
+            public=False,
+            label="Style layers",
+            hint="VGG19 layers (name:weight) whose Gram matrices the style loss compares.",
+        ),
+    )
+    style_blend: tuple[float, ...] | None = field(
+        default=None,
+        metadata=_row(
+            "float_list",
+            low=0.0,
+            high=MAX_BLEND,
+            null_label="Equal weights",
+            label="Style blend",
+            hint="One weight per style image, e.g. 0.7,0.3.",
+            note="comma-separated, one weight per style image",
+        ),
+    )
+    style_scale: float = field(
+        default=1.0,
+        metadata=_row(
+            "float",
+            low=0.1,
+            high=4.0,
+            label="Style scale",
+            hint="Size of the brush strokes, {low} to {high}.",
+        ),
+    )
+    preserve_colors: bool = field(
+        default=False,
+        metadata=_row(
+            "bool",
+            label="Keep the photo's colours",
+            hint="Copy only the brush strokes, not the palette.",
+        ),
+    )
+    init: str = field(
+        default="content",
+        metadata=_row(
+            "choice",
+            choices=INITS,
+            label="Start from",
+            hint="The picture the optimisation starts from.",
+        ),
+    )
+    seed: int = field(
+        default=0,
+        metadata=_row(
+            "int",
+            low=0,
+            high=MAX_SEED,
+            label="Seed",
+            hint="Same seed and inputs: same picture.",
+        ),
+    )
+    snapshot_every: int = field(
+        default=50,
+        metadata=_row(
+            "int",
+            low=0,
+            high=MAX_ITERATIONS,
+            limit="max_iterations",
+            label="Snapshot every",
+            hint="Iterations between saved frames (0: none).",
+            note="0 = no snapshots",
+        ),
+    )
+    precision: str = field(
+        default="float32",
+        metadata=_row(
+            "choice",
+            choices=PRECISIONS,
+            public=False,
+            label="Precision",
+            hint="Number format of the computation.",
+        ),
+    )
+    weights: str | None = field(
+        default=None,
+        metadata=_row(
+            "choice",
+            choices=WEIGHTS_MODES,
+            choice_labels=("ImageNet (real style transfer)", "Random (testing only)"),
+            null_label="Worker default",
+            path_suffixes=WEIGHTS_FILE_SUFFIXES,
+            label="Network weights",
+            hint="What the VGG19 network was trained on.",
+            note="empty = the workers' configured weights",
+        ),
+    )  # None = the worker's STYLEQUEUE_VGG19_WEIGHTS
 
     # ---- construction -------------------------------------------------------------------
 
@@ -82,7 +349,9 @@ class TransferParams:
     ) -> TransferParams:
         """Build from user input: strings (form fields, CLI) or JSON values.
 
-        ``preset`` picks the base; other keys override it. Unknown keys are errors.
+        ``preset`` picks the base; other keys override it. Unknown keys are errors. The
+        result is valid (:meth:`validate`) and, given a server's ``limits``, allowed there
+        (:meth:`check_limits`); without ``limits`` (the CLI) no service caps apply.
         """
         data = dict(data or {})
         preset = str(data.pop("preset", "default") or "default").strip()
@@ -90,13 +359,15 @@ class TransferParams:
             raise ParamError(
                 "preset", f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}"
             )
-        known = {f.name for f in fields(cls)} - {"preset"}
+        known = set(PARAMETERS) - {"preset"}
         for key in data:
             if key not in known:
                 raise ParamError(key, f"unknown parameter; known: {', '.join(sorted(known))}")
         values = {k: _coerce(k, v) for k, v in data.items() if v is not None and v != ""}
         params = replace(PRESETS[preset], **values)
-        params.validate(limits=limits, n_styles=n_styles, allow_weight_paths=allow_weight_paths)
+        params.validate(n_styles=n_styles, allow_weight_paths=allow_weight_paths)
+        if limits is not None:
+            params.check_limits(limits, n_styles=n_styles)
         return params
 
     @classmethod
@@ -108,8 +379,7 @@ class TransferParams:
                 values[key] = tuple((str(n), float(w)) for n, w in values[key])
         if values.get("style_blend") is not None:
             values["style_blend"] = tuple(float(w) for w in values["style_blend"])
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        return cls(**{k: v for k, v in values.items() if k in PARAMETERS})
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -120,52 +390,43 @@ class TransferParams:
 
     # ---- validation ---------------------------------------------------------------------
 
-    def validate(
-        self,
-        *,
-        limits: Limits | None = None,
-        n_styles: int = 1,
-        allow_weight_paths: bool = False,
-    ) -> TransferParams:
-        limits = limits or Limits()
-        _int_range("iterations", self.iterations, 1, limits.max_iterations)
-        _int_range("max_size", self.max_size, 16, limits.max_size)
-        for name in ("content_weight", "style_weight", "tv_weight"):
-            _float_range(name, getattr(self, name), 0.0, 1e12)
+    def validate(self, *, n_styles: int = 1, allow_weight_paths: bool = False) -> TransferParams:
+        """Is this valid? Every parameter against its row's intrinsic range, then the rules
+        that tie parameters together. No deployment limits: see :meth:`check_limits`."""
+        for param in PARAMETERS.values():
+            _CHECKS[param.kind](param, getattr(self, param.name), allow_weight_paths)
         if self.content_weight == 0 and self.style_weight == 0:
             raise ParamError("style_weight", "content_weight and style_weight cannot both be 0")
-        _float_range("learning_rate", self.learning_rate, 1e-6, 100.0, low_open=False)
-        _float_range("beta_1", self.beta_1, 0.0, 0.999999)
-        _float_range("beta_2", self.beta_2, 0.0, 0.999999)
-        _float_range("epsilon", self.epsilon, 1e-10, 10.0)
-        _layers("content_layers", self.content_layers)
-        _layers("style_layers", self.style_layers)
         if self.style_blend is not None:
             if len(self.style_blend) != n_styles:
                 raise ParamError(
                     "style_blend",
                     f"give one weight per style image ({n_styles}), got {len(self.style_blend)}",
                 )
-            for w in self.style_blend:
-                _float_range("style_blend", w, 0.0, 1e6)
             if sum(self.style_blend) <= 0:
                 raise ParamError("style_blend", "at least one blend weight must be above 0")
-        if not 1 <= n_styles <= limits.max_styles:
-            raise ParamError("style", f"give 1 to {limits.max_styles} style images, got {n_styles}")
-        _float_range("style_scale", self.style_scale, 0.1, 4.0)
-        if not isinstance(self.preserve_colors, bool):
-            raise ParamError("preserve_colors", "must be true or false")
-        _choice("init", self.init, INITS)
-        _int_range("seed", self.seed, 0, MAX_SEED)
-        _int_range("snapshot_every", self.snapshot_every, 0, limits.max_iterations)
-        _choice("precision", self.precision, PRECISIONS)
-        if self.weights is not None and self.weights not in WEIGHTS_MODES:
-            if not allow_weight_paths:
-                raise ParamError("weights", f"must be one of {', '.join(WEIGHTS_MODES)}")
-            if not str(self.weights).endswith((".h5", ".keras")):
+        if not 1 <= n_styles <= MAX_STYLES:
+            raise ParamError("style", f"give 1 to {MAX_STYLES} style images, got {n_styles}")
+        return self
+
+    def check_limits(self, limits: Limits, *, n_styles: int = 1) -> TransferParams:
+        """Does this server allow it? The deployment's caps (the rows' ``limit``), applied by
+        the service when it takes a job. Assumes :meth:`validate` passed."""
+        for param in PARAMETERS.values():
+            if param.limit is None:
+                continue
+            cap = param.high_within(limits)
+            value = getattr(self, param.name)
+            if cap is not None and value > cap:
                 raise ParamError(
-                    "weights", "must be imagenet, random or a path to a Keras .h5/.keras file"
+                    param.name,
+                    f"must be from {fmt(param.low)} to {fmt(cap)} on this server, got {value}",
                 )
+        if n_styles > limits.max_styles:
+            raise ParamError(
+                "style",
+                f"give 1 to {limits.max_styles} style images on this server, got {n_styles}",
+            )
         return self
 
     def blend(self, n_styles: int) -> tuple[float, ...]:
@@ -173,6 +434,17 @@ class TransferParams:
         raw = self.style_blend or (1.0,) * n_styles
         total = float(sum(raw))
         return tuple(float(w) / total for w in raw)
+
+
+PARAMETERS: Mapping[str, Param] = MappingProxyType({
+    f.name: Param(name=f.name, default=f.default, **f.metadata["param"])
+    for f in fields(TransferParams)
+})  # fmt: skip
+"""The parameter table, in field order."""
+
+PUBLIC_PARAMETERS: tuple[str, ...] = tuple(n for n, p in PARAMETERS.items() if p.public)
+"""What the API and the form may set; the rest (Adam's betas, layers, precision) are the
+engine's."""
 
 
 # ---- presets ------------------------------------------------------------------------------
@@ -199,55 +471,48 @@ PRESETS: dict[str, TransferParams] = {
         snapshot_every=10,
     ),
 }
+assert tuple(PRESETS) == PRESET_NAMES
 
 
-# ---- coercion helpers ---------------------------------------------------------------------
+# ---- coercion: form strings / JSON values into each kind ----------------------------------
 
 _BOOL_TRUE = {"1", "true", "yes", "on"}
 _BOOL_FALSE = {"0", "false", "no", "off"}
 
 
-def _coerce(key: str, value: Any) -> Any:  # noqa: C901
-    """Turn a form string / JSON value into the field's type, or raise ParamError."""
-    kind = {f.name: f.type for f in fields(TransferParams)}[key]
-    try:
-        if kind == "int":
-            if isinstance(value, bool):
-                raise ValueError
-            if isinstance(value, float):
-                if not value.is_integer():
-                    raise ValueError
-                return int(value)
-            return int(str(value).strip())
-        if kind == "float":
-            if isinstance(value, bool):
-                raise ValueError
-            return float(str(value).strip()) if isinstance(value, str) else float(value)
-        if kind == "bool":
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in _BOOL_TRUE:
-                return True
-            if text in _BOOL_FALSE:
-                return False
+def _to_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, float):
+        if not value.is_integer():
             raise ValueError
-        if kind == "LayerWeights":
-            return _parse_layers(key, value)
-        if kind == "tuple[float, ...] | None":
-            items = value.split(",") if isinstance(value, str) else list(value)
-            return tuple(float(str(x).strip()) for x in items)
-        return str(value).strip()
-    except ParamError:
-        raise
-    except (TypeError, ValueError):
-        expected = {"int": "an integer", "float": "a number", "bool": "true or false"}.get(
-            kind, "a valid value"
-        )
-        raise ParamError(key, f"must be {expected}, got {value!r}") from None
+        return int(value)
+    return int(str(value).strip())
 
 
-def _parse_layers(key: str, value: Any) -> LayerWeights:
+def _to_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError
+    return float(str(value).strip()) if isinstance(value, str) else float(value)
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _BOOL_TRUE:
+        return True
+    if text in _BOOL_FALSE:
+        return False
+    raise ValueError
+
+
+def _to_float_list(value: Any) -> tuple[float, ...]:
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return tuple(float(str(x).strip()) for x in items)
+
+
+def _to_layers(value: Any) -> LayerWeights:
     """``"block1_conv1:1,block2_conv1:0.5"`` or ``[["block1_conv1", 1.0], ...]`` or names."""
     items = value.split(",") if isinstance(value, str) else list(value)
     out: list[tuple[str, float]] = []
@@ -261,39 +526,109 @@ def _parse_layers(key: str, value: Any) -> LayerWeights:
     return tuple(out)
 
 
-def _int_range(name: str, value: Any, low: int, high: int) -> None:
+def _to_str(value: Any) -> str:
+    return str(value).strip()
+
+
+_COERCE: dict[str, Callable[[Any], Any]] = {
+    "int": _to_int,
+    "float": _to_float,
+    "bool": _to_bool,
+    "choice": _to_str,
+    "float_list": _to_float_list,
+    "layers": _to_layers,
+}
+_EXPECTED = {"int": "an integer", "float": "a number", "bool": "true or false"}
+
+
+def _coerce(key: str, value: Any) -> Any:
+    """Turn a form string / JSON value into the field's type, or raise ParamError."""
+    kind = PARAMETERS[key].kind
+    try:
+        return _COERCE[kind](value)
+    except (TypeError, ValueError):
+        expected = _EXPECTED.get(kind, "a valid value")
+        raise ParamError(key, f"must be {expected}, got {value!r}") from None
+
+
+# ---- checks: one per kind, against the row ------------------------------------------------
+
+
+def _int_range(name: str, value: Any, low: Any, high: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ParamError(name, f"must be an integer from {low} to {high}")
     if not low <= value <= high:
         raise ParamError(name, f"must be from {low} to {high}, got {value}")
 
 
-def _float_range(name: str, value: Any, low: float, high: float, *, low_open: bool = False) -> None:
+def _float_range(name: str, value: Any, low: Any, high: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ParamError(name, f"must be a number from {low:g} to {high:g}")
     if not math.isfinite(value):
         raise ParamError(name, f"must be a finite number, got {value}")
-    if value < low or value > high or (low_open and value == low):
+    if value < low or value > high:
         raise ParamError(name, f"must be from {low:g} to {high:g}, got {value:g}")
 
 
-def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ParamError(name, f"must be one of {', '.join(allowed)}, got {value!r}")
+def _check_int(param: Param, value: Any, allow_paths: bool) -> None:
+    _int_range(param.name, value, param.low, param.high)
 
 
-def _layers(name: str, layers: LayerWeights) -> None:
+def _check_float(param: Param, value: Any, allow_paths: bool) -> None:
+    _float_range(param.name, value, param.low, param.high)
+
+
+def _check_bool(param: Param, value: Any, allow_paths: bool) -> None:
+    if not isinstance(value, bool):
+        raise ParamError(param.name, "must be true or false")
+
+
+def _check_choice(param: Param, value: Any, allow_paths: bool) -> None:
+    if value in param.choices or (value is None and param.null_label):
+        return
+    if param.path_suffixes and allow_paths:
+        if not str(value).endswith(param.path_suffixes):
+            raise ParamError(
+                param.name,
+                f"must be {', '.join(param.choices)} or a path to a "
+                f"{'/'.join(param.path_suffixes)} file",
+            )
+        return
+    if param.path_suffixes:  # a path where paths are not allowed: say the choices only
+        raise ParamError(param.name, f"must be one of {', '.join(param.choices)}")
+    raise ParamError(param.name, f"must be one of {', '.join(param.choices)}, got {value!r}")
+
+
+def _check_float_list(param: Param, value: Any, allow_paths: bool) -> None:
+    if value is None and param.null_label:
+        return
+    for item in value:
+        _float_range(param.name, item, param.low, param.high)
+
+
+def _check_layers(param: Param, layers: LayerWeights, allow_paths: bool) -> None:
+    name = param.name
     if not layers:
         raise ParamError(name, "give at least one VGG19 layer")
     seen = set()
     for layer, weight in layers:
-        if layer not in VGG19_LAYERS:
+        if layer not in param.choices:
             raise ParamError(
-                name, f"unknown VGG19 layer {layer!r}; choose from {', '.join(VGG19_LAYERS)}"
+                name, f"unknown VGG19 layer {layer!r}; choose from {', '.join(param.choices)}"
             )
         if layer in seen:
             raise ParamError(name, f"layer {layer!r} is listed twice")
         seen.add(layer)
-        _float_range(name, weight, 0.0, 1e6)
+        _float_range(name, weight, param.low, param.high)
     if sum(w for _, w in layers) <= 0:
         raise ParamError(name, "at least one layer weight must be above 0")
+
+
+_CHECKS: dict[str, Callable[[Param, Any, bool], None]] = {
+    "int": _check_int,
+    "float": _check_float,
+    "bool": _check_bool,
+    "choice": _check_choice,
+    "float_list": _check_float_list,
+    "layers": _check_layers,
+}

@@ -1,8 +1,8 @@
 """What the server accepts, for clients to mirror (``GET /api/v1/config``).
 
-The pages check a form before sending it with exactly these limits and ranges. The ranges
-repeat those in ``shared.params.TransferParams.validate``; a test walks every bound through
-``TransferParams.from_inputs`` so the two cannot drift apart unnoticed.
+Made from the parameter table (``shared.params.PARAMETERS``), the one place the ranges live,
+and this server's Limits: an advertised ``max`` is the intrinsic bound or the server's cap,
+whichever is lower, exactly as a submit is checked.
 """
 
 from __future__ import annotations
@@ -11,46 +11,29 @@ import dataclasses
 from typing import Any
 
 from stylequeue.shared.images import ALLOWED_FORMATS
-from stylequeue.shared.params import INITS, MAX_SEED, PRESETS, WEIGHTS_MODES
+from stylequeue.shared.params import PARAMETERS, PRESETS, PUBLIC_PARAMETERS, Param
 from stylequeue.shared.settings import Limits
+
+_RANGED = ("int", "float", "float_list")
+
+
+def parameter_spec(param: Param, limits: Limits) -> dict[str, Any]:
+    """One parameter as the API describes it: type, choices or min/max, note, default."""
+    spec: dict[str, Any] = {"type": param.kind}
+    if param.kind == "choice":
+        spec["choices"] = list(param.choices)
+    if param.kind in _RANGED:
+        spec["min"] = param.low
+        spec["max"] = param.high_within(limits)
+    if param.note:
+        spec["note"] = param.note
+    spec["default"] = param.default
+    return spec
 
 
 def parameter_specs(limits: Limits) -> dict[str, dict[str, Any]]:
-    default = PRESETS["default"]
-    specs: dict[str, dict[str, Any]] = {
-        "preset": {"type": "choice", "choices": list(PRESETS), "default": "default"},
-        "iterations": {"type": "int", "min": 1, "max": limits.max_iterations},
-        "max_size": {"type": "int", "min": 16, "max": limits.max_size},
-        "content_weight": {"type": "float", "min": 0.0, "max": 1e12},
-        "style_weight": {"type": "float", "min": 0.0, "max": 1e12},
-        "tv_weight": {"type": "float", "min": 0.0, "max": 1e12},
-        "learning_rate": {"type": "float", "min": 1e-6, "max": 100.0},
-        "seed": {"type": "int", "min": 0, "max": MAX_SEED},
-        "snapshot_every": {
-            "type": "int",
-            "min": 0,
-            "max": limits.max_iterations,
-            "note": "0 = no snapshots",
-        },
-        "preserve_colors": {"type": "bool"},
-        "weights": {
-            "type": "choice",
-            "choices": list(WEIGHTS_MODES),
-            "note": "empty = the workers' configured weights",
-        },
-        "style_scale": {"type": "float", "min": 0.1, "max": 4.0},
-        "style_blend": {
-            "type": "float_list",
-            "min": 0.0,
-            "max": 1e6,
-            "note": "comma-separated, one weight per style image",
-        },
-        "init": {"type": "choice", "choices": list(INITS)},
-    }
-    for name, spec in specs.items():
-        if name != "preset":
-            spec.setdefault("default", getattr(default, name))
-    return specs
+    """Every parameter a submit may set (the API's and the form's), in the table's order."""
+    return {name: parameter_spec(PARAMETERS[name], limits) for name in PUBLIC_PARAMETERS}
 
 
 def limits_payload(limits: Limits) -> dict[str, int]:

@@ -24,7 +24,7 @@ from stylequeue.shared import keys
 from stylequeue.shared.images import CleanImage, ImageRejected, validate_image
 from stylequeue.shared.jobs import EnqueueFailed, enqueue_job
 from stylequeue.shared.models import Job, new_id
-from stylequeue.shared.params import ParamError, TransferParams
+from stylequeue.shared.params import PUBLIC_PARAMETERS, ParamError, TransferParams
 from stylequeue.shared.settings import Limits
 from stylequeue.shared.states import JobStatus, utcnow
 from stylequeue.web.errors import ApiError
@@ -35,23 +35,9 @@ log = logging.getLogger(__name__)
 CONTENT_FIELD = "content"
 STYLE_FIELD = "style"
 FILE_FIELDS = (CONTENT_FIELD, STYLE_FIELD)
-# What a submit may set. Engine internals (layers, Adam betas, precision) are not for the API.
-PARAM_FIELDS = (
-    "preset",
-    "iterations",
-    "max_size",
-    "content_weight",
-    "style_weight",
-    "tv_weight",
-    "learning_rate",
-    "seed",
-    "snapshot_every",
-    "preserve_colors",
-    "weights",
-    "style_scale",
-    "style_blend",
-    "init",
-)
+# What a submit may set: the parameter table's public rows. Engine internals (layers, Adam
+# betas, precision) are not for the API.
+PARAM_FIELDS = PUBLIC_PARAMETERS
 IGNORED_FIELDS = frozenset({"csrf_token"})
 ACTIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 

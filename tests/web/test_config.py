@@ -1,13 +1,15 @@
-"""``GET /api/v1/config``: what the pages mirror, and that it matches the real validation."""
+"""``GET /api/v1/config``: made from the parameter table, and it matches the real validation."""
 
 from __future__ import annotations
 
 import pytest
 
-from stylequeue.shared.params import ParamError, TransferParams
+from stylequeue.shared.params import PARAMETERS, PUBLIC_PARAMETERS, ParamError, TransferParams
 from stylequeue.shared.settings import Limits
 from stylequeue.web.config_info import config_payload, parameter_specs
 from stylequeue.web.submission import PARAM_FIELDS
+from tests.web import images
+from tests.web.helpers import SMALL, error_of, submit
 
 LIMITS = Limits(max_size=128, max_iterations=200, max_styles=3)
 
@@ -27,6 +29,25 @@ def test_config_endpoint(client, settings) -> None:
     assert presets["quick"] == {"name": "quick", "iterations": 100, "max_size": 256,
                                 "snapshot_every": 10, "within_limits": False}  # fmt: skip
     assert list(body["parameters"]) == list(PARAM_FIELDS)
+
+
+def test_config_is_made_from_the_parameter_table(client, settings) -> None:
+    parameters = client.get("/api/v1/config").get_json()["parameters"]
+    assert list(parameters) == list(PUBLIC_PARAMETERS)
+    for name, spec in parameters.items():
+        param = PARAMETERS[name]
+        assert spec["type"] == param.kind, name
+        assert spec["default"] == param.default, name
+        assert spec.get("note", "") == param.note, name
+        assert spec.get("choices", []) == list(param.choices if param.kind == "choice" else [])
+        if param.kind in ("int", "float", "float_list"):
+            cap = getattr(settings.limits, param.limit) if param.limit else param.high
+            assert (spec["min"], spec["max"]) == (param.low, min(param.high, cap)), name
+        else:
+            assert "min" not in spec and "max" not in spec, name
+    # the server's caps are what lowers a bound: here iterations, snapshots and size
+    assert parameters["iterations"]["max"] == parameters["snapshot_every"]["max"] == 200
+    assert parameters["max_size"]["max"] == 128
 
 
 def _accepts(name: str, value: object) -> bool:
@@ -65,3 +86,25 @@ def test_defaults_are_valid() -> None:
     values = {n: s["default"] for n, s in payload["parameters"].items() if s["default"] is not None}
     values.update(iterations=5, max_size=64)
     TransferParams.from_inputs(values, limits=LIMITS)
+
+
+@pytest.mark.parametrize(
+    ("extra", "n_styles", "status", "code", "field"),
+    [
+        ({"iterations": "201"}, 1, 422, "invalid_parameter", "iterations"),
+        ({"snapshot_every": "201"}, 1, 422, "invalid_parameter", "snapshot_every"),
+        ({"max_size": "129"}, 1, 422, "invalid_parameter", "max_size"),
+        ({}, 4, 422, "too_many_files", "style"),  # counted before the parameters
+    ],
+)
+def test_submit_applies_this_servers_limits(
+    client, extra: dict, n_styles: int, status: int, code: str, field: str
+) -> None:
+    """Valid anywhere, but over this server's caps (the advertised max): a 4xx naming it."""
+    fields = {**SMALL, **extra}
+    TransferParams.from_inputs(fields, n_styles=n_styles)  # valid without the server's caps
+    response = submit(client, fields=fields, styles=[images.jpeg()] * n_styles)
+    assert response.status_code == status, response.get_json()
+    error = error_of(response)
+    assert (error["code"], error["field"]) == (code, field)
+    assert "this server" in error["message"] or code == "too_many_files"

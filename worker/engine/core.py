@@ -20,14 +20,9 @@ import numpy as np
 from keras import ops
 
 from stylequeue.shared.params import TransferParams
-from stylequeue.shared.settings import Limits
 from stylequeue.worker.engine import imageio
 from stylequeue.worker.engine.extractor import Extractor, get_extractor, weights_key
 from stylequeue.worker.engine.losses import gram_matrix, hyper_vector, loss_terms
-
-# transfer() checks types, ranges and layer names, but not the service's size/iteration
-# policy: the web and the CLI apply their own Limits before a job gets here.
-_ENGINE_LIMITS = Limits(max_size=1 << 15, max_iterations=10**7, max_styles=64)
 
 STYLE_CACHE_SIZE = 8  # style Gram sets kept per process (a few MB each at 512 px)
 
@@ -169,7 +164,8 @@ def _prepare_style(style: Any, longest: int, min_side: int) -> np.ndarray:
 
 
 def _prepare(content: Any, styles: Sequence[Any], params: TransferParams, weights: str) -> _Job:
-    params.validate(limits=_ENGINE_LIMITS, n_styles=len(styles), allow_weight_paths=True)
+    # valid (types, ranges, layer names); a service's Limits were applied when it took the job
+    params.validate(n_styles=len(styles), allow_weight_paths=True)
     content_layers, content_lw = _active(params.content_layers)
     style_layers, style_lw = _active(params.style_layers)
     extractor = get_extractor(weights, content_layers + style_layers, params.precision)

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from stylequeue.shared.settings import Limits
+from stylequeue.shared.text import parse_bool
 
 VGG19_LAYERS: tuple[str, ...] = (
     "block1_conv1", "block1_conv2",
@@ -203,11 +204,8 @@ PRESETS: dict[str, TransferParams] = {
 
 # ---- coercion helpers ---------------------------------------------------------------------
 
-_BOOL_TRUE = {"1", "true", "yes", "on"}
-_BOOL_FALSE = {"0", "false", "no", "off"}
 
-
-def _coerce(key: str, value: Any) -> Any:  # noqa: C901
+def _coerce(key: str, value: Any) -> Any:
     """Turn a form string / JSON value into the field's type, or raise ParamError."""
     kind = {f.name: f.type for f in fields(TransferParams)}[key]
     try:
@@ -224,14 +222,7 @@ def _coerce(key: str, value: Any) -> Any:  # noqa: C901
                 raise ValueError
             return float(str(value).strip()) if isinstance(value, str) else float(value)
         if kind == "bool":
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in _BOOL_TRUE:
-                return True
-            if text in _BOOL_FALSE:
-                return False
-            raise ValueError
+            return parse_bool(value, key)
         if kind == "LayerWeights":
             return _parse_layers(key, value)
         if kind == "tuple[float, ...] | None":

@@ -22,7 +22,6 @@ import click
 import requests
 
 API = "/api/v1"
-TERMINAL = frozenset({"succeeded", "failed", "canceled"})
 POLL_INTERVAL = 1.0
 OUTAGE_GRACE = 60.0  # seconds of failed polls (server restarting) before we give up
 TIMEOUT = (5, 60)  # connect, read (an upload may be slow)
@@ -195,8 +194,10 @@ def follow(
 ) -> dict[str, Any]:
     """Poll the progress stream until the job ends; the final job JSON.
 
-    ``on_update(job, new_entries)`` is called after every poll. A server that restarts or
-    answers 5xx for less than ``grace`` seconds is waited out; 4xx ends the wait at once.
+    The job JSON's ``terminal`` says when it has ended (the server's rule, not a list of
+    status names kept here). ``on_update(job, new_entries)`` is called after every poll. A
+    server that restarts or answers 5xx for less than ``grace`` seconds is waited out; 4xx
+    ends the wait at once.
     """
     after: str | None = None
     status = job.get("status")
@@ -204,8 +205,8 @@ def follow(
     while True:
         try:
             data = get_progress(session, base, job, after)
-            if data.get("status") != status or data.get("status") in TERMINAL:
-                job = get_job(session, base, job)  # totals, timestamps, error
+            if data.get("status") != status or job.get("terminal"):
+                job = get_job(session, base, job)  # totals, timestamps, error, terminal
                 status = job.get("status")
         except (Unreachable, ApiError) as exc:
             if isinstance(exc, ApiError) and exc.status < 500:
@@ -219,7 +220,7 @@ def follow(
         after = data.get("last_id") or after
         if on_update is not None:
             on_update(job, list(data.get("entries") or []))
-        if status in TERMINAL:
+        if job.get("terminal"):
             return job
         sleep(interval)
 

@@ -21,6 +21,8 @@ from urllib.parse import urljoin
 import click
 import requests
 
+from stylequeue.shared.settings import ClientSettings, load_client_settings
+
 API = "/api/v1"
 POLL_INTERVAL = 1.0
 OUTAGE_GRACE = 60.0  # seconds of failed polls (server restarting) before we give up
@@ -239,16 +241,16 @@ def follow(
 )
 @click.option(
     "--server",
-    envvar="STYLEQUEUE_SERVER",
-    default="http://127.0.0.1:8000",
-    show_default=True,
-    help="Base URL of the service (env STYLEQUEUE_SERVER).",
+    default=lambda: load_client_settings().server,
+    show_default=f"$STYLEQUEUE_SERVER, else {ClientSettings.server}",
+    help="Base URL of the service.",
 )
 @click.option(
     "--token",
-    envvar="STYLEQUEUE_API_TOKEN",
-    help="API token (env STYLEQUEUE_API_TOKEN). Without one, the job belongs to "
-    "this command's session and cannot be looked up later.",
+    default=lambda: load_client_settings().api_token,
+    show_default="$STYLEQUEUE_API_TOKEN",
+    help="API token. Without one, the job belongs to this command's session and cannot "
+    "be looked up later.",
 )
 @click.option("--preset", help="Server preset, e.g. quick, balanced, default.")
 @click.option("--iterations", type=int, help="Optimisation steps.")
@@ -317,7 +319,8 @@ def _interrupted(
     """Ctrl-C stops the watching, never the job, unless the user says so."""
     console.print(f"\nstopped watching job {job['id']}; it keeps running on the server.")
     if token:
-        secret = "$STYLEQUEUE_API_TOKEN" if os.environ.get("STYLEQUEUE_API_TOKEN") else "<token>"
+        from_env = token == load_client_settings().api_token
+        secret = "$STYLEQUEUE_API_TOKEN" if from_env else "<token>"
         auth = f' -H "Authorization: Bearer {secret}"'  # never echo the token itself
         console.print(f"cancel it with: curl -X POST{auth} {job_url(base, job, 'cancel')}")
         return

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import requests
+from click.testing import CliRunner
 
 from stylequeue.cli import submit as cli
 
@@ -83,3 +85,31 @@ def test_an_already_finished_job_is_read_once_and_returned() -> None:
     job = _follow(server, _state("failed", True))
     assert job["error"] == "out of memory"  # the full job JSON, fetched once
     assert server.polls == 1
+
+
+# ---- defaults from settings ------------------------------------------------------------------
+
+
+def test_server_and_token_default_to_the_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    seen: dict[str, Any] = {}
+
+    def fake_create(session: requests.Session, base: str, *args: Any) -> dict[str, Any]:
+        seen["base"], seen["auth"] = base, session.headers.get("Authorization")
+        return {"id": JOB, "status": "queued"}
+
+    monkeypatch.setattr(cli, "create_job", fake_create)
+    (tmp_path / "c.png").write_bytes(b"x")
+    args = [str(tmp_path / "c.png"), str(tmp_path / "c.png"), "--no-wait"]
+    env = {"STYLEQUEUE_SERVER": "https://styles.example.org", "STYLEQUEUE_API_TOKEN": "t0k"}
+    result = CliRunner().invoke(cli.submit, args, env=env)
+    assert result.exit_code == 0, result.output
+    assert seen == {"base": "https://styles.example.org", "auth": "Bearer t0k"}
+
+    cleared = {"STYLEQUEUE_SERVER": None, "STYLEQUEUE_API_TOKEN": None}
+    result = CliRunner().invoke(cli.submit, [*args, "--server", "http://x:1"], env=cleared)
+    assert result.exit_code == 0, result.output
+    assert seen == {"base": "http://x:1", "auth": None}
+    result = CliRunner().invoke(cli.submit, args, env=cleared)
+    assert seen["base"] == "http://127.0.0.1:8000"

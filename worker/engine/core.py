@@ -216,6 +216,8 @@ def transfer(
     weights: str,
     on_iteration: Callable[[IterationReport], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    xla: bool = False,
+    deterministic: bool | None = None,
 ) -> TransferResult:
     """Stylise ``content`` (HxWx3 uint8 RGB, any size) after ``styles``.
 
@@ -225,11 +227,20 @@ def transfer(
     ``should_stop`` is asked after each iteration's callback, so a cancel takes effect
     within one iteration; the first iteration always runs, so a result always has a loss.
     Same inputs, params and machine -> bit-identical output.
+
+    ``xla`` and ``deterministic`` are the host's knobs, not the job's (see
+    :func:`step_tf.get_step`); the engine reads no settings, its callers pass them.
     """
     started = time.perf_counter()
     styles = list(styles)
     job = _prepare(content, styles, params, weights)
-    step = step_tf.get_step(job.extractor, job.content_layers, job.style_layers)
+    step = step_tf.get_step(
+        job.extractor,
+        job.content_layers,
+        job.style_layers,
+        xla=xla,
+        deterministic=deterministic,
+    )
 
     x = ops.convert_to_tensor(_initial_image(job)[None])
     m = ops.zeros_like(x)
@@ -326,7 +337,13 @@ def evaluate(
     }
 
 
-def warm_up(weights: str, params: TransferParams | None = None) -> None:
+def warm_up(
+    weights: str,
+    params: TransferParams | None = None,
+    *,
+    xla: bool = False,
+    deterministic: bool | None = None,
+) -> None:
     """Build the extractor and trace the step on a tiny image (at worker start).
 
     The step's signature has dynamic sizes, so this one trace serves the real jobs.
@@ -342,4 +359,6 @@ def warm_up(weights: str, params: TransferParams | None = None) -> None:
             params, iterations=2, max_size=32, style_scale=1.0, style_blend=None, snapshot_every=0
         ),
         weights=weights,
+        xla=xla,
+        deterministic=deterministic,
     )

@@ -11,10 +11,11 @@ def migrate(revision: str) -> None:
     """Create or upgrade the database schema (Alembic)."""
     from stylequeue.shared.migrate import upgrade
     from stylequeue.shared.settings import get_settings
+    from stylequeue.shared.text import hide_password
 
     url = get_settings().database_url
     upgrade(url, revision)
-    click.echo(f"database at {revision}: {_safe(url)}")
+    click.echo(f"database at {revision}: {hide_password(url)}")
 
 
 @click.command()
@@ -49,10 +50,3 @@ def sweep(every: float | None) -> None:
         if every is None:
             return
         time.sleep(every)
-
-
-def _safe(url: str) -> str:
-    """The URL without its password, for logs."""
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)

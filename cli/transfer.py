@@ -20,8 +20,7 @@ from typing import Any, NoReturn
 import click
 
 from stylequeue.shared.params import PRECISIONS, PRESETS, ParamError, TransferParams
-
-WEIGHTS_ENV = "STYLEQUEUE_VGG19_WEIGHTS"
+from stylequeue.shared.settings import EngineSettings, SettingsError, load_engine_settings
 
 
 def _fail(field: str, message: str, code: int = 2) -> NoReturn:
@@ -58,13 +57,14 @@ def _load(field: str, path: str) -> Any:
 @click.option(
     "--weights",
     default=None,
-    help=f"VGG19 weights: imagenet, random, or a .h5/.keras path "
-    f"[default: ${WEIGHTS_ENV}, else imagenet].",
+    help="VGG19 weights: imagenet, random, or a .h5/.keras path "
+    "[default: $STYLEQUEUE_VGG19_WEIGHTS, else imagenet].",
 )
 @click.option("--seed", help="Seed for noise init (same inputs + seed + machine = same image).")
 @click.option(
     "--precision",
-    help=f"auto (default: bf16 where the hardware has it), {' or '.join(PRECISIONS)}.",
+    help=f"auto (bf16 where the hardware has it), {' or '.join(PRECISIONS)} "
+    "[default: $STYLEQUEUE_PRECISION, else auto].",
 )
 @click.option("--preserve-colors", is_flag=True, default=None, help="Keep the content's colours.")
 @click.option("--style-weight", help="Weight of the style loss.")
@@ -82,7 +82,7 @@ def _load(field: str, path: str) -> Any:
 )
 @click.option("--snapshot-every", help="Iterations between snapshots (preset decides).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def transfer(  # noqa: C901 (split in progress)
+def transfer(
     content: str,
     styles: tuple[str, ...],
     output: str,
@@ -93,44 +93,95 @@ def transfer(  # noqa: C901 (split in progress)
     **options: Any,
 ) -> None:
     """Paint CONTENT in the style of STYLE (several styles are blended) and write -o OUT.png."""
-    weights = weights or os.environ.get(WEIGHTS_ENV) or "imagenet"
+    knobs = _engine_knobs(weights, options.pop("precision"))
+    params = _params(preset, knobs, options, len(styles), snapshots=snapshot_dir is not None)
+    out = _output_path(output)
+    snaps = _snapshot_dir(snapshot_dir)
+
+    content_arr = _load("content", content)
+    style_arrs = [_load("style", s) for s in styles]
+
+    result = _paint(content_arr, style_arrs, params, knobs, snaps, quiet)
+    _write_result(out, result)
+    if result.stopped:
+        sys.exit(130)
+
+
+# ---- the cheap checks, before TensorFlow ----------------------------------------------------
+
+
+def _engine_knobs(weights: str | None, precision: str | None) -> EngineSettings:
+    """The engine settings (STYLEQUEUE_VGG19_WEIGHTS, _PRECISION, _ENGINE_*), with --weights
+    and --precision over them."""
+    try:
+        knobs = load_engine_settings()
+    except SettingsError as exc:
+        _fail("settings", str(exc))
+    return replace(
+        knobs,
+        vgg19_weights=weights or knobs.vgg19_weights,
+        precision=precision or knobs.precision,
+    )
+
+
+def _params(
+    preset: str, knobs: EngineSettings, options: dict[str, Any], n_styles: int, *, snapshots: bool
+) -> TransferParams:
+    """The options as checked TransferParams. An ``auto`` precision is left out here and
+    resolved for this machine by :func:`_paint`, once TensorFlow is loaded."""
     values = {k: v for k, v in options.items() if v is not None}
-    auto_precision = values.get("precision", "auto") == "auto"
-    if auto_precision:
-        values.pop("precision", None)  # resolved for this machine once TensorFlow is loaded
-    if snapshot_dir is None:
+    if knobs.precision != "auto":
+        values["precision"] = knobs.precision
+    if not snapshots:
         values["snapshot_every"] = 0  # nobody will look at them
     try:
-        params = TransferParams.from_inputs(
-            {"preset": preset, "weights": weights, **values},
-            n_styles=len(styles),
+        return TransferParams.from_inputs(
+            {"preset": preset, "weights": knobs.vgg19_weights, **values},
+            n_styles=n_styles,
             allow_weight_paths=True,
         )
     except ParamError as exc:
         _fail(exc.field, exc.message)
 
+
+def _output_path(output: str) -> Path:
     out = Path(output)
     if out.suffix.lower() != ".png":
         _fail("output", f"must end with .png, got {output}")
     if not out.parent.is_dir():
         _fail("output", f"directory does not exist: {out.parent}")
-    snaps = Path(snapshot_dir) if snapshot_dir else None
-    if snaps is not None:
-        try:
-            snaps.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            _fail("snapshots", f"cannot create {snapshot_dir}: {exc.strerror}")
+    return out
 
-    content_arr = _load("content", content)
-    style_arrs = [_load("style", s) for s in styles]
 
+def _snapshot_dir(snapshot_dir: str | None) -> Path | None:
+    if snapshot_dir is None:
+        return None
+    snaps = Path(snapshot_dir)
+    try:
+        snaps.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _fail("snapshots", f"cannot create {snapshot_dir}: {exc.strerror}")
+    return snaps
+
+
+# ---- the engine -----------------------------------------------------------------------------
+
+
+def _paint(
+    content: Any,
+    styles: list[Any],
+    params: TransferParams,
+    knobs: EngineSettings,
+    snaps: Path | None,
+    quiet: bool,
+) -> Any:
+    """Run the engine with a progress bar and Ctrl-C handling; its errors become one line."""
     _import_tensorflow_quietly()
     from stylequeue.worker.engine import WeightsUnavailable, encode_png
     from stylequeue.worker.engine import transfer as run_transfer
     from stylequeue.worker.engine.hardware import resolve_precision
 
-    if auto_precision:
-        params = replace(params, precision=resolve_precision("auto"))
+    params = replace(params, precision=resolve_precision(knobs.precision))
 
     stop = threading.Event()
     previous = _install_sigint(stop)
@@ -143,13 +194,15 @@ def transfer(  # noqa: C901 (split in progress)
                     path = snaps / f"iter_{report.iteration:05d}.png"
                     path.write_bytes(encode_png(report.snapshot))
 
-            result = run_transfer(
-                content_arr,
-                style_arrs,
+            return run_transfer(
+                content,
+                styles,
                 params,
-                weights=weights,
+                weights=knobs.vgg19_weights,
                 on_iteration=on_iteration,
                 should_stop=stop.is_set,
+                xla=knobs.xla,
+                deterministic=knobs.deterministic,
             )
     except WeightsUnavailable as exc:
         _fail("weights", str(exc), code=1)
@@ -162,6 +215,10 @@ def transfer(  # noqa: C901 (split in progress)
     finally:
         _restore_sigint(previous)
 
+
+def _write_result(out: Path, result: Any) -> None:
+    from stylequeue.worker.engine import encode_png
+
     out.write_bytes(encode_png(result.image))
     note = " (stopped early)" if result.stopped else ""
     click.echo(
@@ -170,8 +227,6 @@ def transfer(  # noqa: C901 (split in progress)
         f"{note}, {result.seconds:.1f}s, weights {result.weights}",
         err=True,
     )
-    if result.stopped:
-        sys.exit(130)
 
 
 def _import_tensorflow_quietly() -> None:

@@ -1,6 +1,9 @@
-"""Upload validation: open by content, cap pixels, decode fully, upright RGB PNG out.
+"""Images to upright 8-bit RGB, and upload validation.
 
-Used by the web before anything is stored, so a rejected upload leaves no trace.
+:func:`upright_rgb` is THE decoding rule: the web's upload validation (:func:`validate_image`,
+before anything is stored, so a rejected upload leaves no trace) and the engine's loader
+(``worker.engine.imageio``, used by the worker and ``stylequeue transfer``) both call it, so
+the service and the CLI paint the same file alike. Pillow and NumPy only.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ import io
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 ALLOWED_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
@@ -60,8 +64,7 @@ def validate_image(
             if max_side and fmt == "JPEG":
                 img.draft("RGB", (max_side, max_side))  # DCT-scaled decode, never below max_side
             img.load()  # full decode: catches truncated files
-            img = ImageOps.exif_transpose(img)
-            img = _to_rgb(img)
+            img = upright_rgb(img)
             if max_side and max(img.size) > max_side:
                 img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     except ImageRejected:
@@ -86,16 +89,41 @@ def validate_image(
     return CleanImage(out.getvalue(), img.width, img.height, fmt)
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """Any mode (CMYK, 16-bit, palette, alpha, greyscale) to 8-bit RGB; alpha onto white."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        img = img.point(lambda v: v / 256).convert("L")  # 16-bit grey -> 8-bit
-        img.info.pop("transparency", None)  # a 16-bit colour key means nothing in 8 bits
-    if img.mode == "P" or "transparency" in img.info:  # palette, or a tRNS colour key
+# 16-bit (and 32-bit integer) greyscale: PNG's 16-bit samples span 0..65535.
+_WIDE_GREY = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
+_ALPHA = frozenset({"RGBA", "LA", "PA", "La", "RGBa"})
+
+
+def upright_rgb(img: Image.Image) -> Image.Image:
+    """A decoded image of any mode -> upright 8-bit RGB: the one rule for every reader.
+
+    - EXIF orientation is applied (and its tag dropped, so nothing rotates it twice).
+    - 16-bit greyscale is scaled as the PNG specification says, ``round(v * 255 / 65535)``
+      (so 257 k gives back k, and a dark 16-bit image stays dark); a 16-bit colour key is
+      dropped (at 8 bits it would make neighbouring values transparent too).
+    - Float greyscale (``F``, e.g. TIFF) in [0, 1] is scaled to 0..255, else clipped to it.
+    - Alpha, and a PNG colour key (``tRNS``: a palette index, grey level or RGB colour), is
+      composited onto white: dropping it would expose whatever the transparent pixels hold.
+    - CMYK, palette, 1-bit and greyscale are converted by Pillow.
+    """
+    img = ImageOps.exif_transpose(img)
+    if img.mode in _WIDE_GREY or img.mode == "F":
+        img = _grey_to_8_bits(img)
+    if "transparency" in img.info and img.mode not in _ALPHA:
         img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA"):
+    if img.mode in _ALPHA:
         rgba = img.convert("RGBA")
         background = Image.new("RGB", rgba.size, (255, 255, 255))
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
-    return img.convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def _grey_to_8_bits(img: Image.Image) -> Image.Image:
+    arr = np.asarray(img, dtype=np.float64)
+    if img.mode == "F":
+        top = 1.0 if arr.size and float(np.nanmax(arr)) <= 1.0 else 255.0
+    else:
+        top = 65535.0
+    grey = np.clip(np.rint(np.nan_to_num(arr) * (255.0 / top)), 0, 255).astype(np.uint8)
+    return Image.fromarray(grey, "L")  # a fresh image: no colour key, no EXIF

@@ -31,6 +31,7 @@ from types import MappingProxyType
 from typing import Any
 
 from stylequeue.shared.settings import Limits
+from stylequeue.shared.text import parse_bool
 
 VGG19_LAYERS: tuple[str, ...] = (
     "block1_conv1", "block1_conv2",
@@ -476,9 +477,6 @@ assert tuple(PRESETS) == PRESET_NAMES
 
 # ---- coercion: form strings / JSON values into each kind ----------------------------------
 
-_BOOL_TRUE = {"1", "true", "yes", "on"}
-_BOOL_FALSE = {"0", "false", "no", "off"}
-
 
 def _to_int(value: Any) -> int:
     if isinstance(value, bool):
@@ -497,14 +495,7 @@ def _to_float(value: Any) -> float:
 
 
 def _to_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _BOOL_TRUE:
-        return True
-    if text in _BOOL_FALSE:
-        return False
-    raise ValueError
+    return parse_bool(value, "value")  # its ValueError becomes the field's ParamError
 
 
 def _to_float_list(value: Any) -> tuple[float, ...]:

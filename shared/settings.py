@@ -1,7 +1,13 @@
 """Settings from the environment, read in one place for web, worker and CLI.
 
-Nothing here is read at import time: call :func:`get_settings` (cached) or
-:func:`load_settings` with an explicit mapping (tests).
+Every ``STYLEQUEUE_*`` variable is read here and nowhere else (:data:`ENV_VARS` lists them;
+the README's configuration table documents each): the service's in :func:`load_settings`,
+the engine's knobs in :func:`load_engine_settings` (the worker and ``stylequeue transfer``
+pass them to the engine, which reads no settings itself), ``stylequeue submit``'s in
+:func:`load_client_settings`.
+
+Nothing here is read at import time: call :func:`get_settings` (cached) or the ``load_*``
+functions with an explicit mapping (tests).
 """
 
 from __future__ import annotations
@@ -14,7 +20,26 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from stylequeue.shared.text import parse_bool
+
 PREFIX = "STYLEQUEUE_"
+# Every variable the loaders below read; the README's configuration table lists the same set
+# (tests/shared/test_settings.py checks both, and that no other STYLEQUEUE_* name is used).
+ENV_VARS: tuple[str, ...] = tuple(
+    PREFIX + name
+    for name in (
+        # the service: web, worker, sweeper
+        "DATABASE_URL", "REDIS_URL", "STORAGE_URL", "S3_ENDPOINT_URL", "SECRET_KEY",
+        "API_TOKENS", "COOKIE_SECURE", "MAX_UPLOAD_BYTES", "MAX_IMAGE_PIXELS", "MAX_SIZE",
+        "MAX_ITERATIONS", "MAX_STYLES", "MAX_ACTIVE_JOBS", "JOB_SOFT_TIME_LIMIT",
+        "JOB_TIME_LIMIT", "PROGRESS_MAXLEN", "PROGRESS_TTL_SECONDS", "LOCK_TTL_SECONDS",
+        "QUEUED_GRACE_SECONDS", "VAR_DIR",
+        # the engine (worker and `stylequeue transfer`)
+        "VGG19_WEIGHTS", "PRECISION", "ENGINE_XLA", "ENGINE_DETERMINISTIC",
+        # `stylequeue submit`
+        "SERVER", "API_TOKEN",
+    )
+)  # fmt: skip
 TOKEN_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
@@ -32,6 +57,24 @@ class Limits:
     max_iterations: int = 2000
     max_styles: int = 4
     max_active_jobs: int = 10  # queued + running jobs one owner may have at once (429 above)
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """The engine's knobs: read here, passed to the engine by the worker and the CLI."""
+
+    vgg19_weights: str = "imagenet"
+    precision: str = "auto"  # auto | float32 | mixed_bfloat16
+    xla: bool = False  # compile the step with XLA (jit_compile)
+    deterministic: bool | None = None  # op determinism; None: auto (on where a GPU is)
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """``stylequeue submit``: where the service is and who we are."""
+
+    server: str = "http://127.0.0.1:8000"
+    api_token: str | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +97,14 @@ class Settings:
     var_dir: str = "./var"
     cookie_secure: bool = False  # session cookie only over HTTPS (set behind TLS)
     precision: str = "auto"  # engine precision of this worker: auto | float32 | mixed_bfloat16
+    engine_xla: bool = False  # see EngineSettings
+    engine_deterministic: bool | None = None
+
+    @property
+    def engine(self) -> EngineSettings:
+        return EngineSettings(
+            self.vgg19_weights, self.precision, self.engine_xla, self.engine_deterministic
+        )
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -67,6 +118,23 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     if value < minimum:
         raise SettingsError(f"{PREFIX}{name} must be >= {minimum}, got {value}")
     return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    try:
+        return parse_bool(env.get(PREFIX + name), PREFIX + name, default=default)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+
+
+def _bool_or_auto(env: Mapping[str, str], name: str) -> bool | None:
+    """``auto`` (or unset) -> None: the reader decides; otherwise a yes/no word."""
+    if (env.get(PREFIX + name) or "").strip().lower() in ("", "auto"):
+        return None
+    try:
+        return parse_bool(env.get(PREFIX + name), f"{PREFIX}{name} (or auto)")
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def parse_api_tokens(raw: str) -> dict[str, str]:
@@ -94,8 +162,32 @@ def parse_api_tokens(raw: str) -> dict[str, str]:
     return tokens
 
 
+def load_engine_settings(environ: Mapping[str, str] | None = None) -> EngineSettings:
+    env = os.environ if environ is None else environ
+    precision = env.get(PREFIX + "PRECISION") or "auto"
+    if precision not in ("auto", "float32", "mixed_bfloat16"):
+        raise SettingsError(
+            f"{PREFIX}PRECISION must be auto, float32 or mixed_bfloat16, got {precision!r}"
+        )
+    return EngineSettings(
+        vgg19_weights=env.get(PREFIX + "VGG19_WEIGHTS") or "imagenet",
+        precision=precision,
+        xla=_bool(env, "ENGINE_XLA", False),
+        deterministic=_bool_or_auto(env, "ENGINE_DETERMINISTIC"),
+    )
+
+
+def load_client_settings(environ: Mapping[str, str] | None = None) -> ClientSettings:
+    env = os.environ if environ is None else environ
+    return ClientSettings(
+        server=env.get(PREFIX + "SERVER") or ClientSettings.server,
+        api_token=env.get(PREFIX + "API_TOKEN") or None,
+    )
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if environ is None else environ
+    engine = load_engine_settings(env)
     var_dir = env.get(PREFIX + "VAR_DIR", "./var")
     default_db = "sqlite:///" + str(Path(var_dir, "stylequeue.db"))
     limits = Limits(
@@ -106,11 +198,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_styles=_int(env, "MAX_STYLES", Limits.max_styles, 1),
         max_active_jobs=_int(env, "MAX_ACTIVE_JOBS", Limits.max_active_jobs, 1),
     )
-    precision = env.get(PREFIX + "PRECISION") or "auto"
-    if precision not in ("auto", "float32", "mixed_bfloat16"):
-        raise SettingsError(
-            f"{PREFIX}PRECISION must be auto, float32 or mixed_bfloat16, got {precision!r}"
-        )
     soft = _int(env, "JOB_SOFT_TIME_LIMIT", 3600, 1)
     hard = _int(env, "JOB_TIME_LIMIT", soft + 60, 2)
     if hard <= soft:
@@ -122,7 +209,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         redis_url=env.get(PREFIX + "REDIS_URL") or "redis://127.0.0.1:6379/0",
         storage_url=env.get(PREFIX + "STORAGE_URL") or "file://" + str(Path(var_dir, "objects")),
         s3_endpoint_url=env.get(PREFIX + "S3_ENDPOINT_URL") or None,
-        vgg19_weights=env.get(PREFIX + "VGG19_WEIGHTS") or "imagenet",
+        vgg19_weights=engine.vgg19_weights,
         secret_key=env.get(PREFIX + "SECRET_KEY") or "",
         api_tokens=parse_api_tokens(env.get(PREFIX + "API_TOKENS", "")),
         limits=limits,
@@ -133,9 +220,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         lock_ttl_seconds=_int(env, "LOCK_TTL_SECONDS", 60, 2),
         queued_grace_seconds=_int(env, "QUEUED_GRACE_SECONDS", 60, 0),
         var_dir=var_dir,
-        precision=precision,
-        cookie_secure=(env.get(PREFIX + "COOKIE_SECURE") or "").strip().lower()
-        in ("1", "true", "yes", "on"),
+        precision=engine.precision,
+        engine_xla=engine.xla,
+        engine_deterministic=engine.deterministic,
+        cookie_secure=_bool(env, "COOKIE_SECURE", False),
     )
 
 

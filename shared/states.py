@@ -2,6 +2,10 @@
 
 queued -> running -> succeeded | failed | canceled; running -> queued only when a lost
 worker's task is re-delivered; queued -> canceled when cancelled before a worker took it.
+
+:data:`TERMINAL` is the one list of ended states: the job JSON carries it as ``terminal``
+(web/job_json.py), and the CLI (``stylequeue submit``) and the pages' scripts read that field
+rather than keep their own list.
 """
 
 from __future__ import annotations

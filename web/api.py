@@ -25,6 +25,7 @@ from stylequeue.web.extensions import services
 from stylequeue.web.job_json import job_json
 from stylequeue.web.media import (
     THUMB_LINK_SIZE,
+    download_arg,
     load_object,
     png_response,
     thumb_arg,
@@ -172,7 +173,7 @@ def job_result(job_id: str) -> Response:
     if thumb is not None:
         return _thumb(job, job.result_key, "result", thumb, missing, immutable=job.terminal)
     data = load_object(services(), job.result_key, missing)
-    download = request.args.get("download", "").lower() in ("1", "true", "yes")
+    download = download_arg()
     return png_response(
         data, immutable=job.terminal, download_name=f"stylequeue-{job.id}.png" if download else None
     )

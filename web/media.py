@@ -27,6 +27,7 @@ from werkzeug.http import is_resource_modified
 from stylequeue.shared import keys
 from stylequeue.shared.images import ALLOWED_FORMATS
 from stylequeue.shared.storage import ObjectNotFound
+from stylequeue.shared.text import parse_bool
 from stylequeue.web.errors import ApiError
 from stylequeue.web.extensions import Services
 
@@ -60,6 +61,14 @@ def thumb_arg() -> int | None:
         sizes = ", ".join(map(str, THUMB_SIZES))
         raise ApiError(400, "invalid_parameter", f"thumb must be one of {sizes}", field="thumb")
     return int(raw)
+
+
+def download_arg() -> bool:
+    """``?download=<yes/no word>``: False when absent, 400 naming ``download`` otherwise."""
+    try:
+        return parse_bool(request.args.get("download"), "download", default=False)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_parameter", str(exc), field="download") from None
 
 
 def thumb_key(job_id: str, name: str, px: int) -> str:

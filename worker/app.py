@@ -20,7 +20,7 @@ from celery.signals import celeryd_after_setup, worker_process_init, worker_proc
 
 import stylequeue.worker.tasks  # noqa: F401  (registers run_job and sweep_queued)
 from stylequeue.shared.celery_app import create_celery
-from stylequeue.shared.settings import get_settings
+from stylequeue.shared.settings import EngineSettings, get_settings
 
 log = logging.getLogger("stylequeue.worker")
 
@@ -51,7 +51,7 @@ def _init_child(**_: Any) -> None:
 
     dispose_all()  # never share a parent's sockets with the child
     settings = get_settings()
-    _ChildState.info = warm_engine(settings.vgg19_weights, settings.precision)
+    _ChildState.info = warm_engine(settings.engine)
     _ChildState.stop.clear()
     threading.Thread(target=_heartbeat, name="fleet-heartbeat", daemon=True).start()
 
@@ -74,14 +74,15 @@ def fleet_name() -> str:
     return _ChildState.nodename or f"{socket.gethostname()}/{os.getpid()}"
 
 
-def warm_engine(weights: str, precision: str) -> dict[str, Any]:
+def warm_engine(knobs: EngineSettings) -> dict[str, Any]:
     """Import the engine and build the extractor; return the fleet info. Logs one line."""
+    weights = knobs.vgg19_weights
     _gpu_memory_growth()
     from stylequeue.shared.params import TransferParams
     from stylequeue.worker import engine
     from stylequeue.worker.engine.hardware import resolve_precision
 
-    precision = resolve_precision(precision)
+    precision = resolve_precision(knobs.precision)
 
     started = time.monotonic()
     info: dict[str, Any] = {
@@ -89,7 +90,12 @@ def warm_engine(weights: str, precision: str) -> dict[str, Any]:
         "precision": precision, "pid": os.getpid(), "host": socket.gethostname(),
     }  # fmt: skip
     try:
-        engine.warm_up(weights, replace(TransferParams(), precision=precision))
+        engine.warm_up(
+            weights,
+            replace(TransferParams(), precision=precision),
+            xla=knobs.xla,
+            deterministic=knobs.deterministic,
+        )
     except engine.WeightsUnavailable as exc:
         info.update(weights_ok=False, weights_error=str(exc), error=str(exc))
         # The message already names the weights, STYLEQUEUE_VGG19_WEIGHTS and `random`.

@@ -226,6 +226,7 @@ class _Attempt:
         result = engine.transfer(
             content, styles, params, weights=weights,
             on_iteration=tracker.on_iteration, should_stop=tracker.should_stop,
+            xla=self.settings.engine_xla, deterministic=self.settings.engine_deterministic,
         )  # fmt: skip
         if self.lock.lost.is_set():
             return self._lost(tracker.iterations)

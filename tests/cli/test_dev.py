@@ -155,7 +155,7 @@ import sys
 import stylequeue.cli.dev as d
 web, worker, die_after, port = sys.argv[1:5]
 d.web_argv = lambda host, p: [sys.executable, "-c", web, host, str(p)]
-d.worker_argv = lambda var_dir: [sys.executable, "-c", worker] + ([die_after] if die_after else [])
+d.worker_argv = lambda: [sys.executable, "-c", worker] + ([die_after] if die_after else [])
 d.dev(["--port", port], prog_name="stylequeue")
 """
 

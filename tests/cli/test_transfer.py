@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -145,3 +146,45 @@ def test_entry_point_resolves_and_fails_fast_without_tensorflow(
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip() == f"error: style: no such file: {tmp_path / 'missing.jpg'}"
+
+
+def test_engine_settings_are_read_and_passed_to_the_engine(
+    images: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """STYLEQUEUE_VGG19_WEIGHTS / _PRECISION / _ENGINE_XLA / _ENGINE_DETERMINISTIC go through
+    the settings module to the engine's arguments (the engine itself reads no settings)."""
+    from stylequeue.worker import engine
+
+    seen: dict[str, Any] = {}
+    real = engine.transfer
+
+    def recording(content: Any, styles: Any, params: Any, **kwargs: Any) -> Any:
+        seen.update(kwargs, precision=params.precision)
+        return real(content, styles, params, **{**kwargs, "xla": False, "deterministic": None})
+
+    monkeypatch.setattr(engine, "transfer", recording)
+    monkeypatch.setenv("STYLEQUEUE_VGG19_WEIGHTS", "random")
+    monkeypatch.setenv("STYLEQUEUE_PRECISION", "float32")
+    monkeypatch.setenv("STYLEQUEUE_ENGINE_XLA", "ON")
+    monkeypatch.setenv("STYLEQUEUE_ENGINE_DETERMINISTIC", "off")
+    content, style = images
+    args = [str(content), str(style), "-o", str(tmp_path / "o.png"), "--iterations", "1", "-q"]
+    code, stderr = _run(*args)
+    assert code == 0, stderr
+    assert (seen["weights"], seen["precision"]) == ("random", "float32")
+    assert (seen["xla"], seen["deterministic"]) == (True, False)
+
+    monkeypatch.setenv("STYLEQUEUE_ENGINE_DETERMINISTIC", "auto")
+    code, stderr = _run(*args, "--precision", "mixed_bfloat16")  # the option wins
+    assert code == 0, stderr
+    assert (seen["precision"], seen["deterministic"]) == ("mixed_bfloat16", None)
+
+
+def test_bad_engine_setting_is_one_line_and_exit_2(
+    images: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STYLEQUEUE_ENGINE_XLA", "sometimes")
+    content, style = images
+    code, stderr = _run(str(content), str(style), "-o", str(tmp_path / "o.png"))
+    assert code == 2
+    assert _one_error_line(stderr).startswith("error: settings: STYLEQUEUE_ENGINE_XLA must be")

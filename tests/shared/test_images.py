@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stylequeue.shared.images import ALLOWED_FORMATS, CleanImage, ImageRejected, validate_image
+from stylequeue.shared.images import (
+    ALLOWED_FORMATS,
+    CleanImage,
+    ImageRejected,
+    upright_rgb,
+    validate_image,
+)
 from tests.web import images
 
 LIMIT = 4_000_000
@@ -142,9 +148,9 @@ def test_sixteen_bit_grey_png_is_scaled_not_clipped() -> None:
 
 
 def test_sixteen_bit_colour_key_does_not_spread_to_other_pixels() -> None:
-    # Scaled to 8 bits, 16-bit values 0..255 all become 0: the key 0 must not make them
+    # Scaled to 8 bits, 16-bit values 0..128 all become 0: the key 0 must not make them
     # all transparent (the key itself is dropped; such files are rare).
-    img = Image.fromarray(np.array([[0, 100, 200, 65535]], dtype=np.uint16))
+    img = Image.fromarray(np.array([[0, 100, 128, 65535]], dtype=np.uint16))
     _, stored = clean(encode(img, transparency=0))
     assert stored.getpixel((1, 0)) == (0, 0, 0)
     assert stored.getpixel((2, 0)) == (0, 0, 0)
@@ -309,3 +315,88 @@ def test_max_side_applies_after_exif_rotation() -> None:
     exif[0x0112] = 6  # rotate 90 degrees clockwise to view
     capped = validate_image(encode(photo, "JPEG", exif=exif), "content", LIMIT, max_side=80)
     assert (capped.width, capped.height) == (20, 80)
+
+
+# ---- one decoding rule: the service's uploads and the CLI/worker's loader agree ---------------
+
+
+def _ramp16(values: list[int]) -> Image.Image:
+    img = Image.fromarray(np.array([values], dtype=np.uint16))
+    assert img.mode.startswith("I;16")
+    return img
+
+
+def _palette_with_transparent_index() -> bytes:
+    img = Image.new("P", (6, 4), 1)
+    img.putpalette([0, 0, 0, 0, 0, 255] + [0] * 762)
+    img.putpixel((0, 0), 0)
+    return encode(img, transparency=0)
+
+
+def _la() -> bytes:
+    img = Image.new("LA", (6, 4), (40, 255))
+    img.putpixel((1, 1), (40, 0))
+    img.putpixel((2, 2), (0, 128))
+    return encode(img)
+
+
+def _colour_key(mode: str) -> bytes:
+    img = Image.new(mode, (6, 4), (200, 30, 30) if mode == "RGB" else 200)  # type: ignore[arg-type]
+    img.putpixel((1, 1), (0, 0, 0) if mode == "RGB" else 0)
+    return encode(img, transparency=(0, 0, 0) if mode == "RGB" else 0)
+
+
+SAME_FILE = {
+    # the full 16-bit range, and a dark 16-bit image (every value below 256: near black)
+    "png16-ramp": lambda: encode(_ramp16([0, 128, 256, 257, 1000, 32768, 40000, 65280, 65535])),
+    "png16-dark": lambda: encode(_ramp16([0, 50, 100, 200, 255])),
+    "png16-colour-key": lambda: encode(_ramp16([0, 100, 200, 65535]), transparency=0),
+    "I;16-ramp": lambda: images.png16((40, 30)),
+    "palette-transparent-index": _palette_with_transparent_index,
+    "LA": _la,
+    "rgb-colour-key": lambda: _colour_key("RGB"),
+    "grey-colour-key": lambda: _colour_key("L"),
+    "cmyk-jpeg": lambda: encode(Image.new("CMYK", (10, 8), (255, 0, 0, 0)), "JPEG", quality=95),
+    "exif-rotated-jpeg": images.exif_rotated_jpeg,
+    "exif-rotated-png": lambda: quadrant_image("PNG", 6),
+    "one-bit": lambda: encode(Image.new("1", (8, 8), 1)),
+    "webp-alpha": lambda: encode(Image.new("RGBA", (8, 8), (0, 0, 9, 100)), "WEBP", lossless=True),
+}
+
+
+@pytest.mark.parametrize("make", SAME_FILE.values(), ids=list(SAME_FILE))
+def test_service_and_engine_decode_the_same_file_alike(make) -> None:  # type: ignore[no-untyped-def]
+    """An upload (validate_image) and `stylequeue transfer`'s loader (load_image) must see the
+    same pixels, or the CLI and the service paint the same file differently."""
+    from stylequeue.worker.engine.imageio import load_image
+
+    data = make()
+    _, stored = clean(data)
+    loaded = load_image(data)
+    assert loaded.mode == "RGB"
+    assert np.array_equal(np.asarray(stored), np.asarray(loaded)), (
+        np.asarray(stored).reshape(-1, 3)[:9].tolist(),
+        np.asarray(loaded).reshape(-1, 3)[:9].tolist(),
+    )
+
+
+def test_sixteen_bit_is_scaled_as_the_png_spec_says() -> None:
+    """8-bit = round(v * 255 / 65535): v = 257 k maps back to k exactly, and a dark 16-bit
+    image stays dark (no guessing from the values that it is "really" 8-bit)."""
+    values = [0, 128, 129, 257, 385, 386, 32768, 65535, 255]
+    _, stored = clean(encode(_ramp16(values)))
+    got = [stored.getpixel((x, 0))[0] for x in range(len(values))]
+    assert got == [round(v * 255 / 65535) for v in values] == [0, 0, 1, 1, 1, 2, 128, 255, 1]
+
+
+@pytest.mark.parametrize(
+    ("pixels", "expected"),
+    [([0.0, 0.5, 1.0], [0, 128, 255]), ([0.0, 100.0, 300.0], [0, 100, 255])],
+    ids=["unit-range", "byte-range"],
+)
+def test_float_greyscale(pixels: list[float], expected: list[int]) -> None:
+    img = Image.fromarray(np.array([pixels], dtype=np.float32))
+    assert img.mode == "F"
+    out = upright_rgb(img)
+    assert out.mode == "RGB"
+    assert [out.getpixel((x, 0)) for x in range(3)] == [(v, v, v) for v in expected]

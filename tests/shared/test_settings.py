@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from stylequeue.shared.settings import (
+    ENV_VARS,
+    ClientSettings,
+    EngineSettings,
     Limits,
     SettingsError,
     get_settings,
+    load_client_settings,
+    load_engine_settings,
     load_settings,
     parse_api_tokens,
 )
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_defaults(tmp_path: Path) -> None:
@@ -228,9 +238,164 @@ def test_cookie_secure_on(raw: str) -> None:
     assert load_settings({"STYLEQUEUE_COOKIE_SECURE": raw}).cookie_secure is True
 
 
-@pytest.mark.parametrize("raw", ["", "0", "false", "no", "off", "nope", "2"])
+@pytest.mark.parametrize("raw", ["", "0", "false", "no", "off", "OFF"])
 def test_cookie_secure_off(raw: str) -> None:
     assert load_settings({"STYLEQUEUE_COOKIE_SECURE": raw}).cookie_secure is False
+
+
+@pytest.mark.parametrize("raw", ["nope", "2", "secure"])
+def test_cookie_secure_typo_is_an_error_not_off(raw: str) -> None:
+    # A typo must not silently send the session cookie over plain HTTP.
+    with pytest.raises(SettingsError, match=r"^STYLEQUEUE_COOKIE_SECURE must be one of") as info:
+        load_settings({"STYLEQUEUE_COOKIE_SECURE": raw})
+    assert repr(raw) in str(info.value)
+
+
+# ---- the engine's knobs and the client's ---------------------------------------------------
+
+
+def test_engine_defaults() -> None:
+    assert load_engine_settings({}) == EngineSettings("imagenet", "auto", False, None)
+    s = load_settings({})
+    assert (s.engine_xla, s.engine_deterministic) == (False, None)
+    assert s.engine == EngineSettings()
+
+
+@pytest.mark.parametrize(("raw", "value"), [("1", True), ("on", True), ("YES", True),
+                                            ("off", False), ("0", False), ("", False)])  # fmt: skip
+def test_engine_xla(raw: str, value: bool) -> None:
+    assert load_engine_settings({"STYLEQUEUE_ENGINE_XLA": raw}).xla is value
+    assert load_settings({"STYLEQUEUE_ENGINE_XLA": raw}).engine_xla is value
+
+
+@pytest.mark.parametrize(("raw", "value"), [("auto", None), ("AUTO", None), ("", None),
+                                            ("on", True), ("1", True), ("no", False),
+                                            ("off", False)])  # fmt: skip
+def test_engine_deterministic(raw: str, value: bool | None) -> None:
+    env = {"STYLEQUEUE_ENGINE_DETERMINISTIC": raw}
+    assert load_engine_settings(env).deterministic is value
+    assert load_settings(env).engine.deterministic is value
+
+
+@pytest.mark.parametrize("name", ["ENGINE_XLA", "ENGINE_DETERMINISTIC"])
+def test_engine_switch_typo_names_the_variable(name: str) -> None:
+    with pytest.raises(SettingsError, match=f"^STYLEQUEUE_{name}"):
+        load_engine_settings({f"STYLEQUEUE_{name}": "sometimes"})
+
+
+def test_engine_settings_carry_weights_and_precision() -> None:
+    env = {"STYLEQUEUE_VGG19_WEIGHTS": "random", "STYLEQUEUE_PRECISION": "float32"}
+    assert load_engine_settings(env) == EngineSettings("random", "float32")
+    assert load_settings(env).engine == EngineSettings("random", "float32")
+
+
+def test_client_settings() -> None:
+    assert load_client_settings({}) == ClientSettings("http://127.0.0.1:8000", None)
+    env = {"STYLEQUEUE_SERVER": "https://styles.example.org", "STYLEQUEUE_API_TOKEN": "t0k"}
+    assert load_client_settings(env) == ClientSettings("https://styles.example.org", "t0k")
+    assert load_client_settings({"STYLEQUEUE_API_TOKEN": ""}).api_token is None
+
+
+# ---- every STYLEQUEUE_* variable: read here, documented in the README ------------------------
+
+
+class _Recording(dict[str, str]):
+    """An environment that remembers which names were looked up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.asked.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> str:
+        self.asked.add(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        self.asked.add(str(key))
+        return super().__contains__(key)
+
+
+def test_env_vars_is_exactly_what_the_loaders_read() -> None:
+    env = _Recording()
+    load_settings(env)
+    load_engine_settings(env)
+    load_client_settings(env)
+    assert env.asked == set(ENV_VARS)
+    assert len(ENV_VARS) == len(set(ENV_VARS))
+
+
+# Where product code, deployment files and docs for operators live (tests and CI have their
+# own STYLEQUEUE_TEST_* switches, documented under "Developing").
+CODE = ["shared", "web", "worker", "cli", "migrations", "docker", "bench",
+        "docker-compose.yml", ".env.example", "alembic.ini", "Makefile"]  # fmt: skip
+# Names that look like variables but are not read from the environment.
+NOT_VARIABLES = {"STYLEQUEUE_SETTINGS": "the Flask config key of the app's Settings object"}
+NAME = re.compile(r"STYLEQUEUE_[A-Z0-9_]*[A-Z0-9]\b(?!_)")
+
+
+def _files() -> Iterator[Path]:
+    for entry in CODE:
+        path = REPO / entry
+        if path.is_file():
+            yield path
+        else:
+            for found in sorted(path.rglob("*")):
+                if found.is_file() and found.suffix not in {".png", ".jpg", ".pyc", ".h5"}:
+                    yield found
+
+
+def _named_in_code() -> dict[str, set[str]]:
+    names: dict[str, set[str]] = {}
+    for path in _files():
+        for name in NAME.findall(path.read_text(errors="replace")):
+            names.setdefault(name, set()).add(str(path.relative_to(REPO)))
+    return names
+
+
+def _readme_table() -> set[str]:
+    text = (REPO / "README.md").read_text()
+    section = text.split("\n## Configuration", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `STYLEQUEUE_")]
+    return {
+        name
+        for row in rows
+        for name in re.findall(r"`(STYLEQUEUE_[A-Z0-9_]+)`", row.split(" | ")[0])
+    }
+
+
+def test_every_variable_named_in_code_is_a_setting() -> None:
+    names = _named_in_code()
+    assert "STYLEQUEUE_ENGINE_XLA" in names  # the scan finds what it should
+    unknown = {n: sorted(where) for n, where in names.items() if n not in set(ENV_VARS)}
+    assert {n: w for n, w in unknown.items() if n not in NOT_VARIABLES} == {}
+
+
+def test_the_readme_table_lists_every_setting() -> None:
+    table = _readme_table()
+    assert "STYLEQUEUE_DATABASE_URL" in table  # the parse finds what it should
+    assert sorted(set(ENV_VARS) - table) == [], "missing from README's configuration table"
+    assert sorted(table - set(ENV_VARS)) == [], "in README's table but read by nobody"
+
+
+def test_nothing_else_reads_the_environment_for_our_variables() -> None:
+    """Only shared/settings.py touches os.environ / os.getenv for STYLEQUEUE_* names (the
+    names themselves may appear elsewhere, in messages and docs)."""
+    reads = re.compile(
+        r"(os\.environ|getenv|envvar)[^\n]*(STYLEQUEUE_|[A-Z]+_ENV\b)"
+        r"|STYLEQUEUE_[^\n]*os\.environ"
+    )
+    offenders = [
+        f"{path.relative_to(REPO)}:{n}"
+        for path in _files()
+        if path.suffix == ".py" and path.name != "settings.py"
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if reads.search(line)
+    ]
+    assert offenders == []
 
 
 def test_other_prefixes_are_ignored() -> None:

@@ -13,14 +13,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 from keras import ops
 
 from stylequeue.shared.params import TransferParams
-from stylequeue.worker.engine import imageio
+from stylequeue.worker.engine import imageio, step_tf
 from stylequeue.worker.engine.extractor import Extractor, get_extractor, weights_key
 from stylequeue.worker.engine.losses import gram_matrix, hyper_vector, loss_terms
 
@@ -45,12 +44,8 @@ class IterationReport:
     snapshot: np.ndarray | None
     is_best: bool
 
-    @property
-    def total(self) -> float:
-        return self.loss
-
     def as_dict(self) -> dict[str, float | int]:
-        """The history / progress-stream entry."""
+        """The history entry (``TransferResult.history``): everything but the image."""
         return {
             "iteration": self.iteration,
             "loss": self.loss,
@@ -74,16 +69,6 @@ class TransferResult:
     seconds: float
 
 
-# ---- backend dispatch -----------------------------------------------------------------------
-
-
-def _backend() -> ModuleType:
-    """The module holding the compiled step. Only TensorFlow for now (see step_tf)."""
-    from stylequeue.worker.engine import step_tf
-
-    return step_tf
-
-
 # ---- style Gram cache -----------------------------------------------------------------------
 
 _STYLE_CACHE: OrderedDict[tuple[Any, ...], tuple[np.ndarray, ...]] = OrderedDict()
@@ -103,7 +88,7 @@ def _style_grams(
             _STYLE_CACHE.move_to_end(key)
             style_cache_stats["hits"] += 1
             return cached
-    feats = _backend().get_features(extractor)(ops.convert_to_tensor(style01[None]))
+    feats = step_tf.get_features(extractor)(ops.convert_to_tensor(style01[None]))
     grams = tuple(np.asarray(ops.convert_to_numpy(gram_matrix(feats[n]))) for n in layers)
     with _STYLE_LOCK:
         style_cache_stats["misses"] += 1
@@ -172,7 +157,7 @@ def _prepare(content: Any, styles: Sequence[Any], params: TransferParams, weight
     content01 = _prepare_content(content, params, extractor.min_side)
     longest = round(params.style_scale * max(content01.shape[:2]))
 
-    features = _backend().get_features(extractor)(ops.convert_to_tensor(content01[None]))
+    features = step_tf.get_features(extractor)(ops.convert_to_tensor(content01[None]))
     content_targets = tuple(features[n] for n in content_layers)
 
     blend = params.blend(len(styles))
@@ -227,6 +212,8 @@ def transfer(
     weights: str,
     on_iteration: Callable[[IterationReport], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    xla: bool = False,
+    deterministic: bool | None = None,
 ) -> TransferResult:
     """Stylise ``content`` (HxWx3 uint8 RGB, any size) after ``styles``.
 
@@ -236,11 +223,20 @@ def transfer(
     ``should_stop`` is asked after each iteration's callback, so a cancel takes effect
     within one iteration; the first iteration always runs, so a result always has a loss.
     Same inputs, params and machine -> bit-identical output.
+
+    ``xla`` and ``deterministic`` are the host's knobs, not the job's (see
+    :func:`step_tf.get_step`); the engine reads no settings, its callers pass them.
     """
     started = time.perf_counter()
     styles = list(styles)
     job = _prepare(content, styles, params, weights)
-    step = _backend().get_step(job.extractor, job.content_layers, job.style_layers)
+    step = step_tf.get_step(
+        job.extractor,
+        job.content_layers,
+        job.style_layers,
+        xla=xla,
+        deterministic=deterministic,
+    )
 
     x = ops.convert_to_tensor(_initial_image(job)[None])
     m = ops.zeros_like(x)
@@ -276,20 +272,13 @@ def transfer(
             # `previous` is the image this loss was measured on; tensors are immutable, so
             # keeping the reference is the copy.
             best_x, best_loss, best_iteration = previous, total, k
-        entry = {
-            "iteration": k,
-            "loss": total,
-            "content": c_loss,
-            "style": s_loss,
-            "tv": tv_loss,
-            "elapsed": elapsed,
-        }
-        history.append(entry)
+        snapshot = None
+        if on_iteration is not None and ((every and k % every == 0) or k == n):
+            snapshot = _finish(np.asarray(ops.convert_to_numpy(x))[0], job)
+        report = IterationReport(k, total, c_loss, s_loss, tv_loss, elapsed, snapshot, is_best)
+        history.append(report.as_dict())
         if on_iteration is not None:
-            snapshot = None
-            if (every and k % every == 0) or k == n:
-                snapshot = _finish(np.asarray(ops.convert_to_numpy(x))[0], job)
-            on_iteration(IterationReport(**entry, snapshot=snapshot, is_best=is_best))
+            on_iteration(report)
         if k < n and should_stop is not None and should_stop():
             stopped = True
             break
@@ -326,7 +315,7 @@ def evaluate(
         raise ValueError(f"image is {img01.shape}, the resized content is {job.content.shape}")
     x = ops.convert_to_tensor(img01[None])
     total, c_loss, s_loss, tv_loss = loss_terms(
-        _backend().get_features(job.extractor)(x),
+        step_tf.get_features(job.extractor)(x),
         x,
         job.content_layers,
         job.style_layers,
@@ -344,7 +333,13 @@ def evaluate(
     }
 
 
-def warm_up(weights: str, params: TransferParams | None = None) -> None:
+def warm_up(
+    weights: str,
+    params: TransferParams | None = None,
+    *,
+    xla: bool = False,
+    deterministic: bool | None = None,
+) -> None:
     """Build the extractor and trace the step on a tiny image (at worker start).
 
     The step's signature has dynamic sizes, so this one trace serves the real jobs.
@@ -360,4 +355,6 @@ def warm_up(weights: str, params: TransferParams | None = None) -> None:
             params, iterations=2, max_size=32, style_scale=1.0, style_blend=None, snapshot_every=0
         ),
         weights=weights,
+        xla=xla,
+        deterministic=deterministic,
     )

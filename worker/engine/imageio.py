@@ -12,48 +12,27 @@ from pathlib import Path
 from typing import BinaryIO, TypeVar
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
+
+from stylequeue.shared.images import upright_rgb
 
 ImageLike = TypeVar("ImageLike", Image.Image, np.ndarray)
 
 
 def load_image(src: str | Path | bytes | BinaryIO) -> Image.Image:
-    """Open and fully decode an image as RGB, with its EXIF orientation applied.
+    """Open and fully decode an image as upright RGB.
 
-    Any mode ends as RGB: alpha is composited onto white (dropping it would expose whatever
-    colour the transparent pixels happen to hold), 16-bit and float greyscale are scaled to
-    8 bits instead of being clipped to white, CMYK / palette / greyscale are converted.
+    Modes become RGB by :func:`stylequeue.shared.images.upright_rgb`, the rule the web's
+    upload validation uses too, so a file reads the same here and in the service.
     """
     if isinstance(src, bytes | bytearray | memoryview):
         src = io.BytesIO(bytes(src))
     with Image.open(src) as opened:
         opened.load()  # full decode now: truncated files fail here, not later
-        img = ImageOps.exif_transpose(opened)
+        img = upright_rgb(opened)
         if img is opened:
             img = opened.copy()  # detach from the file handle we are about to close
-    return _to_rgb(img)
-
-
-def _to_rgb(img: Image.Image) -> Image.Image:
-    mode = img.mode
-    if mode == "RGB":
-        return img
-    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if mode != "F" and arr.max(initial=0) > 255 else 255.0
-        if mode == "F":
-            top = 1.0 if arr.max(initial=0) <= 1.0 else 255.0
-        grey = np.clip(np.rint(arr * (255.0 / top)), 0, 255).astype(np.uint8)
-        return Image.fromarray(np.repeat(grey[..., None], 3, axis=2), "RGB")
-    if mode == "P":
-        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    elif mode in ("LA", "La", "PA", "RGBa"):
-        img = img.convert("RGBA")
-    if img.mode == "RGBA":
-        background = Image.new("RGB", img.size, (255, 255, 255))
-        background.paste(img, mask=img.getchannel("A"))
-        return background
-    return img.convert("RGB")
+    return img
 
 
 def decode_image(data: bytes) -> np.ndarray:
@@ -112,7 +91,7 @@ def resize_to(img: ImageLike, size: tuple[int, int]) -> ImageLike:
 def as_rgb_array(img: Image.Image | np.ndarray) -> np.ndarray:
     """PIL image or array (HxW, HxWx1, HxWx3, HxWx4; uint8 or float in [0, 1]) -> HxWx3 uint8."""
     if isinstance(img, Image.Image):
-        return np.asarray(_to_rgb(img), dtype=np.uint8).copy()
+        return np.asarray(upright_rgb(img), dtype=np.uint8).copy()
     arr = np.asarray(img)
     if arr.ndim == 2:
         arr = arr[..., None]
@@ -122,7 +101,7 @@ def as_rgb_array(img: Image.Image | np.ndarray) -> np.ndarray:
     if arr.shape[2] == 1:
         arr = np.repeat(arr, 3, axis=2)
     elif arr.shape[2] == 4:
-        arr = np.asarray(_to_rgb(Image.fromarray(arr, "RGBA")))
+        arr = np.asarray(upright_rgb(Image.fromarray(arr, "RGBA")))
     return np.ascontiguousarray(arr)
 
 

@@ -1,18 +1,18 @@
 """The one TensorFlow-specific piece of the engine: the compiled step and forward pass.
 
 Everything else (losses, Adam, the loop) is ``keras.ops`` / NumPy. A JAX or PyTorch backend
-needs its own version of this module only: ``get_step`` returning a function with the same
-pure signature (state in, state out) and ``get_features``.
+needs its own version of this module only (and ``core`` importing it): ``get_step`` returning
+a function with the same pure signature (state in, state out) and ``get_features``.
 
 Measured on the 2-core CPU build machine at 256 px (see bench/RESULTS.md): a graph-mode
 ``tf.function`` beat ``jit_compile=True`` (XLA's CPU convolutions lost to oneDNN's, about
-0.54 vs 0.63 s/iteration in float32 and 0.30 vs 0.69 in bfloat16), so XLA stays off; set
-``STYLEQUEUE_ENGINE_XLA=1`` to try it on a GPU node.
+0.54 vs 0.63 s/iteration in float32 and 0.30 vs 0.69 in bfloat16), so XLA is off unless the
+caller passes ``xla=True`` (the worker and the CLI do when ``STYLEQUEUE_ENGINE_XLA`` is set).
+Like the rest of the engine, nothing here reads settings: the caller passes its knobs in.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -26,7 +26,7 @@ StepFn = Callable[..., tuple[Any, Any, Any, Any]]
 
 _TRACES = 0
 _DETERMINISM_LOCK = threading.Lock()
-_DETERMINISM_SET = False
+_DETERMINISM_ON = False
 
 
 def trace_count() -> int:
@@ -34,59 +34,61 @@ def trace_count() -> int:
     return _TRACES
 
 
-def _use_xla() -> bool:
-    return os.environ.get("STYLEQUEUE_ENGINE_XLA", "") in ("1", "true", "yes")
+def ensure_determinism(wanted: bool | None = None) -> None:
+    """Make seeded runs repeat bit for bit on a GPU too.
 
-
-def ensure_determinism() -> None:
-    """Make seeded runs repeat bit for bit on a GPU too (once per process).
-
-    CPU kernels here are deterministic already (tested with the switch off), so by default
-    op determinism is turned on only where a GPU is visible: GPU reductions and some cuDNN
-    algorithms are not deterministic without it. It is process-wide and makes unseeded
-    ``tf.random`` ops raise (the engine has none; Keras's seeded random is unaffected).
-    ``STYLEQUEUE_ENGINE_DETERMINISTIC``: ``auto`` (default), ``1`` always, ``0`` never.
-    Measured on the CPU build machine: no slowdown with it on.
+    ``wanted``: True always, False never, None (auto) only where a GPU is visible: CPU
+    kernels here are deterministic already (tested with the switch off), but GPU reductions
+    and some cuDNN algorithms are not without it. Op determinism is process-wide and cannot
+    be turned off once on; it makes unseeded ``tf.random`` ops raise (the engine has none;
+    Keras's seeded random is unaffected). Measured on the CPU build machine: no slowdown.
+    The worker and the CLI pass ``STYLEQUEUE_ENGINE_DETERMINISTIC`` (auto / yes / no) here.
     """
-    global _DETERMINISM_SET
+    global _DETERMINISM_ON
     with _DETERMINISM_LOCK:
-        if _DETERMINISM_SET:
+        if _DETERMINISM_ON:
             return
-        mode = os.environ.get("STYLEQUEUE_ENGINE_DETERMINISTIC", "auto").strip().lower()
-        if mode in ("1", "true", "yes", "on"):
-            wanted = True
-        elif mode in ("0", "false", "no", "off"):
-            wanted = False
-        else:
+        if wanted is None:
             wanted = bool(tf.config.list_physical_devices("GPU"))
         if wanted:
             tf.config.experimental.enable_op_determinism()
-        _DETERMINISM_SET = True
+            _DETERMINISM_ON = True
 
 
 def get_step(
-    extractor: Extractor, content_layers: Sequence[str], style_layers: Sequence[str]
+    extractor: Extractor,
+    content_layers: Sequence[str],
+    style_layers: Sequence[str],
+    *,
+    xla: bool = False,
+    deterministic: bool | None = None,
 ) -> StepFn:
     """The compiled step for this extractor and layer roles (built once, then reused).
+
+    ``xla`` compiles it with XLA (``jit_compile``); ``deterministic`` goes to
+    :func:`ensure_determinism` the first time a step is built.
 
     ``step(x, m, v, t, content_targets, style_targets, content_lw, style_lw, hyper)`` ->
     ``(x', m', v', [total, content, style, tv])``: forward, losses, gradient, Adam and the
     clip to [0, 1] in ONE graph. Spatial sizes are dynamic in the signature, so one trace
     serves every job and size; weights and hyper-parameters are tensors for the same reason.
     """
-    key = ("tf-step", tuple(content_layers), tuple(style_layers), _use_xla())
+    key = ("tf-step", tuple(content_layers), tuple(style_layers), xla)
     with extractor.lock:
         fn = extractor.steps.get(key)
         if fn is None:
-            ensure_determinism()
+            ensure_determinism(deterministic)
             fn = extractor.steps[key] = _build_step(
-                extractor, tuple(content_layers), tuple(style_layers)
+                extractor, tuple(content_layers), tuple(style_layers), xla
             )
     return fn
 
 
 def _build_step(
-    extractor: Extractor, content_layers: tuple[str, ...], style_layers: tuple[str, ...]
+    extractor: Extractor,
+    content_layers: tuple[str, ...],
+    style_layers: tuple[str, ...],
+    xla: bool,
 ) -> StepFn:
     image = tf.TensorSpec([1, None, None, 3], tf.float32)
     channels = extractor.channels
@@ -102,7 +104,7 @@ def _build_step(
         tf.TensorSpec([len(HYPER_FIELDS)], tf.float32),
     ]
 
-    @tf.function(input_signature=signature, jit_compile=_use_xla())
+    @tf.function(input_signature=signature, jit_compile=xla)
     def step(x, m, v, t, content_targets, style_targets, content_lw, style_lw, hyper):  # type: ignore[no-untyped-def]
         global _TRACES
         _TRACES += 1  # Python side effect: runs at trace time only

@@ -1,6 +1,7 @@
 // Shared helpers for the pages: API calls with the session's CSRF token, formatting.
 
-export const TERMINAL = new Set(["succeeded", "failed", "canceled"]);
+/** Has the job ended? The job JSON's `terminal` says so (the server's rule, shared/states.py). */
+export const isTerminal = (job) => Boolean(job && job.terminal);
 
 export function csrfToken() {
   const meta = document.querySelector('meta[name="csrf-token"]');

@@ -2,7 +2,7 @@
 // Each poll (about once a second) makes two small requests, in parallel: the job JSON and
 // the progress entries after the last stream id seen. Polling stops once the job has ended.
 
-import { api, ApiError, absTime, duration, el, num, poller, showFleetBanners, TERMINAL } from "./common.js";
+import { api, ApiError, absTime, duration, el, isTerminal, num, poller, showFleetBanners } from "./common.js";
 import { LossChart } from "./chart.js";
 
 const $ = (id) => document.getElementById(id);
@@ -151,7 +151,7 @@ const PHASE = {
 
 function render() {
   const status = job.status;
-  const terminal = TERMINAL.has(status);
+  const terminal = isTerminal(job);
   const badge = $("status");
   badge.className = `badge ${status}`;
   badge.textContent = status;
@@ -233,9 +233,9 @@ async function poll() {
   job = fresh;
   // catch up when far behind (a full page came back), and once more when the job has ended,
   // for entries written between the two reads
-  if (progress.more || TERMINAL.has(job.status)) await drain();
+  if (progress.more || isTerminal(job)) await drain();
   render();
-  return !TERMINAL.has(job.status); // false: the job has ended, stop polling
+  return !isTerminal(job); // false: the job has ended, stop polling
 }
 
 /** Read the rest of the history (stream, or storage once Redis forgot); pages of 1000. */
@@ -270,7 +270,7 @@ $("cancel").addEventListener("click", cancel);
 
 function checkFleet() {
   // A finished job's picture is what it is; the fleet's state matters while it waits or runs.
-  if (TERMINAL.has(job.status)) return;
+  if (isTerminal(job)) return;
   showFleetBanners(config.urls.fleet, { skipRandom: job.weights === "random" });
 }
 
@@ -280,7 +280,7 @@ createdAt.textContent = absTime(createdAt.getAttribute("datetime"));
 const timer = poller(poll, { interval: 1000, hiddenInterval: 5000 });
 render();
 checkFleet();
-if (TERMINAL.has(job.status)) {
+if (isTerminal(job)) {
   drain().then(render, (err) => console.warn(err));
 } else {
   timer.start();

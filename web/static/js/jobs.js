@@ -1,7 +1,7 @@
 // The jobs list: newest first, paginated; refreshes itself every few seconds while any job
 // on the page is queued or running (one request per refresh), updating rows in place.
 
-import { absTime, ago, api, duration, el, poller, TERMINAL } from "./common.js";
+import { absTime, ago, api, duration, el, isTerminal, poller } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 const config = JSON.parse($("page-config").textContent);
@@ -110,7 +110,7 @@ async function refresh() {
   try {
     const data = await api(url);
     render(data);
-    return data.jobs.some((job) => !TERMINAL.has(job.status)); // keep refreshing while active
+    return data.jobs.some((job) => !isTerminal(job)); // keep refreshing while active
   } catch (err) {
     root.setAttribute("aria-busy", "false");
     if (!list) {

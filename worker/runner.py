@@ -206,7 +206,7 @@ class _Attempt:
         self.worker_name = worker_name
         self.fence = AttemptFence(job_id, settings.database_url, lock)
         self.sink = ProgressSink(
-            AttemptStream(client, job_id, lock.value, settings.progress_maxlen),
+            AttemptStream(client, job_id, self.fence.token, settings.progress_maxlen),
             REDIS_RETRY_SECONDS,
         )
         self.storage: Storage = get_storage(settings)

@@ -405,8 +405,24 @@ class _Attempt:
             "job %s: lost its lock (presumed dead and re-queued); leaving it to the new runner",
             self.job_id,
         )
+        self._delete_own_files_if_superseded()
         iterations = self.recorder.iterations if self.recorder is not None else 0
         return Outcome(Action.LOST, None, iterations=iterations)
+
+    def _delete_own_files_if_superseded(self) -> None:
+        """Our files once a later attempt has started (it cleared the row's references to
+        them) or the job is gone; kept while the row may still list our snapshots (the lock
+        lapsed but nobody restarted the job yet). Best effort; ours are written by now."""
+        if self.attempt == 0:
+            return
+        try:
+            with session_scope(self.settings.database_url) as session:
+                job = session.get(Job, self.job_id)
+                superseded = job is None or job.attempts > self.attempt
+            if superseded:
+                self.storage.delete_prefix(keys.attempt_prefix(self.job_id, self.attempt))
+        except Exception as exc:
+            log.warning("job %s: could not delete the lost attempt's files: %s", self.job_id, exc)
 
     def _save_history(self) -> str:
         """The loss history in this attempt's storage, same entries and ids as the stream."""

@@ -262,3 +262,4 @@ def test_runner_whose_job_was_restarted_elsewhere_writes_nothing_of_it(
     assert client.ttl(stream_key(job.id)) == -1  # nor did we set it to expire
     # and its files are as it wrote them
     assert {key: storage.get(key) for key in theirs} == theirs
+    assert not storage.list(keys.attempt_prefix(job.id, 1))  # ours went, superseded

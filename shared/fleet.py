@@ -11,21 +11,22 @@ from typing import Any
 
 import redis
 
-PREFIX = "stylequeue:worker:"
+from stylequeue.shared.redis_keys import WORKER_PATTERN, worker_key
+
 TTL_SECONDS = 90
 
 
 def announce(client: redis.Redis, name: str, info: dict[str, Any], ttl: int = TTL_SECONDS) -> None:
     """Publish this worker's state: {weights, weights_ok, weights_error, precision, ...}."""
-    client.set(PREFIX + name, json.dumps({"name": name, **info}), ex=ttl)
+    client.set(worker_key(name), json.dumps({"name": name, **info}), ex=ttl)
 
 
 def retire(client: redis.Redis, name: str) -> None:
-    client.delete(PREFIX + name)
+    client.delete(worker_key(name))
 
 
 def list_workers(client: redis.Redis) -> list[dict[str, Any]]:
-    keys = sorted(client.scan_iter(match=PREFIX + "*", count=200))
+    keys = sorted(client.scan_iter(match=WORKER_PATTERN, count=200))
     if not keys:
         return []
     return [json.loads(raw) for raw in client.mget(keys) if raw is not None]

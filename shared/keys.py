@@ -1,6 +1,21 @@
-"""Where a job's objects live in storage. One place, so web and worker agree."""
+"""Where a job's objects live in storage. One place, so web and worker agree.
+
+(Redis key names live in :mod:`stylequeue.shared.redis_keys`.)
+
+What an attempt of a job writes (snapshots, result, history) lives under that attempt's own
+prefix, ``jobs/<id>/attempts/<n>/``: object storage has no conditional write, so a runner
+that was presumed dead while another restarted its job (attempt n + 1) can never overwrite
+the live attempt's files. The row says which attempt is the job's: ``result_key`` and
+``history_key`` are stored in it, snapshots are found with :func:`job_snapshot_key` from its
+``attempts``. Inputs and cached thumbnails are per job.
+"""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from stylequeue.shared.models import Job
 
 
 def job_prefix(job_id: str) -> str:
@@ -15,13 +30,26 @@ def style_key(job_id: str, index: int) -> str:
     return f"jobs/{job_id}/inputs/style-{index}.png"
 
 
-def snapshot_key(job_id: str, iteration: int) -> str:
-    return f"jobs/{job_id}/snapshots/{iteration:06d}.png"
+# ---- what one attempt writes -----------------------------------------------------------------
 
 
-def result_key(job_id: str) -> str:
-    return f"jobs/{job_id}/result.png"
+def attempt_prefix(job_id: str, attempt: int) -> str:
+    return f"jobs/{job_id}/attempts/{attempt}/"
 
 
-def history_key(job_id: str) -> str:
-    return f"jobs/{job_id}/history.json"
+def snapshot_key(job_id: str, iteration: int, *, attempt: int) -> str:
+    return f"{attempt_prefix(job_id, attempt)}snapshots/{iteration:06d}.png"
+
+
+def result_key(job_id: str, *, attempt: int) -> str:
+    return f"{attempt_prefix(job_id, attempt)}result.png"
+
+
+def history_key(job_id: str, *, attempt: int) -> str:
+    return f"{attempt_prefix(job_id, attempt)}history.json"
+
+
+def job_snapshot_key(job: Job, iteration: int) -> str:
+    """The key of the snapshot the row lists at ``iteration``: its current attempt's (the
+    row's ``snapshot_iterations`` are always that attempt's)."""
+    return snapshot_key(job.id, iteration, attempt=job.attempts)

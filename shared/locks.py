@@ -5,9 +5,10 @@ A runner takes ``SET key value NX EX ttl`` with a random token in the value, ren
 still its own (Lua compare-and-delete). A runner that dies stops renewing; the key expires
 within ``ttl`` and the sweeper treats a ``running`` row without a lock as orphaned.
 
-The value also names the holder (``host|pid|token``): a runner on the same host whose
-predecessor's process is gone (a SIGKILLed pool child) takes the lock over at once instead
-of waiting for the TTL.
+The value is also the attempt's fencing token: every write of an attempt to Redis is a script
+that checks it first (``shared.progress.AttemptStream``). It names the holder
+(``host|pid|token``): a runner on the same host whose predecessor's process is gone (a
+SIGKILLed pool child) takes the lock over at once instead of waiting for the TTL.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from dataclasses import dataclass
 
 import redis
 
-log = logging.getLogger("stylequeue.locks")
+from stylequeue.shared.redis_keys import lock_key
 
-PREFIX = "stylequeue:lock:job:"
+log = logging.getLogger("stylequeue.locks")
 
 # KEYS[1] = lock key, ARGV[1] = expected value, ARGV[2] = ttl ms
 _RENEW = """
@@ -48,8 +49,10 @@ return 0
 """
 
 
-def lock_key(job_id: str) -> str:
-    return PREFIX + job_id
+def release_if_held(client: redis.Redis, key: str, value: str) -> bool:
+    """Delete the lock ``key`` only if it still holds ``value`` (compare-and-delete): the one
+    way any stylequeue lock (a job's, the sweeper's) is given back."""
+    return bool(client.eval(_RELEASE, 1, key, value))
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,7 @@ class JobLock:
         """Delete the lock if it is still ours; stops the renewer."""
         self.stop_renewing()
         try:
-            return bool(self.redis.eval(_RELEASE, 1, self.key, self.value))
+            return release_if_held(self.redis, self.key, self.value)
         except redis.RedisError as exc:  # it expires on its own
             log.warning("job %s: could not release lock: %s", self.job_id, exc)
             return False

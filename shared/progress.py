@@ -5,6 +5,12 @@ it has seen. Streams expire some days after the job ends; the full history is al
 object storage, so Redis forgetting loses nothing.
 
 The same module holds the cancel flag, a key the worker reads every iteration.
+
+A runner writes through :class:`AttemptStream`: each write (entry, reset, expiry) is a Lua
+script that first checks that the job's lock still holds the runner's token (its fencing
+token) and refuses the write otherwise (:class:`Fenced`). A runner presumed dead, whose job
+another runner restarted, can then never add its iterations to the new attempt's stream.
+:class:`ProgressStream` is the unfenced reader (web) and test helper.
 """
 
 from __future__ import annotations
@@ -14,16 +20,10 @@ from typing import Any
 
 import redis
 
+from stylequeue.shared.redis_keys import cancel_key, lock_key, stream_key
+
 FIELDS = ("iteration", "loss", "content", "style", "tv", "elapsed")
 STREAM_ID_RE = r"^\d{1,20}-\d{1,20}$"
-
-
-def stream_key(job_id: str) -> str:
-    return f"stylequeue:progress:{job_id}"
-
-
-def cancel_key(job_id: str) -> str:
-    return f"stylequeue:cancel:{job_id}"
 
 
 def _encode(entry: Mapping[str, Any]) -> dict[str, str]:
@@ -40,6 +40,8 @@ def _decode(stream_id: bytes | str, fields: Mapping[bytes | str, bytes | str]) -
 
 
 class ProgressStream:
+    """Reading a job's stream and its cancel flag (web); unfenced appends (tests, bench)."""
+
     def __init__(self, client: redis.Redis, maxlen: int = 20_000) -> None:
         self.redis = client
         self.maxlen = maxlen
@@ -50,15 +52,6 @@ class ProgressStream:
             stream_key(job_id), _encode(entry), maxlen=self.maxlen, approximate=True
         )
         return sid.decode() if isinstance(sid, bytes) else sid
-
-    def append_checking_cancel(self, job_id: str, entry: Mapping[str, Any]) -> tuple[str, bool]:
-        """``append`` and ``cancel_requested`` in one round trip (the worker's per-iteration
-        call: one network wait per iteration instead of two)."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.xadd(stream_key(job_id), _encode(entry), maxlen=self.maxlen, approximate=True)
-        pipe.exists(cancel_key(job_id))
-        sid, cancelled = pipe.execute()
-        return (sid.decode() if isinstance(sid, bytes) else sid), bool(cancelled)
 
     def append_many(self, job_id: str, entries: Iterable[Mapping[str, Any]]) -> None:
         pipe = self.redis.pipeline(transaction=False)
@@ -75,14 +68,6 @@ class ProgressStream:
         entries = [_decode(sid, fields) for sid, fields in rows]
         return entries, (entries[-1]["id"] if entries else after)
 
-    def reset(self, job_id: str) -> None:
-        """Forget a run's entries (a re-delivered job restarts from iteration 1)."""
-        self.redis.delete(stream_key(job_id))
-
-    def expire(self, job_id: str, seconds: int) -> None:
-        self.redis.expire(stream_key(job_id), seconds)
-        self.redis.expire(cancel_key(job_id), seconds)
-
     def exists(self, job_id: str) -> bool:
         return bool(self.redis.exists(stream_key(job_id)))
 
@@ -95,8 +80,70 @@ class ProgressStream:
         return bool(self.redis.exists(cancel_key(job_id)))
 
 
-def redis_client(url: str) -> redis.Redis:
-    """A client with short timeouts: progress is best-effort, never worth hanging a request."""
-    return redis.Redis.from_url(
-        url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30
-    )
+# ---- an attempt's fenced writes ------------------------------------------------------------
+
+# KEYS[1] = lock key, KEYS[2] = stream key, KEYS[3] = cancel key
+# ARGV[1] = fencing token (the lock's value), ARGV[2] = maxlen, ARGV[3..] = field, value, ...
+# -> {0} when the lock is not ours (nothing written), else {1, entry id, cancel flag}
+_APPEND = """
+if redis.call('get', KEYS[1]) ~= ARGV[1] then return {0} end
+local id = redis.call('xadd', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
+return {1, id, redis.call('exists', KEYS[3])}
+"""
+# KEYS[1] = lock key, KEYS[2] = stream key, ARGV[1] = fencing token -> 0 fenced, 1 done
+_RESET = """
+if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('del', KEYS[2])
+return 1
+"""
+# KEYS[1] = lock key, KEYS[2] = stream key, KEYS[3] = cancel key
+# ARGV[1] = fencing token, ARGV[2] = seconds -> 0 fenced, 1 done
+_EXPIRE = """
+if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('expire', KEYS[2], ARGV[2])
+redis.call('expire', KEYS[3], ARGV[2])
+return 1
+"""
+
+
+class Fenced(Exception):
+    """The job's lock no longer holds this attempt's token: the write was refused."""
+
+
+class AttemptStream:
+    """One attempt's writes to its job's stream, each refused unless the job's lock (checked
+    by Redis in the same script) still holds ``token``. Raises :class:`Fenced` then, and
+    ``redis.RedisError`` when Redis cannot be reached."""
+
+    def __init__(self, client: redis.Redis, job_id: str, token: str, maxlen: int = 20_000):
+        self.redis = client
+        self.job_id = job_id
+        self.token = token
+        self.maxlen = maxlen
+        self._keys = [lock_key(job_id), stream_key(job_id), cancel_key(job_id)]
+        self._append = client.register_script(_APPEND)
+        self._reset = client.register_script(_RESET)
+        self._expire = client.register_script(_EXPIRE)
+
+    def append_checking_cancel(self, entry: Mapping[str, Any]) -> tuple[str, bool]:
+        """Add one iteration (trimmed to about ``maxlen``) and read the cancel flag, in one
+        round trip: the entry's id and whether a cancel is requested."""
+        fields = [item for pair in _encode(entry).items() for item in pair]
+        reply = self._append(keys=self._keys, args=[self.token, self.maxlen, *fields])
+        if not reply[0]:
+            raise Fenced(self.job_id)
+        sid = reply[1]
+        return (sid.decode() if isinstance(sid, bytes) else sid), bool(reply[2])
+
+    def reset(self) -> None:
+        """Forget earlier attempts' entries (a re-delivered job restarts from iteration 1)."""
+        if not self._reset(keys=self._keys[:2], args=[self.token]):
+            raise Fenced(self.job_id)
+
+    def expire(self, seconds: int) -> None:
+        """Let the stream and the cancel flag expire ``seconds`` from now (the job ended)."""
+        if not self._expire(keys=self._keys, args=[self.token, seconds]):
+            raise Fenced(self.job_id)
+
+    def cancel_requested(self) -> bool:
+        return bool(self.redis.exists(cancel_key(self.job_id)))

@@ -1,7 +1,7 @@
 """Object storage behind one small interface: a local folder or S3 (MinIO-compatible).
 
-Keys are ``/``-separated paths such as ``jobs/<id>/result.png``; :mod:`stylequeue.shared.keys` says
-which.
+Keys are ``/``-separated paths such as ``jobs/<id>/inputs/content.png``;
+:mod:`stylequeue.shared.keys` says which.
 """
 
 from __future__ import annotations

@@ -36,26 +36,21 @@ from sqlalchemy.exc import SQLAlchemyError
 from stylequeue.shared.celery_app import QUEUE, RUN_JOB
 from stylequeue.shared.db import get_sessionmaker, session_scope
 from stylequeue.shared.jobs import EnqueueFailed, JobNotCommitted, enqueue_job
-from stylequeue.shared.locks import lock_exists
+from stylequeue.shared.locks import lock_exists, release_if_held
 from stylequeue.shared.models import Job
-from stylequeue.shared.progress import redis_client
+from stylequeue.shared.redis_client import redis_client
+from stylequeue.shared.redis_keys import SWEEP_LOCK_KEY
 from stylequeue.shared.settings import Settings
 from stylequeue.shared.states import JobStatus, transition, utcnow
 
 log = logging.getLogger("stylequeue.sweeper")
 
-SWEEP_LOCK_KEY = "stylequeue:lock:sweep"
 SWEEP_LOCK_SECONDS = 25
 BATCH = 500
 # kombu's Redis transport keeps a queue's waiting messages in one list per priority step
 # (default steps 0, 3, 6, 9; step 0 is the bare queue name).
 _PRIORITY_SEP = "\x06\x16"
 _PRIORITY_STEPS = (3, 6, 9)
-
-_RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
-return 0
-"""
 
 
 @dataclass
@@ -90,7 +85,7 @@ def sweep(settings: Settings, celery_app: Celery) -> SweepReport:
         report.errors.append(f"database unavailable: {type(exc).__name__}: {exc}")
     finally:
         with contextlib.suppress(redis.RedisError):  # else it expires on its own
-            client.eval(_RELEASE, 1, SWEEP_LOCK_KEY, token)
+            release_if_held(client, SWEEP_LOCK_KEY, token)
         client.close()
     if report.requeued or report.recovered or report.errors:
         log.info(

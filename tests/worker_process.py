@@ -284,8 +284,8 @@ def check_finished_job(settings: Settings, job_id: str, n: int, snapshot_every: 
     expected = sorted({*range(snapshot_every, n + 1, snapshot_every), n})
     assert job.snapshot_iterations == expected
     for it in expected:
-        assert storage.get(keys.snapshot_key(job_id, it)).startswith(b"\x89PNG")
-    assert job.result_key == keys.result_key(job_id)
+        assert storage.get(keys.job_snapshot_key(job, it)).startswith(b"\x89PNG")
+    assert job.result_key == keys.result_key(job_id, attempt=job.attempts)
     assert storage.get(job.result_key).startswith(b"\x89PNG")
     history = json.loads(storage.get(job.history_key))
     assert history["job_id"] == job_id and history["weights"] == job.weights

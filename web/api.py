@@ -203,7 +203,7 @@ def job_snapshot(job_id: str, iteration: int) -> Response:
     thumb = thumb_arg()
     job = get_job_or_404(job_id)
     missing = ApiError(404, "snapshot_not_found", f"no snapshot at iteration {iteration}")
-    key = keys.snapshot_key(job.id, iteration)
+    key = keys.job_snapshot_key(job, iteration)
     if thumb is not None:
         name = f"snapshot-{iteration:06d}"
         return _thumb(job, key, name, thumb, missing, immutable=job.terminal)

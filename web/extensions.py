@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from stylequeue.shared.celery_app import create_celery
 from stylequeue.shared.db import get_sessionmaker
-from stylequeue.shared.progress import ProgressStream, redis_client
+from stylequeue.shared.progress import ProgressStream
+from stylequeue.shared.redis_client import redis_client
 from stylequeue.shared.settings import Settings
 from stylequeue.shared.storage import Storage, get_storage
 

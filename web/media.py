@@ -2,8 +2,9 @@
 
 Every image gets a strong ETag (a hash of its bytes) and answers conditional requests with
 304. Inputs never change, and nothing of a finished job changes, so those are cached for a
-year (``immutable``). While a job may still run, a re-delivered job restarts and rewrites
-its snapshots, so those are revalidated each time (``no-cache``). Always ``private``: only
+year (``immutable``). While a job may still run, a re-delivered job restarts as a new
+attempt whose snapshots (``shared.keys``, per attempt) replace the old ones at the same
+URLs, so those are revalidated each time (``no-cache``). Always ``private``: only
 the owner may see them.
 
 ``?thumb=<px>`` (one of :data:`THUMB_SIZES`) answers a WebP no larger than ``px`` on its

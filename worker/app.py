@@ -59,7 +59,7 @@ def _init_child(**_: Any) -> None:
 @worker_process_shutdown.connect
 def _retire_child(**_: Any) -> None:
     from stylequeue.shared import fleet
-    from stylequeue.shared.progress import redis_client
+    from stylequeue.shared.redis_client import redis_client
 
     _ChildState.stop.set()
     try:
@@ -125,7 +125,7 @@ def _gpu_memory_growth() -> None:
 
 def _heartbeat() -> None:
     from stylequeue.shared import fleet
-    from stylequeue.shared.progress import redis_client
+    from stylequeue.shared.redis_client import redis_client
 
     client = redis_client(get_settings().redis_url)
     while True:

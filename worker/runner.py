@@ -18,16 +18,31 @@ State machine of an attempt::
         SoftTimeLimitExceeded ............. -> failed, latest snapshot saved as the result
         any other exception ............... -> failed with a one-line reason
         lock lost (we were presumed dead) . leave the row alone: the new runner owns it
+
+Fencing: the sweeper may presume a runner dead (its lock expired, say during a Redis outage)
+and another runner start attempt N + 1 while the first still runs. Every write of an attempt
+is therefore checked where it is written, not only by the lock renewer's ``lost`` flag:
+
+- Redis (stream entries, reset, expiry): a Lua script writes only while the job's lock still
+  holds this attempt's token (``shared.progress.AttemptStream``); a refusal stops the attempt
+  (outcome ``lost``).
+- Storage (snapshots, result, history): under the attempt's own prefix
+  (``jobs/<id>/attempts/<n>/``, ``shared.keys``), so a stale attempt never overwrites the
+  live one's files; the row points at the winning attempt's, and the winner deletes the
+  other attempts' prefixes once it has finished the job.
+- The row: updated under ``SELECT ... FOR UPDATE`` only while it is ``running`` with this
+  attempt's number (:class:`AttemptFence`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -38,10 +53,13 @@ from stylequeue.shared.db import session_scope
 from stylequeue.shared.locks import JobLock
 from stylequeue.shared.models import Job
 from stylequeue.shared.params import TransferParams
-from stylequeue.shared.progress import FIELDS, ProgressStream, redis_client
+from stylequeue.shared.progress import FIELDS, AttemptStream, Fenced
+from stylequeue.shared.redis_client import redis_client
 from stylequeue.shared.settings import Settings
 from stylequeue.shared.states import JobStatus, transition
 from stylequeue.shared.storage import Storage, get_storage
+from stylequeue.worker.progress_sink import ProgressSink
+from stylequeue.worker.stop_signal import StopReason, StopSignal
 
 if TYPE_CHECKING:
     import numpy as np
@@ -54,11 +72,23 @@ MAX_ERROR_CHARS = 1000
 REDIS_RETRY_SECONDS = 5.0  # Redis unreachable mid-job: retry the stream this often
 
 
+class Action(StrEnum):
+    """What an attempt did."""
+
+    RAN = "ran"  # ran the engine and wrote the final state
+    BUSY = "busy"  # another live runner holds the job's lock
+    MISSING = "missing"  # no such row
+    DUPLICATE = "duplicate"  # the row is terminal already
+    CANCELED = "canceled"  # canceled before it started
+    GAVE_UP = "gave_up"  # lost MAX_ATTEMPTS times: failed without running
+    LOST = "lost"  # presumed dead, the job restarted elsewhere: left to the new runner
+
+
 @dataclass
 class Outcome:
     """What an attempt did; ``status`` is the row's status afterwards (None: untouched)."""
 
-    action: str  # ran | busy | missing | duplicate | canceled | gave_up | lost
+    action: Action
     status: str | None = None
     iterations: int = 0
     seconds: float = 0.0
@@ -96,17 +126,17 @@ def execute(
         # under the lock.
         if job is None:
             log.warning("job %s: no such row (deleted?); dropping the message", job_id)
-            return Outcome("missing")
+            return Outcome(Action.MISSING)
         if job.terminal:
             log.info("job %s: already %s; duplicate delivery ignored", job_id, job.status)
-            return Outcome("duplicate", job.status)
+            return Outcome(Action.DUPLICATE, job.status)
     own_client = client is None
     client = client or redis_client(settings.redis_url)
     lock = JobLock(client, job_id, settings.lock_ttl_seconds)
     try:
         if not lock.acquire():
             log.info("job %s: another runner holds its lock; not running it twice", job_id)
-            return Outcome("busy")
+            return Outcome(Action.BUSY)
         lock.start_renewing()
         try:
             return _Attempt(job_id, settings, worker_name, lock, client, deadline).run()
@@ -117,6 +147,48 @@ def execute(
     finally:
         if own_client:
             client.close()
+
+
+class AttemptFence:
+    """What makes a write this attempt's: its number in the row, checked under ``SELECT ...
+    FOR UPDATE``, and its lock still held (the lock's token is also checked by Redis in each
+    stream write; a refusal lands here through :meth:`refused`)."""
+
+    def __init__(self, job_id: str, database_url: str, lock: JobLock) -> None:
+        self.job_id = job_id
+        self.database_url = database_url
+        self.lock = lock
+        self.token = lock.value
+        self.attempt = 0  # set once the row is marked running with this attempt's number
+        self._refused = False
+
+    @property
+    def lost(self) -> bool:
+        return self._refused or self.lock.lost.is_set()
+
+    def refused(self) -> None:
+        """A fenced write was refused: the lock holds another runner's token."""
+        if not self._refused:
+            log.error("job %s: a write was refused: the job is no longer ours", self.job_id)
+        self._refused = True
+
+    def holds(self, job: Job | None) -> bool:
+        """The row is still this attempt's: running, with our attempt number (a runner that
+        restarted the job after the sweeper presumed us dead has bumped it; our renewer may
+        not have noticed the lost lock yet), and our lock not known to be lost."""
+        return (
+            job is not None
+            and job.status == JobStatus.RUNNING.value
+            and job.attempts == self.attempt
+            and not self.lost
+        )
+
+    @contextmanager
+    def row(self) -> Iterator[Job | None]:
+        """The row locked for update while it is ours, else None (write nothing then)."""
+        with session_scope(self.database_url) as session:
+            job = session.get(Job, self.job_id, with_for_update=True)
+            yield job if self.holds(job) else None
 
 
 class _Attempt:
@@ -132,33 +204,43 @@ class _Attempt:
         self.job_id = job_id
         self.settings = settings
         self.worker_name = worker_name
-        self.lock = lock
-        self.stream = ProgressStream(client, settings.progress_maxlen)
+        self.fence = AttemptFence(job_id, settings.database_url, lock)
+        self.sink = ProgressSink(
+            AttemptStream(client, job_id, self.fence.token, settings.progress_maxlen),
+            REDIS_RETRY_SECONDS,
+        )
         self.storage: Storage = get_storage(settings)
         self.started = time.monotonic()
-        self.deadline = deadline if deadline is not None else soft_deadline(settings, self.started)
-        self.tracker: _Tracker | None = None
-        self.attempt = 0  # this attempt's number in the row, once _start marked it running
+        self.stop = StopSignal(
+            deadline if deadline is not None else soft_deadline(settings, self.started),
+            is_lost=lambda: self.fence.lost,
+            read_flag=self.sink.read_cancel_flag,
+        )
+        self.recorder: _Recorder | None = None
 
-    def _db(self):  # type: ignore[no-untyped-def]
-        return session_scope(self.settings.database_url)
+    @property
+    def attempt(self) -> int:
+        return self.fence.attempt
 
     # ---- the attempt ---------------------------------------------------------------------
 
     def run(self) -> Outcome:
         started = self._start()
         if isinstance(started, Outcome):
-            if started.action in ("canceled", "gave_up"):
+            if started.action in (Action.CANCELED, Action.GAVE_UP):
                 self._expire_stream()  # a dead attempt's entries: expire like any job's
             return started
-        params, input_keys, attempt = started
+        params, input_keys = started
         log.info(
             "job %s start: attempt %d on %s, %d iterations at max %d px",
-            self.job_id, attempt, self.worker_name, params.iterations, params.max_size,
+            self.job_id, self.attempt, self.worker_name, params.iterations, params.max_size,
         )  # fmt: skip
         try:
-            self._reset_progress(attempt)
+            self.sink.reset()  # a re-delivered job restarts cleanly, from iteration 1
             outcome = self._run_engine(params, input_keys)
+        except Fenced:
+            self.fence.refused()
+            outcome = self._lost()
         except SoftTimeLimitExceeded:
             outcome = self._finish_after_soft_limit()
         except Exception as exc:
@@ -173,26 +255,26 @@ class _Attempt:
         )  # fmt: skip
         return outcome
 
-    def _start(self) -> Outcome | tuple[TransferParams, dict[str, Any], int]:
+    def _start(self) -> Outcome | tuple[TransferParams, dict[str, Any]]:
         """Decide whether to run; if so mark the row running (attempts + 1, progress cleared)."""
-        with self._db() as session:
+        with session_scope(self.settings.database_url) as session:
             job = session.get(Job, self.job_id, with_for_update=True)
             if job is None:
                 log.warning("job %s: no such row (deleted?); dropping the message", self.job_id)
-                return Outcome("missing")
+                return Outcome(Action.MISSING)
             if job.terminal:
                 log.info("job %s: already %s; duplicate delivery ignored", self.job_id, job.status)
-                return Outcome("duplicate", job.status)
-            if job.cancel_requested or self._cancel_flag():
+                return Outcome(Action.DUPLICATE, job.status)
+            if job.cancel_requested or self.sink.read_cancel_flag():
                 transition(job, JobStatus.CANCELED, cancel_requested=True)
                 log.info("job %s: canceled before it started", self.job_id)
-                return Outcome("canceled", job.status)
+                return Outcome(Action.CANCELED, job.status)
             if job.attempts >= MAX_ATTEMPTS:
                 transition(
                     job, JobStatus.FAILED,
                     error=f"worker lost {job.attempts} times; giving up on this job",
                 )  # fmt: skip
-                return Outcome("gave_up", job.status, error=job.error)
+                return Outcome(Action.GAVE_UP, job.status, error=job.error)
             transition(
                 job, JobStatus.RUNNING,
                 attempts=job.attempts + 1, worker=self.worker_name, iterations_done=0,
@@ -201,14 +283,8 @@ class _Attempt:
             )  # fmt: skip
             params = TransferParams.from_dict(job.params)
             input_keys = dict(job.input_keys)
-            attempt = self.attempt = job.attempts
-        return params, input_keys, attempt
-
-    def _reset_progress(self, attempt: int) -> None:
-        """A re-delivered job restarts cleanly: forget the dead attempt's entries and images."""
-        self.stream.reset(self.job_id)
-        if attempt > 1:
-            self.storage.delete_prefix(keys.job_prefix(self.job_id) + "snapshots/")
+            self.fence.attempt = job.attempts
+        return params, input_keys
 
     def _run_engine(self, params: TransferParams, input_keys: dict[str, Any]) -> Outcome:
         from stylequeue.worker import (
@@ -222,30 +298,33 @@ class _Attempt:
         content = engine.decode_image(self.storage.get(input_keys["content"]))
         styles = [engine.decode_image(self.storage.get(k)) for k in input_keys["styles"]]
         weights = params.weights or self.settings.vgg19_weights
-        self.tracker = tracker = _Tracker(self, engine.encode_png, params, weights)
+        self.recorder = recorder = _Recorder(
+            job_id=self.job_id, fence=self.fence, sink=self.sink, stop=self.stop,
+            storage=self.storage, encode_png=engine.encode_png, params=params, weights=weights,
+        )  # fmt: skip
         result = engine.transfer(
             content, styles, params, weights=weights,
-            on_iteration=tracker.on_iteration, should_stop=tracker.should_stop,
+            on_iteration=recorder.on_iteration, should_stop=self.stop.should_stop,
             xla=self.settings.engine_xla, deterministic=self.settings.engine_deterministic,
         )  # fmt: skip
-        if self.lock.lost.is_set():
-            return self._lost(tracker.iterations)
-        self.storage.put(keys.result_key(self.job_id), engine.encode_png(result.image), "image/png")
-        history = self._save_history(result.weights, params)
-        if result.stopped and tracker.cancel_seen:
-            status, error = JobStatus.CANCELED, None
-        elif result.stopped and tracker.deadline_hit:
+        if self.fence.lost:
+            return self._lost()
+        result_key = keys.result_key(self.job_id, attempt=self.attempt)
+        self.storage.put(result_key, engine.encode_png(result.image), "image/png")
+        history = self._save_history()
+        status, error = JobStatus.SUCCEEDED, None
+        if result.stopped and self.stop.reason is StopReason.CANCEL:
+            status = JobStatus.CANCELED
+        elif result.stopped and self.stop.reason is StopReason.DEADLINE:
             status = JobStatus.FAILED
             error = (
                 f"time limit reached after {result.iterations_done} iterations; best-so-far saved"
             )
-        else:
-            status, error = JobStatus.SUCCEEDED, None
         height, width = int(result.image.shape[0]), int(result.image.shape[1])
         return self._finish(
             status,
             error=error,
-            result_key=keys.result_key(self.job_id),
+            result_key=result_key,
             history_key=history,
             best_loss=float(result.best_loss),
             best_iteration=int(result.best_iteration),
@@ -253,52 +332,52 @@ class _Attempt:
             width=width,
             height=height,
             iterations_done=int(result.iterations_done),
-            snapshot_iterations=list(tracker.snapshots),
+            snapshot_iterations=list(recorder.snapshots),
         )
 
     # ---- endings -------------------------------------------------------------------------
 
     def _finish(self, status: JobStatus, *, error: str | None = None, **fields: Any) -> Outcome:
-        with self._db() as session:
-            job = session.get(Job, self.job_id, with_for_update=True)
-            if not self._still_ours(job):
+        with self.fence.row() as job:
+            if job is None:
                 # The sweeper presumed us dead and re-queued the job: the new runner owns it.
-                return self._lost(fields.get("iterations_done", 0))
+                return self._lost()
             transition(job, status, error=error, **fields)
         self._expire_stream()
+        self._delete_other_attempts()
         return Outcome(
-            "ran", status.value, iterations=int(fields.get("iterations_done", 0)), error=error
+            Action.RAN, status.value, iterations=int(fields.get("iterations_done", 0)), error=error
         )
 
     def _expire_stream(self) -> None:
         try:
-            self.stream.expire(self.job_id, self.settings.progress_ttl_seconds)
-        except redis.RedisError as exc:
-            log.warning("job %s: could not set the stream's expiry: %s", self.job_id, exc)
+            self.sink.expire(self.settings.progress_ttl_seconds)
+        except Fenced:  # another runner owns the job now: its stream is not ours to expire
+            self.fence.refused()
 
-    def _still_ours(self, job: Job | None) -> bool:
-        """The row is still this attempt's: running, with our attempt number (a runner that
-        restarted the job after the sweeper presumed us dead has bumped it; our renewer may
-        not have noticed the lost lock yet), and our lock not known to be lost."""
-        return (
-            job is not None
-            and job.status == JobStatus.RUNNING.value
-            and job.attempts == self.attempt
-            and not self.lock.lost.is_set()
-        )
+    def _delete_other_attempts(self) -> None:
+        """Once the job is ours for good, the files of the attempts before ours go (a later
+        attempt cannot exist: the row is terminal). Best effort."""
+        for earlier in range(1, self.attempt):
+            try:
+                self.storage.delete_prefix(keys.attempt_prefix(self.job_id, earlier))
+            except Exception as exc:
+                log.warning("job %s: could not delete attempt %d: %s", self.job_id, earlier, exc)
 
     def _fail(self, reason: str, **fields: Any) -> Outcome:
-        tracker = self.tracker
+        if self.fence.lost:
+            return self._lost()
+        recorder = self.recorder
         extra: dict[str, Any] = {}
-        if tracker is not None:
+        if recorder is not None:
             extra = {
-                "iterations_done": tracker.iterations,
-                "snapshot_iterations": list(tracker.snapshots),
-                "best_loss": tracker.best_loss,
-                "best_iteration": tracker.best_iteration,
+                "iterations_done": recorder.iterations,
+                "snapshot_iterations": list(recorder.snapshots),
+                "best_loss": recorder.best_loss,
+                "best_iteration": recorder.best_iteration,
             }
             try:
-                extra["history_key"] = self._save_history(tracker.weights, tracker.params)
+                extra["history_key"] = self._save_history()
             except Exception as exc:  # the reason we fail matters more than the history
                 log.warning("job %s: could not save the history: %s", self.job_id, exc)
         extra.update(fields)
@@ -306,96 +385,105 @@ class _Attempt:
 
     def _finish_after_soft_limit(self) -> Outcome:
         """Backup path: Celery's soft limit fired inside the engine. Save what we have."""
-        tracker = self.tracker
-        n = tracker.iterations if tracker else 0
+        recorder = self.recorder
+        n = recorder.iterations if recorder else 0
         fields: dict[str, Any] = {}
         saved = ""
-        if tracker is not None and tracker.latest_snapshot is not None:
+        latest = recorder.latest_snapshot if recorder is not None else None
+        if recorder is not None and latest is not None and not self.fence.lost:
             try:
-                self.storage.put(
-                    keys.result_key(self.job_id),
-                    tracker.encode_png(tracker.latest_snapshot),
-                    "image/png",
-                )
-                height, width = tracker.latest_snapshot.shape[:2]
-                fields = {"result_key": keys.result_key(self.job_id), "width": int(width),
-                          "height": int(height)}  # fmt: skip
-                saved = f"; latest snapshot (iteration {tracker.latest_snapshot_iteration}) saved"
+                key = keys.result_key(self.job_id, attempt=self.attempt)
+                self.storage.put(key, recorder.encode_png(latest), "image/png")
+                height, width = latest.shape[:2]
+                fields = {"result_key": key, "width": int(width), "height": int(height)}
+                saved = f"; latest snapshot (iteration {recorder.latest_snapshot_iteration}) saved"
             except Exception as exc:
                 log.warning("job %s: could not save the latest snapshot: %s", self.job_id, exc)
         return self._fail(f"time limit reached after {n} iterations{saved}", **fields)
 
-    def _lost(self, iterations: int) -> Outcome:
+    def _lost(self) -> Outcome:
         log.error(
             "job %s: lost its lock (presumed dead and re-queued); leaving it to the new runner",
             self.job_id,
         )
-        return Outcome("lost", None, iterations=iterations)
+        self._delete_own_files_if_superseded()
+        iterations = self.recorder.iterations if self.recorder is not None else 0
+        return Outcome(Action.LOST, None, iterations=iterations)
 
-    def _save_history(self, weights: str | None, params: TransferParams | None) -> str:
-        """The loss history in storage, same entries and ids as the stream."""
-        tracker = self.tracker
+    def _delete_own_files_if_superseded(self) -> None:
+        """Our files once a later attempt has started (it cleared the row's references to
+        them) or the job is gone; kept while the row may still list our snapshots (the lock
+        lapsed but nobody restarted the job yet). Best effort; ours are written by now."""
+        if self.attempt == 0:
+            return
+        try:
+            with session_scope(self.settings.database_url) as session:
+                job = session.get(Job, self.job_id)
+                superseded = job is None or job.attempts > self.attempt
+            if superseded:
+                self.storage.delete_prefix(keys.attempt_prefix(self.job_id, self.attempt))
+        except Exception as exc:
+            log.warning("job %s: could not delete the lost attempt's files: %s", self.job_id, exc)
+
+    def _save_history(self) -> str:
+        """The loss history in this attempt's storage, same entries and ids as the stream."""
+        recorder = self.recorder
         doc = {
             "job_id": self.job_id,
-            "weights": weights,
-            "params": params.to_dict() if params is not None else None,
-            "entries": tracker.entries if tracker is not None else [],
+            "weights": recorder.weights if recorder is not None else None,
+            "params": recorder.params.to_dict() if recorder is not None else None,
+            "entries": recorder.entries if recorder is not None else [],
         }
-        key = keys.history_key(self.job_id)
+        key = keys.history_key(self.job_id, attempt=self.attempt)
         self.storage.put(key, json.dumps(doc).encode(), "application/json")
         return key
 
-    # ---- flags ---------------------------------------------------------------------------
-
-    def _cancel_flag(self) -> bool:
-        try:
-            return self.stream.cancel_requested(self.job_id)
-        except redis.RedisError as exc:
-            log.warning("job %s: cannot read the cancel flag: %s", self.job_id, exc)
-            return False
-
 
 @dataclass
-class _Tracker:
-    """The engine's callbacks: stream each iteration, store snapshots, poll for stop."""
+class _Recorder:
+    """The engine's per-iteration callback: stream the entry, store snapshots (this
+    attempt's keys), keep the best, flush progress to the row now and then."""
 
-    attempt: _Attempt
+    job_id: str
+    fence: AttemptFence
+    sink: ProgressSink
+    stop: StopSignal
+    storage: Storage
     encode_png: Callable[[np.ndarray], bytes]
-    params: TransferParams | None = None
-    weights: str | None = None
+    params: TransferParams
+    weights: str
     entries: list[dict[str, Any]] = field(default_factory=list)
     snapshots: list[int] = field(default_factory=list)
     best_loss: float | None = None
     best_iteration: int | None = None
     latest_snapshot: np.ndarray | None = None
     latest_snapshot_iteration: int | None = None
-    cancel_seen: bool = False
-    deadline_hit: bool = False
     last_flush: float = 0.0
-    _last_id: tuple[int, int] = (0, 0)
-    flag_read: bool = False  # the cancel flag came back with the last XADD
-    _redis_down: bool = False
-    _retry_redis_at: float = 0.0  # while Redis is away, try it again only every few seconds
 
     @property
     def iterations(self) -> int:
         return self.entries[-1]["iteration"] if self.entries else 0
 
     def on_iteration(self, report: Any) -> None:
-        a = self.attempt
-        if a.lock.lost.is_set():
+        if self.fence.lost:
             return
         entry: dict[str, Any] = {"iteration": int(report.iteration)}
         for name in FIELDS[1:]:
             entry[name] = float(getattr(report, name))
-        entry = {"id": self._append(entry), **entry}
+        try:
+            appended = self.sink.append(entry)
+        except Fenced:  # the job is another runner's now: write nothing more of it
+            self.fence.refused()
+            return
+        self.stop.note_flag(appended.cancel)
+        entry = {"id": appended.id, **entry}
         self.entries.append(entry)
         if report.is_best:
             self.best_loss, self.best_iteration = entry["loss"], entry["iteration"]
         flush = time.monotonic() - self.last_flush >= DB_FLUSH_SECONDS
         if report.snapshot is not None:
-            a.storage.put(
-                keys.snapshot_key(a.job_id, entry["iteration"]),
+            self.storage.put(
+                keys.snapshot_key(self.job_id, entry["iteration"], attempt=self.fence.attempt),
                 self.encode_png(report.snapshot),
                 "image/png",
             )
@@ -406,63 +494,14 @@ class _Tracker:
         if flush:
             self._flush()
 
-    def _append(self, entry: dict[str, Any]) -> str:
-        """XADD (and read the cancel flag in the same round trip); if Redis is briefly
-        away, keep going with a made-up, still-increasing id.
-
-        Progress is best effort: a Redis blip must not kill an hour of GPU work. The history
-        in storage stays complete either way.
-        """
-        a = self.attempt
-        try:
-            if self._redis_down and time.monotonic() < self._retry_redis_at:
-                raise redis.ConnectionError("still backing off")
-            sid, cancelled = a.stream.append_checking_cancel(a.job_id, entry)
-            self.flag_read = True
-            self.cancel_seen = self.cancel_seen or cancelled
-            if self._redis_down:
-                log.info("job %s: progress stream back", a.job_id)
-                self._redis_down = False
-            ms, seq = (int(x) for x in sid.split("-"))
-        except redis.RedisError as exc:
-            if not self._redis_down:
-                log.warning("job %s: progress stream unavailable: %s", a.job_id, exc)
-                self._redis_down = True
-                self._retry_redis_at = time.monotonic() + REDIS_RETRY_SECONDS
-            elif time.monotonic() >= self._retry_redis_at:
-                self._retry_redis_at = time.monotonic() + REDIS_RETRY_SECONDS
-            ms, seq = int(time.time() * 1000), 0
-            if ms <= self._last_id[0]:
-                ms, seq = self._last_id[0], self._last_id[1] + 1
-            sid = f"{ms}-{seq}"
-        self._last_id = (ms, seq)
-        return sid
-
     def _flush(self) -> None:
-        """Write progress fields to the row; read its cancel_requested on the way."""
-        a = self.attempt
+        """Write progress fields to the row while it is ours; read its cancel_requested."""
         self.last_flush = time.monotonic()
-        with a._db() as session:
-            job = session.get(Job, a.job_id)
-            if not a._still_ours(job):
+        with self.fence.row() as job:
+            if job is None:
                 return
             job.iterations_done = self.iterations
             job.best_loss = self.best_loss
             job.best_iteration = self.best_iteration
             job.snapshot_iterations = list(self.snapshots)
-            if job.cancel_requested:
-                self.cancel_seen = True
-
-    def should_stop(self) -> bool:
-        a = self.attempt
-        if self.cancel_seen or a.lock.lost.is_set():
-            return True
-        if time.monotonic() >= a.deadline:
-            self.deadline_hit = True
-            return True
-        if self.flag_read:  # read with this iteration's XADD, a moment ago
-            self.flag_read = False
-        elif not self._redis_down:
-            with contextlib.suppress(redis.RedisError):  # the row's flag is read at flushes too
-                self.cancel_seen = a.stream.cancel_requested(a.job_id)
-        return self.cancel_seen
+            self.stop.note_row_cancel(bool(job.cancel_requested))

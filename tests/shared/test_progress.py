@@ -1,4 +1,5 @@
-"""ProgressStream on a real Redis: append, read after an id, trimming, expiry, cancel flag."""
+"""ProgressStream on a real Redis: append, read after an id, trimming, expiry, cancel flag;
+an attempt's fenced writes (AttemptStream), refused once the job's lock is another's."""
 
 from __future__ import annotations
 
@@ -9,14 +10,9 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from stylequeue.shared.progress import (
-    FIELDS,
-    STREAM_ID_RE,
-    ProgressStream,
-    cancel_key,
-    redis_client,
-    stream_key,
-)
+from stylequeue.shared.progress import FIELDS, STREAM_ID_RE, AttemptStream, Fenced, ProgressStream
+from stylequeue.shared.redis_client import redis_client
+from stylequeue.shared.redis_keys import cancel_key, lock_key, stream_key
 
 JOB = "8d4c2a9e-0000-4000-8000-000000000001"
 
@@ -48,6 +44,16 @@ def client(redis_url: str) -> Iterator[redis.Redis]:
 @pytest.fixture
 def stream(client: redis.Redis) -> ProgressStream:
     return ProgressStream(client)
+
+
+TOKEN = "host|1|mine"
+
+
+@pytest.fixture
+def attempt(client: redis.Redis) -> AttemptStream:
+    """The writes of an attempt whose token the job's lock holds."""
+    client.set(lock_key(JOB), TOKEN, ex=60)
+    return AttemptStream(client, JOB, TOKEN)
 
 
 def test_append_returns_increasing_ids(stream: ProgressStream) -> None:
@@ -155,52 +161,93 @@ def test_append_many_appends_in_order(stream: ProgressStream) -> None:
     assert entries[3] == {"id": entries[3]["id"], **entry(4)}
 
 
-def test_append_checking_cancel(stream: ProgressStream) -> None:
-    sid, cancelled = stream.append_checking_cancel(JOB, entry(1))
+def test_append_checking_cancel(attempt: AttemptStream, stream: ProgressStream) -> None:
+    sid, cancelled = attempt.append_checking_cancel(entry(1))
     assert cancelled is False
     stream.request_cancel(JOB)
-    sid2, cancelled = stream.append_checking_cancel(JOB, entry(2))
+    sid2, cancelled = attempt.append_checking_cancel(entry(2))
     assert cancelled is True
     assert _id_key(sid2) > _id_key(sid)
     entries, last = stream.read(JOB)
-    assert [e["iteration"] for e in entries] == [1, 2]
+    assert entries == [{"id": sid, **entry(1)}, {"id": sid2, **entry(2)}]
     assert last == sid2
 
 
-def test_append_checking_cancel_sees_only_its_own_job(stream: ProgressStream) -> None:
+def test_append_checking_cancel_sees_only_its_own_job(
+    attempt: AttemptStream, stream: ProgressStream
+) -> None:
     stream.request_cancel("another-job")
-    _, cancelled = stream.append_checking_cancel(JOB, entry(1))
+    _, cancelled = attempt.append_checking_cancel(entry(1))
     assert cancelled is False
 
 
-def test_reset_deletes_the_stream(stream: ProgressStream) -> None:
+def test_attempt_append_is_trimmed(client: redis.Redis) -> None:
+    client.set(lock_key(JOB), TOKEN)
+    attempt = AttemptStream(client, JOB, TOKEN, maxlen=100)
+    for i in range(1, 301):
+        attempt.append_checking_cancel(entry(i))
+    assert 100 <= client.xlen(stream_key(JOB)) <= 200
+
+
+@pytest.mark.parametrize("lock", [None, "elsewhere|2|theirs"])
+def test_a_stale_token_writes_nothing(
+    client: redis.Redis, stream: ProgressStream, lock: str | None
+) -> None:
+    """The fence: once the job's lock is gone or another runner's, every write of the old
+    attempt is refused by Redis itself, and the stream stays as the new attempt left it."""
+    theirs = stream.append(JOB, entry(1, loss=42.0))
+    if lock is not None:
+        client.set(lock_key(JOB), lock, ex=60)
+    stale = AttemptStream(client, JOB, TOKEN)
+    with pytest.raises(Fenced):
+        stale.append_checking_cancel(entry(5))
+    with pytest.raises(Fenced):
+        stale.reset()
+    with pytest.raises(Fenced):
+        stale.expire(60)
+    assert stream.read(JOB)[0] == [{"id": theirs, **entry(1, loss=42.0)}]
+    assert client.ttl(stream_key(JOB)) == -1
+    assert client.get(lock_key(JOB)) == (lock.encode() if lock else None)
+
+
+def test_reset_deletes_the_stream(
+    attempt: AttemptStream, stream: ProgressStream, client: redis.Redis
+) -> None:
     stream.append(JOB, entry(1))
     stream.append("other", entry(1))
     assert stream.exists(JOB)
-    stream.reset(JOB)
+    attempt.reset()
     assert not stream.exists(JOB)
     assert stream.read(JOB) == ([], None)
     assert stream.exists("other")
-    stream.append(JOB, entry(1))  # a restarted run starts a fresh stream
+    attempt.append_checking_cancel(entry(1))  # a restarted run starts a fresh stream
     assert [e["iteration"] for e in stream.read(JOB)[0]] == [1]
+    assert client.get(lock_key(JOB)) == TOKEN.encode()  # the lock is left alone
+
+
+def test_scripts_survive_a_script_flush(attempt: AttemptStream, client: redis.Redis) -> None:
+    attempt.append_checking_cancel(entry(1))
+    client.script_flush()  # Redis restarted, say: the scripts are loaded again
+    attempt.append_checking_cancel(entry(2))
+    assert client.xlen(stream_key(JOB)) == 2
 
 
 def test_expire_sets_a_ttl_on_the_stream_and_the_cancel_key(
-    stream: ProgressStream, client: redis.Redis
+    attempt: AttemptStream, stream: ProgressStream, client: redis.Redis
 ) -> None:
     stream.append(JOB, entry(1))
     stream.request_cancel(JOB, ttl_seconds=7 * 24 * 3600)
     assert client.ttl(stream_key(JOB)) == -1  # no expiry while the job runs
-    stream.expire(JOB, 120)
+    attempt.expire(120)
     assert 0 < client.ttl(stream_key(JOB)) <= 120
     assert 0 < client.ttl(cancel_key(JOB)) <= 120
 
 
 def test_expire_without_a_cancel_key_creates_none(
-    stream: ProgressStream, client: redis.Redis
+    attempt: AttemptStream, stream: ProgressStream, client: redis.Redis
 ) -> None:
     stream.append(JOB, entry(1))
-    stream.expire(JOB, 60)
+    attempt.expire(60)
     assert 0 < client.ttl(stream_key(JOB)) <= 60
     assert not client.exists(cancel_key(JOB))
     assert not stream.cancel_requested(JOB)

@@ -45,13 +45,13 @@ def multipart(csrf: str | None = None, **extra: str) -> dict[str, object]:
 def alices_finished_job(client, settings: Settings, storage: Storage) -> str:
     """A job of Alice's with a result and a snapshot, so every endpoint would answer 200."""
     job_id = submit(client).get_json()["id"]
-    storage.put(keys.result_key(job_id), images.png(), "image/png")
-    storage.put(keys.snapshot_key(job_id, 10), images.png(), "image/png")
+    storage.put(keys.result_key(job_id, attempt=0), images.png(), "image/png")
+    storage.put(keys.snapshot_key(job_id, 10, attempt=0), images.png(), "image/png")
     update_job(
         settings,
         job_id,
         status="running",
-        result_key=keys.result_key(job_id),
+        result_key=keys.result_key(job_id, attempt=0),
         snapshot_iterations=[10],
     )
     return job_id

@@ -218,9 +218,10 @@ def test_result_before_and_after(client, settings: Settings, storage: Storage) -
     assert "queued" in error_of(early)["message"]
 
     best = images.png((48, 32), "red")
-    storage.put(keys.result_key(job_id), best, "image/png")
+    key = keys.result_key(job_id, attempt=0)
+    storage.put(key, best, "image/png")
     update(settings, job_id, status="succeeded", finished_at=utcnow(),
-           result_key=keys.result_key(job_id), best_loss=12.5, best_iteration=4)  # fmt: skip
+           result_key=key, best_loss=12.5, best_iteration=4)  # fmt: skip
     response = client.get(url, headers=ALICE)
     assert response.status_code == 200 and response.mimetype == "image/png"
     assert response.data == best
@@ -255,7 +256,7 @@ def test_snapshots(client, settings: Settings, storage: Storage) -> None:
 
     shots = {it: images.png((48, 32), color) for it, color in [(10, "red"), (20, "blue")]}
     for it, data in shots.items():
-        storage.put(keys.snapshot_key(job_id, it), data, "image/png")
+        storage.put(keys.snapshot_key(job_id, it, attempt=0), data, "image/png")
     update(settings, job_id, status="running", started_at=utcnow(), snapshot_iterations=[10, 20])
     listing = client.get(base, headers=ALICE).get_json()
     assert listing == {

@@ -41,9 +41,10 @@ def save_history(settings: Settings, storage: Storage, job_id: str, ids: list[st
         "params": {},
         "entries": [{"id": sid, **entry(i)} for i, sid in enumerate(ids, start=1)],
     }
-    storage.put(keys.history_key(job_id), json.dumps(doc).encode(), "application/json")
+    key = keys.history_key(job_id, attempt=0)
+    storage.put(key, json.dumps(doc).encode(), "application/json")
     update_job(settings, job_id, status="succeeded", finished_at=utcnow(),
-               history_key=keys.history_key(job_id), iterations_done=len(ids))  # fmt: skip
+               history_key=key, iterations_done=len(ids))  # fmt: skip
 
 
 def progress(client, job_id: str, **query: str):  # type: ignore[no-untyped-def]

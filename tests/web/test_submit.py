@@ -193,8 +193,9 @@ def test_submit_and_result_on_s3(s3_settings: Settings) -> None:
 
     assert client.get(f"/api/v1/jobs/{job_id}/result", headers=ALICE).status_code == 404
     result_png = images.png((48, 32), "red")
-    storage.put(keys.result_key(job_id), result_png, "image/png")
-    update_job(s3_settings, job_id, status="succeeded", result_key=keys.result_key(job_id))
+    key = keys.result_key(job_id, attempt=0)
+    storage.put(key, result_png, "image/png")
+    update_job(s3_settings, job_id, status="succeeded", result_key=key)
     result = client.get(f"/api/v1/jobs/{job_id}/result", headers=ALICE)
     assert result.status_code == 200
     assert result.mimetype == "image/png" and result.data == result_png

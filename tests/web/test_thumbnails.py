@@ -25,10 +25,10 @@ def open_webp(data: bytes) -> Image.Image:
 
 def finished_with_result(client, settings: Settings, storage: Storage, size=(300, 120)) -> str:  # type: ignore[no-untyped-def]
     job_id = submit(client).get_json()["id"]
-    storage.put(keys.result_key(job_id), images.png(size, "red"), "image/png")
-    storage.put(keys.snapshot_key(job_id, 5), images.png(size, "blue"), "image/png")
+    storage.put(keys.result_key(job_id, attempt=0), images.png(size, "red"), "image/png")
+    storage.put(keys.snapshot_key(job_id, 5, attempt=0), images.png(size, "blue"), "image/png")
     update(settings, job_id, status="succeeded", started_at=utcnow(), finished_at=utcnow(),
-           result_key=keys.result_key(job_id), snapshot_iterations=[5])  # fmt: skip
+           result_key=keys.result_key(job_id, attempt=0), snapshot_iterations=[5])  # fmt: skip
     return job_id
 
 
@@ -107,7 +107,7 @@ def test_running_snapshot_thumb_revalidates_without_decoding(
     client, settings: Settings, storage: Storage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     job_id = submit(client).get_json()["id"]
-    storage.put(keys.snapshot_key(job_id, 10), images.png((64, 64), "blue"), "image/png")
+    storage.put(keys.snapshot_key(job_id, 10, attempt=0), images.png((64, 64), "blue"), "image/png")
     update(settings, job_id, status="running", started_at=utcnow(), snapshot_iterations=[10])
     url = f"/api/v1/jobs/{job_id}/snapshots/10?thumb=160"
     first = client.get(url, headers=ALICE)
@@ -124,7 +124,7 @@ def test_running_snapshot_thumb_revalidates_without_decoding(
     monkeypatch.undo()
 
     # a restarted run rewrites the snapshot: a new ETag, a new picture
-    storage.put(keys.snapshot_key(job_id, 10), images.png((64, 64), "red"), "image/png")
+    storage.put(keys.snapshot_key(job_id, 10, attempt=0), images.png((64, 64), "red"), "image/png")
     fresh = client.get(url, headers={**ALICE, "If-None-Match": first.headers["ETag"]})
     assert fresh.status_code == 200 and fresh.headers["ETag"] != first.headers["ETag"]
     assert open_webp(fresh.data).convert("RGB").getpixel((32, 32))[0] > 200

@@ -21,8 +21,8 @@ NO = [*FALSE_WORDS, "OFF", "No", "False", ""]
 @pytest.fixture
 def result_url(settings: Settings, storage: Storage) -> str:
     job_id = insert_job(settings, status="succeeded", finished_at=utcnow())
-    storage.put(keys.result_key(job_id), images.png((8, 8), "red"), "image/png")
-    update_job(settings, job_id, result_key=keys.result_key(job_id))
+    storage.put(keys.result_key(job_id, attempt=0), images.png((8, 8), "red"), "image/png")
+    update_job(settings, job_id, result_key=keys.result_key(job_id, attempt=0))
     return f"/api/v1/jobs/{job_id}/result"
 
 

@@ -17,7 +17,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from stylequeue.shared import keys
 from stylequeue.shared.locks import JobLock, lock_exists, lock_key
-from stylequeue.shared.progress import ProgressStream
+from stylequeue.shared.progress import AttemptStream, ProgressStream
+from stylequeue.shared.redis_keys import stream_key
 from stylequeue.shared.settings import Settings
 from stylequeue.shared.states import utcnow
 from stylequeue.shared.storage import get_storage
@@ -48,7 +49,7 @@ def test_job_runs_to_succeeded(wsettings: Settings, client: Any) -> None:
     assert done.started_at <= done.finished_at
     check_finished_job(wsettings, job.id, 7, 3)
     assert not lock_exists(client, job.id)
-    assert 0 < client.ttl(f"stylequeue:progress:{job.id}") <= wsettings.progress_ttl_seconds
+    assert 0 < client.ttl(stream_key(job.id)) <= wsettings.progress_ttl_seconds
 
 
 @pytest.mark.parametrize("status", ["succeeded", "failed", "canceled"])
@@ -98,7 +99,7 @@ def test_job_lost_too_often_fails(wsettings: Settings, client: Any) -> None:
     assert (outcome.action, done.status) == ("gave_up", "failed")
     assert done.error.startswith(f"worker lost {runner.MAX_ATTEMPTS} times")
     # the last dead attempt's entries expire like any finished job's, not never
-    assert 0 < client.ttl(f"stylequeue:progress:{job.id}") <= wsettings.progress_ttl_seconds
+    assert 0 < client.ttl(stream_key(job.id)) <= wsettings.progress_ttl_seconds
 
 
 def test_missing_weights_file_fails_with_a_readable_reason(wsettings: Settings) -> None:
@@ -127,7 +128,7 @@ def test_soft_deadline_stops_and_keeps_the_best(wsettings: Settings) -> None:
     done = get_job(wsettings, job.id)
     assert done.status == "failed" and outcome.iterations == 1
     assert done.error == "time limit reached after 1 iterations; best-so-far saved"
-    assert get_storage(wsettings).exists(keys.result_key(job.id))
+    assert get_storage(wsettings).exists(keys.result_key(job.id, attempt=1))
     assert done.result_key and done.best_iteration == 1 and done.iterations_done == 1
 
 
@@ -156,7 +157,7 @@ def test_celery_soft_limit_saves_the_latest_snapshot(
         "time limit reached after 5 iterations; latest snapshot (iteration 4) saved"
     )
     storage = get_storage(wsettings)
-    assert storage.get(done.result_key) == storage.get(keys.snapshot_key(job.id, 4))
+    assert storage.get(done.result_key) == storage.get(keys.snapshot_key(job.id, 4, attempt=1))
     history = json.loads(storage.get(done.history_key))
     assert [e["iteration"] for e in history["entries"]] == [1, 2, 3, 4, 5]
 
@@ -170,13 +171,13 @@ def test_redelivered_job_restarts_cleanly(wsettings: Settings, client: Any) -> N
         stream.append(job.id, {"iteration": i, "loss": 1.0, "content": 0, "style": 0, "tv": 0,
                                "elapsed": i})  # fmt: skip
     storage = get_storage(wsettings)
-    storage.put(keys.snapshot_key(job.id, 6), b"stale")  # beyond what the new run reaches
+    storage.put(keys.snapshot_key(job.id, 6, attempt=1), b"stale")  # the dead attempt's
     outcome = runner.execute(job.id, wsettings, worker_name=WORKER)
     assert outcome.status == "succeeded"
     done = get_job(wsettings, job.id)
     assert (done.attempts, done.worker) == (2, WORKER)
     check_finished_job(wsettings, job.id, 8, 4)
-    assert not storage.exists(keys.snapshot_key(job.id, 6))
+    assert not storage.list(keys.attempt_prefix(job.id, 1))  # its files went at the end
 
 
 def test_redis_blip_mid_job_does_not_fail_it(
@@ -185,16 +186,16 @@ def test_redis_blip_mid_job_does_not_fail_it(
     """Progress is best effort: XADD failing for a while loses stream entries, not the job;
     the history in storage stays complete with increasing ids."""
     monkeypatch.setattr(runner, "REDIS_RETRY_SECONDS", 0.0)
-    real = ProgressStream.append_checking_cancel
+    real = AttemptStream.append_checking_cancel
     calls = {"n": 0}
 
-    def flaky(self: ProgressStream, job_id: str, entry: Any) -> Any:
+    def flaky(self: AttemptStream, entry: Any) -> Any:
         calls["n"] += 1
         if calls["n"] in (3, 4):
             raise redis.ConnectionError("Redis went away")
-        return real(self, job_id, entry)
+        return real(self, entry)
 
-    monkeypatch.setattr(ProgressStream, "append_checking_cancel", flaky)
+    monkeypatch.setattr(AttemptStream, "append_checking_cancel", flaky)
     job = make_job(wsettings, params={"iterations": 8, "snapshot_every": 4})
     assert runner.execute(job.id, wsettings, worker_name=WORKER).status == "succeeded"
     done = get_job(wsettings, job.id)
@@ -206,18 +207,22 @@ def test_redis_blip_mid_job_does_not_fail_it(
     assert streamed == [1, 2, 5, 6, 7, 8]
 
 
-def test_runner_whose_job_was_restarted_elsewhere_does_not_finish_it(
+def test_runner_whose_job_was_restarted_elsewhere_writes_nothing_of_it(
     wsettings: Settings, client: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Presumed dead (its lock expired during a Redis outage), the sweeper re-queued the job
     and another runner restarted it (attempt 2) before our renewer noticed the lost lock: we
-    must neither write progress into nor finish the other runner's attempt."""
+    must write nothing into the other runner's attempt: no stream entries, no snapshot,
+    result or history over its files, no row update."""
     from stylequeue.shared.db import session_scope
     from stylequeue.shared.models import Job
     from stylequeue.worker import engine
 
     settings = replace(wsettings, lock_ttl_seconds=600)  # our renewer does not look in time
+    storage = get_storage(settings)
+    stream = ProgressStream(client)
     real = engine.transfer
+    theirs: dict[str, bytes] = {}
 
     def restarted_elsewhere(*args: Any, on_iteration: Any, **kwargs: Any) -> Any:
         def hook(report: Any) -> None:
@@ -227,15 +232,34 @@ def test_runner_whose_job_was_restarted_elsewhere_does_not_finish_it(
                 with session_scope(settings.database_url) as session:
                     row = session.get(Job, job.id)
                     row.attempts, row.worker, row.iterations_done = 2, "other@host/2", 0
+                    row.snapshot_iterations = []
+                client.delete(stream_key(job.id))
+                stream.append(job.id, {"iteration": 1, "loss": 42.0, "content": 0, "style": 0,
+                                       "tv": 0, "elapsed": 1})  # fmt: skip
+                for key, data in theirs.items():
+                    storage.put(key, data)
 
         return real(*args, on_iteration=hook, **kwargs)
 
     monkeypatch.setattr(engine, "transfer", restarted_elsewhere)
     monkeypatch.setattr(runner, "DB_FLUSH_SECONDS", 0.0)
-    job = make_job(settings, params={"iterations": 6, "snapshot_every": 0})
+    job = make_job(settings, params={"iterations": 6, "snapshot_every": 1})
+    theirs.update({  # what attempt 2 has written so far, at the keys attempt 2 writes
+        keys.snapshot_key(job.id, 1, attempt=2): b"their snapshot",
+        keys.snapshot_key(job.id, 3, attempt=2): b"their snapshot 3",
+        keys.result_key(job.id, attempt=2): b"their result",
+        keys.history_key(job.id, attempt=2): b"their history",
+    })  # fmt: skip
     outcome = runner.execute(job.id, settings, worker_name=WORKER)
     assert outcome.action == "lost"
     after = get_job(settings, job.id)
     assert (after.status, after.attempts, after.worker) == ("running", 2, "other@host/2")
     assert after.iterations_done == 0 and after.result_key is None
+    assert after.snapshot_iterations == []
     assert client.get(lock_key(job.id)) == b"elsewhere|1|other"  # not released by us
+    # the new attempt's stream holds its own entry only, none of ours after the takeover
+    assert [(e["iteration"], e["loss"]) for e in read_stream(settings, job.id)] == [(1, 42.0)]
+    assert client.ttl(stream_key(job.id)) == -1  # nor did we set it to expire
+    # and its files are as it wrote them
+    assert {key: storage.get(key) for key in theirs} == theirs
+    assert not storage.list(keys.attempt_prefix(job.id, 1))  # ours went, superseded

@@ -53,7 +53,7 @@ def test_s3_storage_and_missing_weights(
         assert done.weights == "random"
         check_finished_job(settings, good.id, 6, 2)
         listed = get_storage(settings).list(keys.job_prefix(good.id))
-        assert keys.history_key(good.id) in listed and keys.result_key(good.id) in listed
+        assert done.history_key in listed and done.result_key in listed
 
         failed = wait_for_status(settings, bad.id, "succeeded", "failed", worker=worker)
         assert failed.status == "failed"

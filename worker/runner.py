@@ -1,7 +1,8 @@
 """One attempt at one job: lock, mark running, run the engine, stream, store, finish.
 
-Celery-free on purpose (``worker.tasks`` is the thin Celery wrapper), so tests and the bench
-can drive a job in-process with explicit settings. The engine (TensorFlow) is imported on
+Not a Celery task (``worker.tasks`` is the thin wrapper; the only Celery name here is the
+soft-limit exception it catches), so tests and the bench drive a job in-process with explicit
+settings. The engine (TensorFlow) is imported on
 first use, never at import time.
 
 State machine of an attempt::

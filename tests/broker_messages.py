@@ -58,7 +58,8 @@ def run_job_ids(client: redis.Redis, queue: str = "style") -> list[str]:
     for message in waiting(client, queue):
         if message.task != RUN_JOB_TASK:
             continue
-        assert len(message.args) == 1 and isinstance(message.args[0], str), message
-        assert message.kwargs == {}, message
+        call = (message.task, message.args, message.kwargs)
+        assert len(message.args) == 1 and isinstance(message.args[0], str), call
+        assert message.kwargs == {}, call
         ids.append(message.args[0])
     return ids

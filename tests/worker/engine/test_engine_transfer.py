@@ -23,15 +23,37 @@ from stylequeue.worker.engine import extractor as ex
 from stylequeue.worker.engine.imageio import rgb_to_ycbcr, to_float01
 
 
+def image_measured_at(
+    iteration: int, reports: list[IterationReport], initial: np.ndarray
+) -> np.ndarray:
+    """The image iteration ``iteration`` measured its loss on: the one the previous
+    iteration's update produced (its snapshot), or the initial image for iteration 1."""
+    if iteration == 1:
+        return initial
+    snapshot = reports[iteration - 2].snapshot
+    assert snapshot is not None, "run with snapshot_every=1"
+    return snapshot
+
+
 def test_loss_falls_and_the_best_image_is_tracked(content, style, fast) -> None:
     reports: list[IterationReport] = []
-    result = transfer(content, [style], fast, weights="random", on_iteration=reports.append)
+    result = transfer(
+        content,
+        [style],
+        replace(fast, snapshot_every=1),
+        weights="random",
+        on_iteration=reports.append,
+    )
     losses = [r.loss for r in reports]
     assert len(losses) == fast.iterations == result.iterations_done
     assert losses[-1] < 0.9 * losses[0]
     assert result.best_loss == min(losses)
     assert result.best_iteration == 1 + int(np.argmin(losses))
     assert [r.is_best for r in reports].count(True) >= 2
+    # the result is the image the best loss was measured on, not the one its update made
+    best = result.best_iteration
+    assert np.array_equal(result.image, image_measured_at(best, reports, content))
+    assert not np.array_equal(result.image, reports[best - 1].snapshot)
     for r in reports:  # the parts add up to the total
         assert r.loss == pytest.approx(r.content + r.style + r.tv, rel=1e-5)
     assert result.history == [
@@ -43,6 +65,37 @@ def test_loss_falls_and_the_best_image_is_tracked(content, style, fast) -> None:
     assert result.params.weights == "random"
     assert result.image.dtype == np.uint8 and result.image.shape == content.shape
     assert not np.array_equal(result.image, content)  # it painted something
+
+
+def test_the_result_is_the_best_iterations_image_not_the_latest(content, style, fast) -> None:
+    """A run whose loss falls, then rises again (content only, from noise, a large step
+    and heavy momentum overshoot the target): its best iteration is in the middle, and the
+    result is the image measured there, neither the image its update made nor the last."""
+    params = replace(
+        fast,
+        content_layers=(("block2_conv1", 1.0),),
+        style_layers=(("block1_conv1", 1.0),),
+        style_weight=0.0,
+        tv_weight=0.0,
+        init="noise",
+        learning_rate=0.2,
+        beta_1=0.99,
+        iterations=6,
+        snapshot_every=1,
+    )
+    reports: list[IterationReport] = []
+    result = transfer(content, [style], params, weights="random", on_iteration=reports.append)
+    losses = [r.loss for r in reports]
+    best = result.best_iteration
+    assert best == 1 + int(np.argmin(losses)) and result.best_loss == min(losses)
+    assert 1 < best < params.iterations, losses  # the construction: a minimum mid-run
+    assert losses[-1] > result.best_loss
+    measured = image_measured_at(best, reports, content)
+    after_update = reports[best - 1].snapshot
+    final = reports[-1].snapshot
+    assert after_update is not None and final is not None
+    assert not np.array_equal(measured, after_update) and not np.array_equal(measured, final)
+    assert np.array_equal(result.image, measured)
 
 
 def test_loss_falls_from_noise(content, style, fast) -> None:

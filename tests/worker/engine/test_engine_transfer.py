@@ -52,8 +52,10 @@ def test_loss_falls_and_the_best_image_is_tracked(content, style, fast) -> None:
     assert [r.is_best for r in reports].count(True) >= 2
     # the result is the image the best loss was measured on, not the one its update made
     best = result.best_iteration
-    assert np.array_equal(result.image, image_measured_at(best, reports, content))
-    assert not np.array_equal(result.image, reports[best - 1].snapshot)
+    is_measured = np.array_equal(result.image, image_measured_at(best, reports, content))
+    assert is_measured, f"the result is not the image iteration {best} measured its loss on"
+    is_updated = np.array_equal(result.image, reports[best - 1].snapshot)
+    assert not is_updated, f"the result is the image iteration {best}'s update made"
     for r in reports:  # the parts add up to the total
         assert r.loss == pytest.approx(r.content + r.style + r.tv, rel=1e-5)
     assert result.history == [
@@ -95,7 +97,13 @@ def test_the_result_is_the_best_iterations_image_not_the_latest(content, style, 
     final = reports[-1].snapshot
     assert after_update is not None and final is not None
     assert not np.array_equal(measured, after_update) and not np.array_equal(measured, final)
-    assert np.array_equal(result.image, measured)
+    is_measured = np.array_equal(result.image, measured)
+    is_updated = np.array_equal(result.image, after_update)
+    is_final = np.array_equal(result.image, final)
+    assert (is_measured, is_updated, is_final) == (True, False, False), (
+        f"best iteration {best} of {params.iterations}: the result is the image measured "
+        f"there {is_measured}, the image its update made {is_updated}, the last {is_final}"
+    )
 
 
 def test_loss_falls_from_noise(content, style, fast) -> None:

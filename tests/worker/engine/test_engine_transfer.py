@@ -272,7 +272,12 @@ def test_mixed_bfloat16_runs_close_to_float32(content, style, fast) -> None:
     assert all(np.isfinite(h["loss"]) for h in bf16.history)
     assert bf16.history[-1]["loss"] < bf16.history[0]["loss"]
     assert bf16.best_loss == pytest.approx(f32.best_loss, rel=0.1)
-    assert get_extractor("random", ex.canonical_layers(_layers(fast)), "mixed_bfloat16")
+    # it really ran in bfloat16: its own model computes in bf16 (weights kept in float32),
+    # and its numbers differ from the float32 run's
+    model = get_extractor("random", ex.canonical_layers(_layers(fast)), "mixed_bfloat16").model
+    conv = model.get_layer("block1_conv1")
+    assert (conv.compute_dtype, conv.variable_dtype) == ("bfloat16", "float32")
+    assert [h["loss"] for h in bf16.history] != [h["loss"] for h in f32.history]
 
 
 def _layers(params: TransferParams) -> tuple[str, ...]:
@@ -284,9 +289,43 @@ def test_too_small_content_is_refused(style, fast) -> None:
         transfer(smooth_image(8, 40), [style], fast, weights="random")
 
 
-def test_warm_up_prepares_the_process_without_error() -> None:
-    warm_up("random", FAST)
-    assert get_extractor("random", ex.canonical_layers(_layers(FAST)), "float32")
+def test_after_warm_up_a_job_builds_and_traces_nothing() -> None:
+    """warm_up() pays for the model and the compiled graphs; a real job after it (another
+    size, two styles, other weights, snapshots, colours kept) builds and traces nothing."""
+    # layers no other test uses, so the warm-up is the first to need them
+    params = replace(
+        FAST,
+        content_layers=(("block3_conv1", 1.0),),
+        style_layers=(("block1_conv1", 1.0), ("block2_conv2", 0.5)),
+    )
+    content_layers = tuple(n for n, _ in params.content_layers)
+    style_layers = tuple(n for n, _ in params.style_layers)
+    builds, traces = ex.build_count(), step_tf.trace_count()
+    warm_up("random", params)
+    assert ex.build_count() == builds + 1  # the warm-up built the model...
+    assert step_tf.trace_count() == traces + 1  # ...and traced the step
+
+    extractor = get_extractor("random", ex.canonical_layers(_layers(params)), "float32")
+    step = step_tf.get_step(extractor, content_layers, style_layers)
+    features = step_tf.get_features(extractor)
+    step_traces = step.experimental_get_tracing_count()
+    feature_traces = features.experimental_get_tracing_count()
+    assert (step_traces, feature_traces) == (1, 1)
+
+    reports: list[IterationReport] = []
+    result = transfer(
+        smooth_image(40, 56, seed=2),
+        [stripes(48, 48), dots(40, 40)],
+        replace(params, max_size=56, iterations=3, content_weight=3.0, snapshot_every=2,
+                preserve_colors=True, style_blend=(0.7, 0.3)),
+        weights="random",
+        on_iteration=reports.append,
+    )  # fmt: skip
+    assert result.iterations_done == 3 and result.image.shape == (40, 56, 3)
+    assert ex.build_count() == builds + 1, "the job built another model"
+    assert step_tf.trace_count() == traces + 1, "the job traced the step again"
+    assert step.experimental_get_tracing_count() == step_traces
+    assert features.experimental_get_tracing_count() == feature_traces
 
 
 def test_invalid_params_are_refused_by_transfer(content, style, fast) -> None:

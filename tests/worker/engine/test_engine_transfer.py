@@ -306,6 +306,7 @@ def test_after_warm_up_a_job_builds_and_traces_nothing() -> None:
     assert step_tf.trace_count() == traces + 1  # ...and traced the step
 
     extractor = get_extractor("random", ex.canonical_layers(_layers(params)), "float32")
+    assert ex.build_count() == builds + 1, "the warm-up's model was not kept"
     step = step_tf.get_step(extractor, content_layers, style_layers)
     features = step_tf.get_features(extractor)
     step_traces = step.experimental_get_tracing_count()

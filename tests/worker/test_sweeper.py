@@ -15,6 +15,7 @@ from stylequeue.shared.locks import JobLock, lock_key
 from stylequeue.shared.settings import Settings
 from stylequeue.shared.states import utcnow
 from stylequeue.shared.sweeper import SWEEP_LOCK_KEY, pending_job_ids, sweep
+from tests.broker_messages import run_job_ids, waiting
 from tests.factories import enqueue, get_job, make_job
 from tests.services import free_port
 
@@ -38,7 +39,8 @@ def test_never_sent_queued_row_is_enqueued(wsettings: Settings, app: Any, client
     assert job.enqueued_at is None
     report = sweep(wsettings, app)
     assert (report.requeued, report.recovered, report.errors) == (1, 0, [])
-    assert pending_job_ids(client) == {job.id}
+    assert _pending_list(client) == [job.id]
+    assert pending_job_ids(client) == {job.id}  # and the sweeper reads it as it is
     assert get_job(wsettings, job.id).enqueued_at is not None
     assert get_job(wsettings, job.id).status == "queued"
 
@@ -91,7 +93,7 @@ def test_terminal_rows_are_never_touched(wsettings: Settings, app: Any, client: 
     before = {i: get_job(wsettings, i) for i in ids}
     report = sweep(wsettings, app)
     assert (report.requeued, report.recovered) == (0, 0)
-    assert _pending_list(client) == []
+    assert waiting(client) == []  # no message of any kind
     for job_id, job in before.items():
         after = get_job(wsettings, job_id)
         assert (after.status, after.enqueued_at, after.finished_at) == (
@@ -142,10 +144,9 @@ def test_recovered_job_whose_send_fails_stays_queued(wsettings: Settings, client
 
 
 def _pending_list(client: redis.Redis) -> list[str]:
-    """Job ids of waiting run_job messages, with repeats (to catch duplicates)."""
-    from stylequeue.shared.sweeper import _job_id_of
-
-    return [j for j in (_job_id_of(raw) for raw in client.lrange("style", 0, -1)) if j]
+    """Job ids of waiting run_job messages, with repeats (to catch duplicates), decoded
+    independently of the sweeper's own parser."""
+    return run_job_ids(client)
 
 
 def _backdate(settings: Settings, job_id: str, when: Any) -> None:

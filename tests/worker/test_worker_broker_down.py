@@ -10,7 +10,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import kombu.exceptions
 import pytest
+import redis
 
 from stylequeue.shared.celery_app import create_celery, enqueue_run_job
 from stylequeue.shared.settings import Settings
@@ -37,11 +39,18 @@ def test_job_submitted_while_broker_down_runs_after_the_sweeper(
             # Submit as the web does: commit the row, then enqueue -- which fails.
             job = make_job(settings, params={"iterations": 6, "snapshot_every": 3})
             app = create_celery(settings)
-            with pytest.raises(Exception) as raised:
+            # Celery gives up after its retries with kombu's OperationalError, caused by the
+            # Redis client's refused connection (not some other error on the way).
+            with pytest.raises(kombu.exceptions.OperationalError) as raised:
                 enqueue_run_job(app, job.id)
             print(f"enqueue with the broker down: {raised.value!r}", file=sys.stderr)
+            assert isinstance(raised.value.__cause__, redis.ConnectionError), raised.value
             row = get_job(settings, job.id)
             assert row.status == "queued" and row.enqueued_at is None  # kept, not lost
+            # ... and untouched: nothing started, no attempt counted, no worker named
+            assert (row.attempts, row.started_at, row.worker, row.iterations_done) == (
+                0, None, None, 0,
+            )  # fmt: skip
 
             down = sweep(settings, app)  # nothing to do without Redis; no harm either
             assert down.errors and (down.requeued, down.recovered) == (0, 0)

@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import redis
 from stylequeue.shared.locks import Holder, lock_key
 from stylequeue.shared.settings import Settings
 from stylequeue.shared.sweeper import sweep
+from tests.broker_messages import SWEEP_TASK, waiting
 from tests.factories import get_job, submit
 from tests.services import wait_for
 from tests.worker_process import (
@@ -129,9 +131,9 @@ def test_sigkill_of_the_main_process_mid_job(
 def test_sweep_task_recovers_through_the_worker(
     worker_settings: Settings, celery_app: Any, tmp_path: Path
 ) -> None:
-    """The same recovery through the ``stylequeue.sweep_queued`` task, as beat sends it
-    every 30 s (sent here every second instead of waiting for beat's schedule)."""
-    from stylequeue.shared.celery_app import SWEEP
+    """The same recovery through the ``stylequeue.sweep_queued`` task, sent by beat's own
+    scheduler from its schedule entry (every second instead of every 30 s)."""
+    from celery.beat import Scheduler
 
     first = WorkerProcess(worker_settings, tmp_path, name="lost")
     second = WorkerProcess(worker_settings, tmp_path, name="sweeper")
@@ -143,13 +145,19 @@ def test_sweep_task_recovers_through_the_worker(
         first.proc.wait(30)  # type: ignore[union-attr]
         second.start()
 
+        beat = Scheduler(app=celery_app)  # Celery beat's scheduler on the app's schedule
+
         def recovered() -> bool:
             if get_job(worker_settings, job.id).attempts >= 2:
                 return True
-            celery_app.send_task(SWEEP, queue="style")
+            beat.apply_entry(beat.schedule["sweep-queued"], producer=beat.producer)
             return False
 
-        wait_for(recovered, timeout=120, interval=1.0, what="sweep task recovers the job")
+        try:
+            wait_for(recovered, timeout=120, interval=1.0, what="sweep task recovers the job")
+        finally:
+            beat.close()
+            beat.connection.release()
         done = wait_for_status(worker_settings, job.id, "succeeded", "failed", worker=second)
         assert done.status == "succeeded" and done.attempts == 2, done.error
         assert "recovered 1 orphaned" in second.log_text()
@@ -162,14 +170,42 @@ def test_sweep_task_recovers_through_the_worker(
         second.stop()
 
 
-def test_beat_schedule_sends_a_registered_task() -> None:
-    """Beat (``celery -A worker.app beat`` or ``worker -B``) sends the sweep every 30 s."""
-    from stylequeue.shared.celery_app import SWEEP, SWEEP_INTERVAL_SECONDS
-    from stylequeue.worker.app import celery
+def test_beat_sends_the_sweep_to_the_workers_queue(
+    worker_settings: Settings, celery_app: Any
+) -> None:
+    """Beat (``celery -A stylequeue.worker.app beat`` or ``worker -B``) sends the sweep every
+    30 s: Celery's own beat scheduler, on the worker app's schedule, puts a
+    ``stylequeue.sweep_queued`` message on the ``style`` queue the workers consume, once an
+    interval has passed. (test_sweep_task_recovers_through_the_worker has a worker run
+    such messages.)"""
+    from celery.beat import Scheduler
 
-    entry = celery.conf.beat_schedule["sweep-queued"]
-    assert entry["task"] == SWEEP and entry["schedule"] == SWEEP_INTERVAL_SECONDS
-    assert SWEEP in celery.tasks and "stylequeue.run_job" in celery.tasks
+    from stylequeue.shared.celery_app import SWEEP_INTERVAL_SECONDS
+    from stylequeue.worker.app import celery as worker_app
+
+    # The schedule beat runs with the worker's app is the one driven here (on this test's
+    # private Redis), and its task is one the worker has.
+    assert worker_app.conf.beat_schedule == celery_app.conf.beat_schedule
+    assert SWEEP_TASK in worker_app.tasks
+    client = redis.Redis.from_url(worker_settings.redis_url)
+    client.delete("style")  # messages earlier tests left behind (no worker runs now)
+    scheduler = Scheduler(app=celery_app)
+    try:
+        entry = scheduler.schedule["sweep-queued"]
+        assert entry.task == SWEEP_TASK
+        assert entry.is_due().is_due is False  # a fresh beat waits one interval...
+        entry.last_run_at -= timedelta(seconds=SWEEP_INTERVAL_SECONDS)  # ...which has passed
+        assert scheduler.tick() == 0  # 0: it sent a due entry
+        sent = waiting(client)
+        assert [(m.task, m.args, m.kwargs) for m in sent] == [(SWEEP_TASK, [], {})]
+        assert sent[0].headers["celery_beat_task"] is True  # beat's own mark
+        # dropped, not run late, if no worker takes it within one interval
+        assert sent[0].properties["expiration"] == "30000"
+    finally:
+        scheduler.close()
+        scheduler.connection.release()
+        client.delete("style")
+        client.close()
 
 
 def _sid(stream_id: str) -> tuple[int, int]:

@@ -8,6 +8,7 @@ emulated and slower, so float32 stays.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -32,14 +33,26 @@ def gpus_have_bf16() -> bool | None:
     """True/False for the visible GPUs (compute capability >= 8.0); None when there are none."""
     import tensorflow as tf
 
-    gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
+    return capabilities_have_bf16([
+        tf.config.experimental.get_device_details(gpu).get("compute_capability")
+        for gpu in tf.config.list_physical_devices("GPU")
+    ])  # fmt: skip
+
+
+def capabilities_have_bf16(capabilities: Sequence[tuple[int, int] | None]) -> bool | None:
+    """Native bf16 on every GPU of these compute capabilities (None: an unknown one)?
+    None when there are no GPUs."""
+    if not capabilities:
         return None
-    for gpu in gpus:
-        capability = tf.config.experimental.get_device_details(gpu).get("compute_capability")
-        if not capability or tuple(capability) < (8, 0):
-            return False
-    return True
+    return all(cap and tuple(cap) >= (8, 0) for cap in capabilities)
+
+
+def choose_precision(setting: str, gpu_bf16: bool | None, cpu_bf16: bool) -> str:
+    """``auto`` -> bf16 if the GPUs (when there are any, else the CPU) have it natively."""
+    if setting != "auto":
+        return setting
+    native = gpu_bf16 if gpu_bf16 is not None else cpu_bf16
+    return "mixed_bfloat16" if native else "float32"
 
 
 @lru_cache(maxsize=4)
@@ -47,6 +60,4 @@ def resolve_precision(setting: str) -> str:
     """``auto`` -> ``mixed_bfloat16`` or ``float32`` for this machine; others unchanged."""
     if setting != "auto":
         return setting
-    gpu = gpus_have_bf16()
-    native = gpu if gpu is not None else cpu_has_bf16()
-    return "mixed_bfloat16" if native else "float32"
+    return choose_precision(setting, gpus_have_bf16(), cpu_has_bf16())

@@ -24,15 +24,39 @@ from stylequeue.worker.engine import extractor as ex
 from stylequeue.worker.engine.imageio import rgb_to_ycbcr, to_float01
 
 
+def image_measured_at(
+    iteration: int, reports: list[IterationReport], initial: np.ndarray
+) -> np.ndarray:
+    """The image iteration ``iteration`` measured its loss on: the one the previous
+    iteration's update produced (its snapshot), or the initial image for iteration 1."""
+    if iteration == 1:
+        return initial
+    snapshot = reports[iteration - 2].snapshot
+    assert snapshot is not None, "run with snapshot_every=1"
+    return snapshot
+
+
 def test_loss_falls_and_the_best_image_is_tracked(content, style, fast) -> None:
     reports: list[IterationReport] = []
-    result = transfer(content, [style], fast, weights="random", on_iteration=reports.append)
+    result = transfer(
+        content,
+        [style],
+        replace(fast, snapshot_every=1),
+        weights="random",
+        on_iteration=reports.append,
+    )
     losses = [r.loss for r in reports]
     assert len(losses) == fast.iterations == result.iterations_done
     assert losses[-1] < 0.9 * losses[0]
     assert result.best_loss == min(losses)
     assert result.best_iteration == 1 + int(np.argmin(losses))
     assert [r.is_best for r in reports].count(True) >= 2
+    # the result is the image the best loss was measured on, not the one its update made
+    best = result.best_iteration
+    is_measured = np.array_equal(result.image, image_measured_at(best, reports, content))
+    assert is_measured, f"the result is not the image iteration {best} measured its loss on"
+    is_updated = np.array_equal(result.image, reports[best - 1].snapshot)
+    assert not is_updated, f"the result is the image iteration {best}'s update made"
     for r in reports:  # the parts add up to the total
         assert r.loss == pytest.approx(r.content + r.style + r.tv, rel=1e-5)
     assert result.history == [
@@ -44,6 +68,43 @@ def test_loss_falls_and_the_best_image_is_tracked(content, style, fast) -> None:
     assert result.params.weights == "random"
     assert result.image.dtype == np.uint8 and result.image.shape == content.shape
     assert not np.array_equal(result.image, content)  # it painted something
+
+
+def test_the_result_is_the_best_iterations_image_not_the_latest(content, style, fast) -> None:
+    """A run whose loss falls, then rises again (content only, from noise, a large step
+    and heavy momentum overshoot the target): its best iteration is in the middle, and the
+    result is the image measured there, neither the image its update made nor the last."""
+    params = replace(
+        fast,
+        content_layers=(("block2_conv1", 1.0),),
+        style_layers=(("block1_conv1", 1.0),),
+        style_weight=0.0,
+        tv_weight=0.0,
+        init="noise",
+        learning_rate=0.2,
+        beta_1=0.99,
+        iterations=6,
+        snapshot_every=1,
+    )
+    reports: list[IterationReport] = []
+    result = transfer(content, [style], params, weights="random", on_iteration=reports.append)
+    losses = [r.loss for r in reports]
+    best = result.best_iteration
+    assert best == 1 + int(np.argmin(losses)) and result.best_loss == min(losses)
+    assert 1 < best < params.iterations, losses  # the construction: a minimum mid-run
+    assert losses[-1] > result.best_loss
+    measured = image_measured_at(best, reports, content)
+    after_update = reports[best - 1].snapshot
+    final = reports[-1].snapshot
+    assert after_update is not None and final is not None
+    assert not np.array_equal(measured, after_update) and not np.array_equal(measured, final)
+    is_measured = np.array_equal(result.image, measured)
+    is_updated = np.array_equal(result.image, after_update)
+    is_final = np.array_equal(result.image, final)
+    assert (is_measured, is_updated, is_final) == (True, False, False), (
+        f"best iteration {best} of {params.iterations}: the result is the image measured "
+        f"there {is_measured}, the image its update made {is_updated}, the last {is_final}"
+    )
 
 
 def test_loss_falls_from_noise(content, style, fast) -> None:
@@ -212,7 +273,12 @@ def test_mixed_bfloat16_runs_close_to_float32(content, style, fast) -> None:
     assert all(np.isfinite(h["loss"]) for h in bf16.history)
     assert bf16.history[-1]["loss"] < bf16.history[0]["loss"]
     assert bf16.best_loss == pytest.approx(f32.best_loss, rel=0.1)
-    assert get_extractor("random", ex.canonical_layers(_layers(fast)), "mixed_bfloat16")
+    # it really ran in bfloat16: its own model computes in bf16 (weights kept in float32),
+    # and its numbers differ from the float32 run's
+    model = get_extractor("random", ex.canonical_layers(_layers(fast)), "mixed_bfloat16").model
+    conv = model.get_layer("block1_conv1")
+    assert (conv.compute_dtype, conv.variable_dtype) == ("bfloat16", "float32")
+    assert [h["loss"] for h in bf16.history] != [h["loss"] for h in f32.history]
 
 
 def _layers(params: TransferParams) -> tuple[str, ...]:
@@ -224,9 +290,44 @@ def test_too_small_content_is_refused(style, fast) -> None:
         transfer(smooth_image(8, 40), [style], fast, weights="random")
 
 
-def test_warm_up_prepares_the_process_without_error() -> None:
-    warm_up("random", FAST)
-    assert get_extractor("random", ex.canonical_layers(_layers(FAST)), "float32")
+def test_after_warm_up_a_job_builds_and_traces_nothing() -> None:
+    """warm_up() pays for the model and the compiled graphs; a real job after it (another
+    size, two styles, other weights, snapshots, colours kept) builds and traces nothing."""
+    # layers no other test uses, so the warm-up is the first to need them
+    params = replace(
+        FAST,
+        content_layers=(("block3_conv1", 1.0),),
+        style_layers=(("block1_conv1", 1.0), ("block2_conv2", 0.5)),
+    )
+    content_layers = tuple(n for n, _ in params.content_layers)
+    style_layers = tuple(n for n, _ in params.style_layers)
+    builds, traces = ex.build_count(), step_tf.trace_count()
+    warm_up("random", params)
+    assert ex.build_count() == builds + 1  # the warm-up built the model...
+    assert step_tf.trace_count() == traces + 1  # ...and traced the step
+
+    extractor = get_extractor("random", ex.canonical_layers(_layers(params)), "float32")
+    assert ex.build_count() == builds + 1, "the warm-up's model was not kept"
+    step = step_tf.get_step(extractor, content_layers, style_layers)
+    features = step_tf.get_features(extractor)
+    step_traces = step.experimental_get_tracing_count()
+    feature_traces = features.experimental_get_tracing_count()
+    assert (step_traces, feature_traces) == (1, 1)
+
+    reports: list[IterationReport] = []
+    result = transfer(
+        smooth_image(40, 56, seed=2),
+        [stripes(48, 48), dots(40, 40)],
+        replace(params, max_size=56, iterations=3, content_weight=3.0, snapshot_every=2,
+                preserve_colors=True, style_blend=(0.7, 0.3)),
+        weights="random",
+        on_iteration=reports.append,
+    )  # fmt: skip
+    assert result.iterations_done == 3 and result.image.shape == (40, 56, 3)
+    assert ex.build_count() == builds + 1, "the job built another model"
+    assert step_tf.trace_count() == traces + 1, "the job traced the step again"
+    assert step.experimental_get_tracing_count() == step_traces
+    assert features.experimental_get_tracing_count() == feature_traces
 
 
 def test_invalid_params_are_refused_by_transfer(content, style, fast) -> None:

@@ -273,7 +273,7 @@ def _load_file(path: Path, label: str) -> keras.Model:
     if magic != _HDF5_MAGIC and not magic.startswith(_ZIP_MAGIC):
         raise WeightsUnavailable(label, f"cannot read {str(path)!r}: not an HDF5 or .keras file")
     errors: list[str] = []
-    loaders: list[Any] = []
+    loaders: list[Callable[[], keras.Model]] = []
     if path.suffix != ".keras":
         loaders += [
             lambda: keras.applications.VGG19(include_top=False, weights=str(path)),

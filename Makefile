@@ -25,11 +25,13 @@ test: $(STAMP)
 	@$(PY) -m tests.ensure_chromium || true
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(PY) -m tests.typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(PY) -m tests.typecheck
 
 migrate: $(STAMP)
 	$(VENV)/bin/stylequeue migrate

@@ -9,6 +9,7 @@ and a fast restore of unacked messages when a worker dies.
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 from celery import Celery
 from kombu import Queue
@@ -21,7 +22,7 @@ SWEEP = "stylequeue.sweep_queued"
 SWEEP_INTERVAL_SECONDS = 30.0
 
 
-def celery_config(settings: Settings) -> dict:
+def celery_config(settings: Settings) -> dict[str, Any]:
     return {
         "broker_url": settings.redis_url,
         "result_backend": None,  # job state lives in the database, not in Celery results
@@ -29,7 +30,8 @@ def celery_config(settings: Settings) -> dict:
         "task_serializer": "json",
         "accept_content": ["json"],
         "task_default_queue": QUEUE,
-        "task_queues": (Queue(QUEUE),),
+        # kombu ships py.typed but leaves Queue.__init__ unannotated
+        "task_queues": (Queue(QUEUE),),  # type: ignore[no-untyped-call]
         "task_routes": {RUN_JOB: {"queue": QUEUE}, SWEEP: {"queue": QUEUE}},
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,

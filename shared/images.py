@@ -52,7 +52,7 @@ def validate_image(
         with warnings.catch_warnings():
             # Pillow warns above MAX_IMAGE_PIXELS and errors above twice that; we error at once.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS))
+            img: Image.Image = Image.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS))
             fmt = img.format or "?"
             width, height = img.size
             if width * height > max_pixels:

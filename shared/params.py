@@ -100,7 +100,8 @@ class Param:
         """The upper bound in force: the intrinsic one, or a server's limit where lower."""
         if self.limit is None or limits is None or self.high is None:
             return self.high
-        return min(self.high, getattr(limits, self.limit))
+        cap: int = getattr(limits, self.limit)  # a Limits field, all of them ints
+        return min(self.high, cap)
 
     def hint_for(self, limits: Limits | None) -> str:
         return self.hint.format(low=fmt(self.low), high=fmt(self.high_within(limits)))

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import redis
+from redis.typing import EncodableT, FieldT
 
 from stylequeue.shared.redis_keys import cancel_key, lock_key, stream_key
 
@@ -26,7 +27,7 @@ FIELDS = ("iteration", "loss", "content", "style", "tv", "elapsed")
 STREAM_ID_RE = r"^\d{1,20}-\d{1,20}$"
 
 
-def _encode(entry: Mapping[str, Any]) -> dict[str, str]:
+def _encode(entry: Mapping[str, Any]) -> dict[FieldT, EncodableT]:  # what XADD takes
     return {k: repr(float(entry[k])) if k != "iteration" else str(int(entry[k])) for k in FIELDS}
 
 
@@ -64,8 +65,12 @@ class ProgressStream:
     ) -> tuple[list[dict[str, Any]], str | None]:
         """Entries strictly after ``after`` (oldest first) and the id to pass next time."""
         start = f"({after}" if after else "-"
-        rows = self.redis.xrange(stream_key(job_id), min=start, max="+", count=count)
-        entries = [_decode(sid, fields) for sid, fields in rows]
+        rows = self.redis.xrange(stream_key(job_id), min=start, max="+", count=count) or []
+        # redis-py types an entry's id and fields as optional (XREADGROUP/XCLAIM can answer
+        # nil for a deleted entry); XRANGE never does
+        entries = [
+            _decode(sid, fields) for sid, fields in rows if sid is not None and fields is not None
+        ]
         return entries, (entries[-1]["id"] if entries else after)
 
     def exists(self, job_id: str) -> bool:

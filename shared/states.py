@@ -12,6 +12,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # models imports this module
+    from stylequeue.shared.models import Job
 
 
 class JobStatus(StrEnum):
@@ -51,7 +55,7 @@ def can_transition(current: str, new: str) -> bool:
     return JobStatus(new) in ALLOWED[JobStatus(current)]
 
 
-def transition(job, new: JobStatus, **fields) -> None:  # type: ignore[no-untyped-def]
+def transition(job: Job, new: JobStatus, **fields: Any) -> None:
     """Move ``job`` (a models.Job) to ``new``, stamping times; raise if not allowed."""
     if not can_transition(job.status, new):
         raise InvalidTransition(job.status, new)

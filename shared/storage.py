@@ -121,7 +121,9 @@ class S3Storage:
 
     def get(self, key: str) -> bytes:
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+            obj = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            body: bytes = obj["Body"].read()  # boto3 is untyped here (no S3 stubs installed)
+            return body
         except self._missing:
             raise ObjectNotFound(key) from None
 

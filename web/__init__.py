@@ -59,6 +59,7 @@ def _configure(app: Flask, settings: Settings) -> None:
         SESSION_REFRESH_EACH_REQUEST=False,
         STYLEQUEUE_SETTINGS=settings,
     )
+    # app.json is typed as the JSONProvider base; sort_keys is DefaultJSONProvider's (ours)
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
 

@@ -86,10 +86,12 @@ def form_field(name: str, limits: Limits, value: Any) -> dict[str, Any]:
     }
 
 
-def form_fields(limits: Limits, values: dict[str, Any]) -> tuple[list[dict], list[dict]]:
+def form_fields(
+    limits: Limits, values: dict[str, Any]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The main and the advanced fields, starting at ``values`` (a preset's) where given."""
 
-    def make(names: tuple[str, ...]) -> list[dict]:
+    def make(names: tuple[str, ...]) -> list[dict[str, Any]]:
         return [form_field(n, limits, values.get(n, PARAMETERS[n].default)) for n in names]
 
     return make(MAIN_FIELDS), make(ADVANCED_FIELDS)

@@ -88,7 +88,8 @@ def _finish(
         response.cache_control.no_cache = True
     if download_name:
         response.headers.set("Content-Disposition", "attachment", filename=download_name)
-    return response.make_conditional(request)
+    response.make_conditional(request)  # in place (it returns self, typed as werkzeug's base)
+    return response
 
 
 def png_response(data: bytes, *, immutable: bool, download_name: str | None = None) -> Response:

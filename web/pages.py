@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, render_template, request, url_for
+from flask import Blueprint, Response, render_template, request, url_for
+from werkzeug.exceptions import HTTPException
 
 from stylequeue.shared.images import ALLOWED_FORMATS
 from stylequeue.shared.params import PRESETS
@@ -59,8 +60,10 @@ def _page_config(limits: Limits) -> dict[str, Any]:
 
 # ---- views --------------------------------------------------------------------------------
 
+Page = tuple[str, int, dict[str, str]]  # HTML, status, headers
 
-def _render(template: str, status: int = 200, **context: Any):  # type: ignore[no-untyped-def]
+
+def _render(template: str, status: int = 200, **context: Any) -> Page:
     html = render_template(
         template,
         asset=asset,
@@ -72,7 +75,7 @@ def _render(template: str, status: int = 200, **context: Any):  # type: ignore[n
 
 
 @bp.get("/")
-def index():  # type: ignore[no-untyped-def]
+def index() -> Page:
     limits = services().settings.limits
     main_fields, advanced_fields = form_fields(limits, preset_values(DEFAULT_PRESET, limits))
     presets = []
@@ -105,7 +108,7 @@ def index():  # type: ignore[no-untyped-def]
 
 
 @bp.get("/jobs")
-def jobs():  # type: ignore[no-untyped-def]
+def jobs() -> Page:
     params = page_params(lenient=True)
     config = {
         "page": params.page,
@@ -116,27 +119,27 @@ def jobs():  # type: ignore[no-untyped-def]
 
 
 @bp.get("/jobs/<job_id>")
-def dashboard(job_id: str):  # type: ignore[no-untyped-def]
+def dashboard(job_id: str) -> Page:
     data = job_json(get_job_or_404(job_id))
     config = {"job": data, "urls": {"fleet": url_for("api.get_fleet")}}
     return _render("pages/dashboard.html", nav="jobs", job=data, page_config=config)
 
 
 @bp.errorhandler(JobNotFound)
-def job_not_found(exc: JobNotFound):  # type: ignore[no-untyped-def]
+def job_not_found(exc: JobNotFound) -> Page:
     """The pages' own 404 for a job that is not the caller's (the API answers JSON)."""
     return not_found(what="job")
 
 
-def not_found(what: str = "page"):  # type: ignore[no-untyped-def]
+def not_found(what: str = "page") -> Page:
     return _render("pages/404.html", status=404, nav=None, what=what)
 
 
 @bp.app_errorhandler(404)
-def page_not_found(exc: Exception):  # type: ignore[no-untyped-def]
+def page_not_found(exc: HTTPException) -> Page | Response | HTTPException:
     """HTML 404 for browsers on other paths; the API keeps its JSON errors."""
     from stylequeue.web.errors import handle_http_exception, wants_json
 
     if wants_json():
-        return handle_http_exception(exc)  # type: ignore[arg-type]
+        return handle_http_exception(exc)
     return not_found()

@@ -71,7 +71,10 @@ class TransferResult:
 
 # ---- style Gram cache -----------------------------------------------------------------------
 
-_STYLE_CACHE: OrderedDict[tuple[Any, ...], tuple[np.ndarray, ...]] = OrderedDict()
+# (image digest, shape, layers, weights, precision) -> one Gram matrix per layer
+_STYLE_CACHE: OrderedDict[
+    tuple[str, tuple[int, ...], tuple[str, ...], str, str], tuple[np.ndarray, ...]
+] = OrderedDict()
 _STYLE_LOCK = threading.Lock()
 style_cache_stats = {"hits": 0, "misses": 0}
 
@@ -128,7 +131,7 @@ def _active(layers: tuple[tuple[str, float], ...]) -> tuple[tuple[str, ...], np.
     return tuple(n for n, _ in kept), np.array([w for _, w in kept], dtype=np.float32)
 
 
-def _prepare_content(content: Any, params: TransferParams, min_side: int) -> np.ndarray:
+def _prepare_content(content: np.ndarray, params: TransferParams, min_side: int) -> np.ndarray:
     arr = imageio.resize_max(imageio.as_rgb_array(content), params.max_size)
     if min(arr.shape[:2]) < min_side:
         raise ValueError(
@@ -138,7 +141,7 @@ def _prepare_content(content: Any, params: TransferParams, min_side: int) -> np.
     return imageio.to_float01(arr)
 
 
-def _prepare_style(style: Any, longest: int, min_side: int) -> np.ndarray:
+def _prepare_style(style: np.ndarray, longest: int, min_side: int) -> np.ndarray:
     """Style resized to ``longest`` (style_scale x the content's longest side), then enlarged
     if needed so its shortest side reaches what the deepest layer needs."""
     arr = imageio.resize_longest(imageio.as_rgb_array(style), max(1, longest))
@@ -148,7 +151,9 @@ def _prepare_style(style: Any, longest: int, min_side: int) -> np.ndarray:
     return imageio.to_float01(arr)
 
 
-def _prepare(content: Any, styles: Sequence[Any], params: TransferParams, weights: str) -> _Job:
+def _prepare(
+    content: np.ndarray, styles: Sequence[np.ndarray], params: TransferParams, weights: str
+) -> _Job:
     # valid (types, ranges, layer names); a service's Limits were applied when it took the job
     params.validate(n_styles=len(styles), allow_weight_paths=True)
     content_layers, content_lw = _active(params.content_layers)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Hashable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +82,7 @@ class Extractor:
         }
         self.min_side = 2 ** (max(_block(n) for n in layers) - 1)
         # step functions compiled for this model, keyed by backend-specific structure keys
-        self.steps: dict[Any, Any] = {}
+        self.steps: dict[Hashable, Callable[..., Any]] = {}
         self.lock = threading.Lock()
 
     def __call__(self, x: Any) -> dict[str, Any]:
@@ -215,7 +215,7 @@ def _source_weights(
     source: keras.Model, name: str, weights: str, kernel_shape: tuple[int, ...]
 ) -> list[np.ndarray]:
     try:
-        values = source.get_layer(name).get_weights()
+        values: list[np.ndarray] = source.get_layer(name).get_weights()  # Keras is untyped
     except ValueError:
         raise WeightsUnavailable(weights, f"the model has no layer {name!r}") from None
     if len(values) != 2 or tuple(values[0].shape) != tuple(kernel_shape):
@@ -273,7 +273,7 @@ def _load_file(path: Path, label: str) -> keras.Model:
     if magic != _HDF5_MAGIC and not magic.startswith(_ZIP_MAGIC):
         raise WeightsUnavailable(label, f"cannot read {str(path)!r}: not an HDF5 or .keras file")
     errors: list[str] = []
-    loaders: list[Any] = []
+    loaders: list[Callable[[], keras.Model]] = []
     if path.suffix != ".keras":
         loaders += [
             lambda: keras.applications.VGG19(include_top=False, weights=str(path)),

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import BinaryIO, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 from PIL import Image
 
 from stylequeue.shared.images import upright_rgb
@@ -105,22 +106,28 @@ def as_rgb_array(img: Image.Image | np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def _as_uint8(arr: np.ndarray) -> np.ndarray:
+def _as_uint8(arr: np.ndarray) -> npt.NDArray[np.uint8]:
     if arr.dtype == np.uint8:
         return arr
     if np.issubdtype(arr.dtype, np.floating):
         return to_uint8(arr)
-    return np.clip(arr, 0, 255).astype(np.uint8)
+    # NumPy's stubs type clip() of an array of unknown dtype, and so this expression, as Any
+    out: npt.NDArray[np.uint8] = np.clip(arr, 0, 255).astype(np.uint8)
+    return out
 
 
-def to_float01(arr: np.ndarray) -> np.ndarray:
+def to_float01(arr: np.ndarray) -> npt.NDArray[np.float32]:
     """uint8 RGB -> float32 in [0, 1]: the pixel scale the engine optimises on."""
     return np.asarray(arr, dtype=np.float32) / np.float32(255.0)
 
 
-def to_uint8(x: np.ndarray) -> np.ndarray:
+def to_uint8(x: np.ndarray) -> npt.NDArray[np.uint8]:
     """float pixels in [0, 1] -> uint8, rounded (not truncated) and clipped."""
-    return np.clip(np.rint(np.asarray(x, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
+    # NumPy's stubs type rint() of a float32 array, and so this expression, as Any
+    out: npt.NDArray[np.uint8] = np.clip(
+        np.rint(np.asarray(x, dtype=np.float32) * 255.0), 0, 255
+    ).astype(np.uint8)
+    return out
 
 
 # ---- colour -------------------------------------------------------------------------------
@@ -135,20 +142,20 @@ _RGB_TO_YCBCR = np.array(
     dtype=np.float64,
 )
 _YCBCR_TO_RGB = np.linalg.inv(_RGB_TO_YCBCR)
-_CHROMA_OFFSET = np.array([0.0, 0.5, 0.5])
+_CHROMA_OFFSET = np.array([0.0, 0.5, 0.5], dtype=np.float64)
 
 
-def rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:
+def rgb_to_ycbcr(rgb: np.ndarray) -> npt.NDArray[np.float64]:
     """float RGB in [0, 1] -> YCbCr in [0, 1] (chroma centred on 0.5)."""
     return np.asarray(rgb, dtype=np.float64) @ _RGB_TO_YCBCR.T + _CHROMA_OFFSET
 
 
-def ycbcr_to_rgb(ycc: np.ndarray) -> np.ndarray:
+def ycbcr_to_rgb(ycc: np.ndarray) -> npt.NDArray[np.float64]:
     """Inverse of :func:`rgb_to_ycbcr` (not clipped)."""
     return (np.asarray(ycc, dtype=np.float64) - _CHROMA_OFFSET) @ _YCBCR_TO_RGB.T
 
 
-def preserve_colors(stylised: np.ndarray, content: np.ndarray) -> np.ndarray:
+def preserve_colors(stylised: np.ndarray, content: np.ndarray) -> npt.NDArray[np.float32]:
     """Luminance-only transfer: the stylised image's Y with the content's Cb/Cr.
 
     Both are float RGB in [0, 1] of the same size; returns float32 RGB in [0, 1]. This is the

@@ -104,6 +104,7 @@ def _build_step(
         tf.TensorSpec([len(HYPER_FIELDS)], tf.float32),
     ]
 
+    # Unannotated on purpose: tensors in, tensors out, and tf.function (untyped) wraps it.
     @tf.function(input_signature=signature, jit_compile=xla)
     def step(x, m, v, t, content_targets, style_targets, content_lw, style_lw, hyper):  # type: ignore[no-untyped-def]
         global _TRACES
@@ -125,7 +126,8 @@ def _build_step(
         x, m, v = adam_update(x, grad, m, v, t, hyper)
         return x, m, v, tf.stack(losses)
 
-    return step
+    compiled: StepFn = step  # a tf.function (TensorFlow is untyped)
+    return compiled
 
 
 def get_features(extractor: Extractor) -> Callable[[Any], dict[str, Any]]:

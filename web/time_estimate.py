@@ -1,10 +1,8 @@
 """How long a preset takes, as the form says it ("≈ 40 s on a 2-core CPU").
 
-Rough time per iteration on the reference machine of the form's estimates: the 2-core build
-VM (tensorflow-cpu 2.21, precision auto = mixed_bfloat16 there, one fused VGG19 + Adam
-step), measured idle with worker.engine.transfer on a 3:2 image: 0.205 s at 256 px, 0.435 s
-at 384 px, 0.759 s at 512 px. Cost is about a fixed part plus a part per pixel; a GPU is far
-faster (no figure measured here yet).
+Rough time per iteration on the reference machine of the form's estimates (the 2-core
+build VM, precision auto): a fixed part plus a part per pixel, fitted to the measurements
+in bench/RESULTS.md ("Form time estimates"). A GPU is far faster.
 """
 
 from __future__ import annotations

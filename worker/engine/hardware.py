@@ -1,8 +1,8 @@
 """Which precision this machine runs fastest: bf16 where the hardware has it natively.
 
 ``STYLEQUEUE_PRECISION=auto`` (the default) resolves here, once per worker process. bf16
-is about 1.8x faster per step on a CPU with AVX512-BF16/AMX (bench/RESULTS.md) and on
-Ampere-or-newer GPUs, with a final loss within 1% of float32; elsewhere it would be
+is markedly faster per step on a CPU with AVX512-BF16/AMX and on Ampere-or-newer GPUs,
+with a final loss close to float32's (figures in bench/RESULTS.md); elsewhere it would be
 emulated and slower, so float32 stays.
 """
 

@@ -4,9 +4,8 @@ Everything else (losses, Adam, the loop) is ``keras.ops`` / NumPy. A JAX or PyTo
 needs its own version of this module only (and ``core`` importing it): ``get_step`` returning
 a function with the same pure signature (state in, state out) and ``get_features``.
 
-Measured on the 2-core CPU build machine at 256 px (see bench/RESULTS.md): a graph-mode
-``tf.function`` beat ``jit_compile=True`` (XLA's CPU convolutions lost to oneDNN's, about
-0.54 vs 0.63 s/iteration in float32 and 0.30 vs 0.69 in bfloat16), so XLA is off unless the
+On the CPU build machine a graph-mode ``tf.function`` beat ``jit_compile=True`` (XLA's CPU
+convolutions lost to oneDNN's; figures in bench/RESULTS.md), so XLA is off unless the
 caller passes ``xla=True`` (the worker and the CLI do when ``STYLEQUEUE_ENGINE_XLA`` is set).
 Like the rest of the engine, nothing here reads settings: the caller passes its knobs in.
 """

@@ -106,14 +106,14 @@ def database_url(
         assert postgres_server_db, "no PostgreSQL was chosen for this session"
         _truncate(postgres_server_db)
         yield postgres_server_db
-        dispose_all()
+        dispose_all(close=True)
         return
     from stylequeue.shared.migrate import upgrade
 
     url = f"sqlite:///{tmp_path / 'stylequeue.db'}"
     upgrade(url)
     yield url
-    dispose_all()
+    dispose_all(close=True)
 
 
 def _truncate(url: str) -> None:

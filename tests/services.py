@@ -136,12 +136,12 @@ def migrated_database(backend: str, folder: Path) -> Iterator[str]:
         url = f"sqlite:///{folder / 'stylequeue.db'}"
         upgrade(url)
         yield url
-        dispose_all()
+        dispose_all(close=True)
         return
     with postgres_database(os.environ[POSTGRES_ENV]) as url:
         upgrade(url)
         yield url
-        dispose_all()
+        dispose_all(close=True)
 
 
 # ---- PostgreSQL: which server the `postgres` cases use ------------------------------------

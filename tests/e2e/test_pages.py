@@ -62,7 +62,8 @@ def _save_docs_screenshot(source: Path) -> None:
     if target.exists() and os.environ.get("STYLEQUEUE_UPDATE_DOCS") != "1":
         return
     target.parent.mkdir(exist_ok=True)
-    image = Image.open(source).convert("RGB")
+    with Image.open(source) as opened:
+        image = opened.convert("RGB")
     image.thumbnail((1100, 2400))
     image.quantize(colors=128, method=Image.Quantize.FASTOCTREE).save(target, optimize=True)
 

@@ -85,6 +85,13 @@ def private_redis(tmp: Path, port: int | None = None) -> Iterator[tuple[str, sub
         proc.wait(10)
 
 
+def _http_ok(url: str) -> bool:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=1) as response:
+        return response.status < 500
+
+
 @contextmanager
 def moto_server() -> Iterator[str]:
     """moto's S3 API server in a subprocess; yields its endpoint URL."""
@@ -95,10 +102,9 @@ def moto_server() -> Iterator[str]:
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        import urllib.request
-
         wait_for(
-            lambda: urllib.request.urlopen(url + "/moto-api/", timeout=1).status < 500,
+            lambda: _http_ok(url + "/moto-api/"),
+            timeout=60.0,  # importing moto takes long on a loaded 2-core machine
             what="moto server",
         )
         yield url

@@ -20,7 +20,9 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/stylequeue dev
 
-## Run the whole test suite (starts what it needs: Redis, moto's S3 server, Chromium).
+## Run the whole test suite (starts what it needs: Redis, moto's S3 server, Chromium). The
+## PostgreSQL cases use STYLEQUEUE_TEST_POSTGRES_URL, else postgres@127.0.0.1:5432 if it
+## answers (the run's last line says when none did; =off for SQLite only).
 test: $(STAMP)
 	@$(PY) -m tests.ensure_chromium || true
 	$(VENV)/bin/ruff check .

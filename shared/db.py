@@ -66,9 +66,10 @@ def session_scope(url: str) -> Iterator[Session]:
         session.close()
 
 
-def dispose_all() -> None:
-    """Forget pooled connections: after a fork (the child must not share sockets) or in tests."""
+def dispose_all(close: bool = False) -> None:
+    """Forget pooled connections: after a fork (the child must not share sockets, so they are
+    dropped, not closed), or with ``close=True`` where this process owns them (tests)."""
     with _lock:
         for maker in _makers.values():
-            maker.kw["bind"].dispose(close=False)
+            maker.kw["bind"].dispose(close=close)
         _makers.clear()

@@ -18,14 +18,37 @@ from stylequeue.shared.settings import Limits, Settings, load_settings
 from tests import services
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-POSTGRES_ENV = "STYLEQUEUE_TEST_POSTGRES_URL"
+POSTGRES_ENV = services.POSTGRES_ENV
+
+# Which PostgreSQL the `postgres` cases use, probed once per session, at import: conftests
+# and modules below read STYLEQUEUE_TEST_POSTGRES_URL when they are imported (their BACKENDS),
+# which can be before pytest_configure. Set to the chosen server, or removed when there is
+# none (then pytest_terminal_summary says so in one line; under CI, pytest_configure fails).
+try:
+    POSTGRES = services.choose_postgres(os.environ)
+    _POSTGRES_FAILURE: str | None = None
+except services.PostgresUnavailable as exc:
+    POSTGRES, _POSTGRES_FAILURE = services.PostgresChoice(None), str(exc)
+if POSTGRES.url:
+    os.environ[POSTGRES_ENV] = POSTGRES.url
+else:
+    os.environ.pop(POSTGRES_ENV, None)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if _POSTGRES_FAILURE:
+        raise pytest.UsageError(_POSTGRES_FAILURE)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if POSTGRES.note:
+        terminalreporter.write_line(POSTGRES.note, yellow=True, bold=True)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    # `database_url` runs on SQLite always and on PostgreSQL when one is configured (CI sets it).
+    # `database_url` runs on SQLite always and on PostgreSQL when one answers (CI requires it).
     if "database_url" in metafunc.fixturenames:
-        backends = ["sqlite"] + (["postgres"] if os.environ.get(POSTGRES_ENV) else [])
-        metafunc.parametrize("database_backend", backends, indirect=True)
+        metafunc.parametrize("database_backend", services.postgres_backends(), indirect=True)
 
 
 @pytest.fixture
@@ -60,7 +83,7 @@ def redis_url(redis_server: str) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def postgres_server_db() -> Iterator[str | None]:
-    """One fresh PostgreSQL database for the session (None when none is configured)."""
+    """One fresh PostgreSQL database for the session (None when none answers)."""
     admin = os.environ.get(POSTGRES_ENV)
     if not admin:
         yield None
@@ -80,17 +103,17 @@ def database_url(
     from stylequeue.shared.db import dispose_all
 
     if database_backend == "postgres":
-        assert postgres_server_db, f"{POSTGRES_ENV} is not set"
+        assert postgres_server_db, "no PostgreSQL was chosen for this session"
         _truncate(postgres_server_db)
         yield postgres_server_db
-        dispose_all()
+        dispose_all(close=True)
         return
     from stylequeue.shared.migrate import upgrade
 
     url = f"sqlite:///{tmp_path / 'stylequeue.db'}"
     upgrade(url)
     yield url
-    dispose_all()
+    dispose_all(close=True)
 
 
 def _truncate(url: str) -> None:

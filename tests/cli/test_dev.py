@@ -4,11 +4,13 @@ the supervisor's start/stop/failure behaviour with stand-in web and worker proce
 from __future__ import annotations
 
 import os
+import queue
 import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -150,17 +152,35 @@ if len(sys.argv) > 1:
     time.sleep(float(sys.argv[1])); sys.exit(3)
 time.sleep(600)
 """
+# Like the real one: the pool child warms up and announces itself in the fleet registry, then
+# the main process logs "<nodename> ready.".
+STUB_READY_WORKER = """
+import os, socket, time
+import redis
+from stylequeue.shared import fleet
+time.sleep(1)  # warming up
+client = redis.Redis.from_url(os.environ["STYLEQUEUE_REDIS_URL"])
+name = "dev@" + socket.gethostname()
+info = {"weights": "random", "weights_ok": True, "precision": "float32", "pid": os.getpid()}
+fleet.announce(client, name, info, ttl=60)
+time.sleep(2)  # the consumer connecting: announced, but not taking jobs yet
+print(f"[INFO/MainProcess] {name} ready.", flush=True)
+time.sleep(600)
+"""
+SAID_READY = r"dev \| worker ready"
 RUNNER = """
 import sys
 import stylequeue.cli.dev as d
 web, worker, die_after, port = sys.argv[1:5]
 d.web_argv = lambda host, p: [sys.executable, "-c", web, host, str(p)]
-d.worker_argv = lambda: [sys.executable, "-c", worker] + ([die_after] if die_after else [])
+d.worker_argv = lambda *_: [sys.executable, "-c", worker] + ([die_after] if die_after else [])
 d.dev(["--port", port], prog_name="stylequeue")
 """
 
 
-def _start_dev(tmp_path: Path, port: int, die_after: str = "") -> subprocess.Popen[str]:
+def _start_dev(
+    tmp_path: Path, port: int, die_after: str = "", worker: str = STUB_WORKER
+) -> subprocess.Popen[str]:
     env = {
         **os.environ,
         "STYLEQUEUE_VAR_DIR": str(tmp_path / "var"),
@@ -169,7 +189,7 @@ def _start_dev(tmp_path: Path, port: int, die_after: str = "") -> subprocess.Pop
         "STYLEQUEUE_SECRET_KEY": "",
     }
     return subprocess.Popen(
-        [sys.executable, "-c", RUNNER, STUB_WEB, STUB_WORKER, die_after, str(port)],
+        [sys.executable, "-c", RUNNER, STUB_WEB, worker, die_after, str(port)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -179,17 +199,53 @@ def _start_dev(tmp_path: Path, port: int, die_after: str = "") -> subprocess.Pop
 
 
 def _read_until(proc: subprocess.Popen[str], pattern: str, timeout: float = 60) -> list[str]:
-    assert proc.stdout is not None
+    """The output lines up to the first matching ``pattern``; fails after ``timeout`` seconds
+    even while the command stays silent (a reader thread, so no readline blocks the test)."""
+    lines = _lines(proc)
     seen: list[str] = []
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            break
+        if line is None:  # the command exited
             break
         seen.append(line.rstrip())
         if re.search(pattern, line):
             return seen
     raise AssertionError(f"{pattern!r} not seen:\n" + "\n".join(seen))
+
+
+def _rest(proc: subprocess.Popen[str], timeout: float = 30) -> str:
+    """Wait for the command to exit; the output not yet read by _read_until."""
+    proc.wait(timeout)
+    lines, out = _lines(proc), []
+    while (line := lines.get(timeout=timeout)) is not None:
+        out.append(line)
+    del _READERS[proc.pid]
+    assert proc.stdout is not None
+    proc.stdout.close()
+    return "".join(out)
+
+
+_READERS: dict[int, queue.Queue[str | None]] = {}
+
+
+def _lines(proc: subprocess.Popen[str]) -> queue.Queue[str | None]:
+    """The command's output lines as they come (None once it closes its output)."""
+    if proc.pid not in _READERS:
+        lines: queue.Queue[str | None] = queue.Queue()
+
+        def pump() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                lines.put(line)
+            lines.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+        _READERS[proc.pid] = lines
+    return _READERS[proc.pid]
 
 
 def _wait_for(predicate: Callable[[], bool], timeout: float = 10) -> None:
@@ -215,7 +271,7 @@ def test_dev_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
     text = "\n".join(seen)
     assert "migrate |" in text and "database at head" in text
     assert "redis |" in text and "Ready to accept connections" in text
-    assert "web |" in text and "worker |" in text
+    assert "web |" in text  # the worker's first line may come after the URL (below)
     secret = tmp_path / "var" / "secret_key"
     assert secret.is_file() and oct(secret.stat().st_mode & 0o777) == "0o600"
     assert (tmp_path / "var" / "stylequeue.db").is_file()
@@ -223,9 +279,11 @@ def test_dev_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
     assert _port_open(redis_port) and _port_open(url_port)
 
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=30)
+    out = _rest(proc)
     assert proc.returncode == 0, out
     assert "stopped" in out
+    assert "worker | stub worker ready" in text + out
+    assert not re.search(SAID_READY, text + out)  # this stand-in never warms up nor announces
     assert not _port_open(redis_port) and not _port_open(url_port)
 
 
@@ -239,3 +297,73 @@ def test_dev_fails_when_a_child_dies(tmp_path: Path) -> None:
     assert "worker exited unexpectedly (status 3)" in out
     redis_port = int(re.search(r"on port (\d+)", out).group(1))  # type: ignore[union-attr]
     assert not _port_open(redis_port) and not _port_open(port)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_dev_says_when_the_worker_is_ready(tmp_path: Path) -> None:
+    proc = _start_dev(tmp_path, _free_port(), worker=STUB_READY_WORKER)
+    try:
+        seen = _read_until(proc, SAID_READY)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out = _rest(proc)
+    assert proc.returncode == 0, "\n".join(seen) + out
+    said = seen[-1]
+    assert "worker ready: random weights" in said and "float32" in said, said
+    # said after the worker's own "ready." line, and after the URL
+    consuming = next(i for i, line in enumerate(seen) if "worker |" in line and "ready." in line)
+    url = next(i for i, line in enumerate(seen) if "stylequeue is up:" in line)
+    assert consuming < len(seen) - 1 and url < len(seen) - 1
+    assert sum(bool(re.search(SAID_READY, line)) for line in seen + out.splitlines()) == 1
+
+
+def test_worker_ready_skips_a_previous_runs_fleet_entry(
+    redis_url: str, supervisor: dev.Supervisor, lines: list[str]
+) -> None:
+    import threading
+
+    from stylequeue.shared import fleet
+
+    client = redis.Redis.from_url(redis_url)
+    # a previous run's entry, still within its TTL: not this worker
+    fleet.announce(client, "dev@box", {"weights": "random", "weights_ok": True, "pid": 1}, ttl=60)
+    stale = dev.fleet_entries(redis_url)
+    assert stale == {("dev@box", 1)}
+    consuming, stop = threading.Event(), threading.Event()
+    watcher = threading.Thread(
+        target=dev.announce_when_worker_ready,
+        args=(redis_url, supervisor, stop, consuming, stale, "dev@box"),
+        daemon=True,
+    )
+    watcher.start()
+    try:
+        consuming.set()  # the worker's "ready." line
+        time.sleep(1)  # a few of the watcher's rounds: the stale entry must not count
+        assert not lines
+        info = {"weights": "imagenet", "weights_ok": True, "precision": "mixed_float16", "pid": 2}
+        fleet.announce(client, "dev@box", info, ttl=60)  # this run's warm pool child
+        watcher.join(timeout=30)
+        assert not watcher.is_alive()
+    finally:
+        stop.set()
+        client.close()
+    assert len(lines) == 1 and "worker ready: imagenet weights, mixed_float16" in lines[0], lines
+
+
+def test_the_dev_workers_fleet_name_is_celerys_nodename() -> None:
+    import inspect
+
+    argv = dev.worker_argv(*[Path("var")] * len(inspect.signature(dev.worker_argv).parameters))
+    given = argv[argv.index("--hostname") + 1]
+    assert given.replace("%h", socket.gethostname()) == dev.worker_fleet_name()
+
+
+def test_worker_ready_line_says_when_the_worker_cannot_paint() -> None:
+    reason = "VGG19 weights 'imagenet' unavailable: the download failed (offline)"
+    line = dev._worker_line({"weights": "imagenet", "weights_ok": False, "weights_error": reason})
+    assert line == f"worker up, but it cannot paint: {reason}"

@@ -53,8 +53,8 @@ def test_writes_the_png_and_snapshots(
         "--snapshots", str(snaps), "--snapshot-every", "2", "--seed", "3",
     )  # fmt: skip
     assert code == 0, stderr
-    img = Image.open(out)
-    assert img.format == "PNG" and img.size == (48, 40) and img.mode == "RGB"
+    with Image.open(out) as img:
+        assert img.format == "PNG" and img.size == (48, 40) and img.mode == "RGB"
     assert sorted(p.name for p in snaps.iterdir()) == ["iter_00002.png", "iter_00003.png"]
     assert "wrote" in stderr and "weights random" in stderr
 
@@ -70,7 +70,8 @@ def test_several_styles_with_blend_and_preserve_colors(
         "--quiet",
     )  # fmt: skip
     assert code == 0, stderr
-    assert Image.open(out).size == (32, 27)
+    with Image.open(out) as img:
+        assert img.size == (32, 27)
 
 
 def test_missing_file_is_one_line_and_exit_2(images: tuple[Path, Path], tmp_path: Path) -> None:

@@ -11,7 +11,11 @@ import io
 import json
 import os
 import re
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -58,7 +62,8 @@ def _save_docs_screenshot(source: Path) -> None:
     if target.exists() and os.environ.get("STYLEQUEUE_UPDATE_DOCS") != "1":
         return
     target.parent.mkdir(exist_ok=True)
-    image = Image.open(source).convert("RGB")
+    with Image.open(source) as opened:
+        image = opened.convert("RGB")
     image.thumbnail((1100, 2400))
     image.quantize(colors=128, method=Image.Quantize.FASTOCTREE).save(target, optimize=True)
 
@@ -456,3 +461,78 @@ def test_form_warns_when_a_worker_cannot_load_its_weights(page, stack: Stack) ->
     page.goto(stack.url + "/")
     page.wait_for_load_state("networkidle")
     expect(page.locator("#weights-banner")).to_be_hidden()
+
+
+# ---- the fleet's banners follow the fleet -----------------------------------------------------
+
+
+@contextmanager
+def _served(settings) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """Another app on a free port (as the session's live_server), for ``settings``."""
+    from werkzeug.serving import make_server
+
+    from stylequeue.web import create_app
+
+    server = make_server("127.0.0.1", 0, create_app(settings), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="e2e-fleet-server", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(10)
+        server.server_close()
+
+
+def test_the_banners_follow_the_fleet_without_a_reload(
+    browser, e2e_settings, e2e_redis: str, start_worker
+) -> None:  # type: ignore[no-untyped-def]
+    """A dashboard and a form opened while no worker is online say so; when a worker comes
+    up, the banner goes on its own on both (no reload), and the finished job has none.
+
+    Its own Redis database, so the session's worker is not in this fleet.
+    """
+    from stylequeue.shared.celery_app import create_celery, enqueue_run_job
+    from tests.factories import make_job
+
+    settings = replace(e2e_settings, redis_url=e2e_redis.rsplit("/", 1)[0] + "/7")
+    client = redis.Redis.from_url(settings.redis_url)
+    client.flushdb()
+    client.close()
+    errors: list[object] = []
+    with _served(settings) as url:
+        context = browser.new_context(base_url=url)
+        try:
+            context.set_default_timeout(20_000)
+            page = context.new_page()
+            page.on("pageerror", lambda exc: errors.append(exc))
+            owner = context.request.get("/api/v1/session").json()["owner"]
+            job = make_job(settings, owner=owner)  # queued, not enqueued: it waits for us
+            page.goto(f"/jobs/{job.id}")
+            workers_banner = page.locator("#workers-banner")
+            expect(workers_banner).to_be_visible()
+            expect(page.locator("#fleet-banner")).to_be_hidden()
+            page.evaluate("window.__sameDocument = true")  # gone if the page reloads
+            form = context.new_page()
+            form.on("pageerror", lambda exc: errors.append(exc))
+            form.goto("/")
+            expect(form.locator("#workers-banner")).to_be_visible()
+            form.evaluate("window.__sameDocument = true")
+
+            start_worker(settings, name="late")  # returns once warm and in the fleet
+            expect(workers_banner).to_be_hidden(timeout=WAIT_MS)
+            expect(form.locator("#workers-banner")).to_be_hidden(timeout=WAIT_MS)
+            assert form.evaluate("window.__sameDocument") is True
+            assert status(page) == "queued"  # the fleet hid it, not the job ending
+            expect(page.locator("#fleet-banner")).to_be_visible()  # it runs random weights
+            assert page.evaluate("window.__sameDocument") is True
+
+            # the worker takes the job: its finished page has no "No worker online" either
+            with create_celery(settings) as app:
+                enqueue_run_job(app, job.id)
+            wait_status(page, "succeeded")
+            expect(workers_banner).to_be_hidden()
+            assert page.evaluate("window.__sameDocument") is True
+        finally:
+            context.close()
+    assert not errors, f"uncaught errors in the pages' scripts: {errors}"

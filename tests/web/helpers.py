@@ -9,7 +9,8 @@ from typing import Any
 
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
-from werkzeug.test import TestResponse
+from werkzeug.datastructures import FileStorage, MultiDict
+from werkzeug.test import TestResponse, encode_multipart
 
 from stylequeue.shared.db import session_scope
 from stylequeue.shared.models import Job, new_id
@@ -38,18 +39,22 @@ def submit(
 
     Defaults: a small PNG content, one JPEG style, 5 iterations at 64 px.
     """
-    data: dict[str, Any] = dict(SMALL if fields is None else fields)
+    data = MultiDict(SMALL if fields is None else fields)
     if not no_content:
         body = images.png() if content is None else content
-        data["content"] = (io.BytesIO(body), content_name)
+        data.add("content", FileStorage(io.BytesIO(body), content_name))
     if not no_style:
         parts = [images.jpeg()] if styles is None else list(styles)
-        data["style"] = [(io.BytesIO(p), f"style-{i}.jpg") for i, p in enumerate(parts)]
+        for i, part in enumerate(parts):
+            data.add("style", FileStorage(io.BytesIO(part), f"style-{i}.jpg"))
+    # Encoded here, in memory: given the fields, the test client spools a body over 500 KB to
+    # a temporary file it never closes (an unclosed-file ResourceWarning).
+    boundary, encoded = encode_multipart(data)
     return client.post(
         "/api/v1/jobs",
-        data=data,
+        data=encoded,
         headers=ALICE if headers is None else headers,
-        content_type="multipart/form-data",
+        content_type=f"multipart/form-data; boundary={boundary}",
     )
 
 

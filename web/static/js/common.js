@@ -118,18 +118,31 @@ export function poller(fn, { interval = 1000, hiddenInterval = 5000, maxBackoff 
 
 // ---- fleet banners ----------------------------------------------------------------------------
 
-/** Show the page's fleet banners: random weights (demo), weights that cannot load (jobs will
- * fail), no worker online (jobs wait). A hint only: errors are ignored. */
-export async function showFleetBanners(url, { skipRandom = false } = {}) {
+/** Show or hide the page's fleet banners to match the fleet now: random weights (demo),
+ * weights that cannot load (jobs will fail), no worker online (jobs wait). Call it again to
+ * follow the fleet (the dashboard does while it polls). skipRandom leaves the demo banner as
+ * the page rendered it; wanted() is asked when the answer comes (false: the page has moved
+ * on, leave the banners). A hint only: on an error the banners stay as they are. */
+export async function showFleetBanners(url, { skipRandom = false, wanted = () => true } = {}) {
   let fleet;
-  try { fleet = await api(url); } catch { return; }
-  if (!fleet) return;
-  const show = (id) => { const node = document.getElementById(id); if (node) node.hidden = false; return node; };
-  if (fleet.random_weights && !skipRandom) show("fleet-banner");
-  if (fleet.weights_unavailable) {
-    const node = show("weights-banner");
-    const detail = node && node.querySelector("[data-weights-error]");
-    if (detail) detail.textContent = fleet.weights_error || "";
-  }
-  if (!fleet.workers.length) show("workers-banner");
+  try { fleet = await api(url); } catch { return null; }
+  if (!fleet || !wanted()) return null;
+  const workers = fleet.workers || [];
+  if (!skipRandom) setBanner("fleet-banner", fleet.random_weights);
+  const broken = setBanner("weights-banner", fleet.weights_unavailable);
+  const detail = broken && broken.querySelector("[data-weights-error]");
+  if (detail) detail.textContent = fleet.weights_unavailable ? fleet.weights_error || "" : "";
+  setBanner("workers-banner", !workers.length);
+  return fleet;
+}
+
+/** Hide fleet banners (by id), e.g. the ones about waiting jobs on a finished job's page. */
+export function hideFleetBanners(...ids) {
+  for (const id of ids) setBanner(id, false);
+}
+
+function setBanner(id, visible) {
+  const node = document.getElementById(id);
+  if (node) node.hidden = !visible;
+  return node;
 }

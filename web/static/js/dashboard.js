@@ -1,8 +1,11 @@
 // The job dashboard: status, progress, speed/ETA, live loss curve, snapshots, result.
 // Each poll (about once a second) makes two small requests, in parallel: the job JSON and
-// the progress entries after the last stream id seen. Polling stops once the job has ended.
+// the progress entries after the last stream id seen; every few seconds a third, the fleet's
+// state, so its banners follow workers coming and going. Polling stops once the job has ended.
 
-import { api, ApiError, absTime, duration, el, isTerminal, num, poller, showFleetBanners } from "./common.js";
+import {
+  api, ApiError, absTime, duration, el, hideFleetBanners, isTerminal, num, poller, showFleetBanners,
+} from "./common.js";
 import { LossChart } from "./chart.js";
 
 const $ = (id) => document.getElementById(id);
@@ -231,6 +234,7 @@ async function poll() {
     throw err;
   }
   job = fresh;
+  followFleet();
   // catch up when far behind (a full page came back), and once more when the job has ended,
   // for entries written between the two reads
   if (progress.more || isTerminal(job)) await drain();
@@ -268,10 +272,27 @@ async function cancel() {
 }
 $("cancel").addEventListener("click", cancel);
 
-function checkFleet() {
-  // A finished job's picture is what it is; the fleet's state matters while it waits or runs.
-  if (isTerminal(job)) return;
-  showFleetBanners(config.urls.fleet, { skipRandom: job.weights === "random" });
+// ---- the fleet's banners ------------------------------------------------------------------
+
+// The fleet is a Redis scan on the server: once every few polls is plenty for a banner.
+const FLEET_EVERY_MS = 3000;
+let fleetCheckedAt = -Infinity;
+
+/** Keep the banners in step with the fleet while the job waits or runs (a worker that comes
+ * up hides "No worker online"). A finished job's picture is what it is: the banners about
+ * waiting jobs go, and the fleet is not asked again. Never awaited: a hint, not the poll. */
+function followFleet() {
+  if (isTerminal(job)) {
+    hideFleetBanners("workers-banner", "weights-banner");
+    return;
+  }
+  const now = performance.now();
+  if (now - fleetCheckedAt < FLEET_EVERY_MS) return;
+  fleetCheckedAt = now;
+  showFleetBanners(config.urls.fleet, {
+    skipRandom: job.weights === "random",
+    wanted: () => !isTerminal(job), // the job may have ended while we asked
+  });
 }
 
 const createdAt = $("created-at");
@@ -279,7 +300,7 @@ createdAt.textContent = absTime(createdAt.getAttribute("datetime"));
 
 const timer = poller(poll, { interval: 1000, hiddenInterval: 5000 });
 render();
-checkFleet();
+followFleet();
 if (isTerminal(job)) {
   drain().then(render, (err) => console.warn(err));
 } else {

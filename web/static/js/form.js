@@ -1,7 +1,7 @@
 // The submission form: drag-and-drop with previews, sample styles, presets, client-side
 // checks that mirror the server's limits, server errors beside their field, CSRF header.
 
-import { api, ApiError, showFleetBanners } from "./common.js";
+import { api, ApiError, poller, showFleetBanners } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 const form = $("job-form");
@@ -311,9 +311,13 @@ form.addEventListener("submit", async (event) => {
   }
 });
 
-// ---- the fleet banner -----------------------------------------------------------------------
+// ---- the fleet banners ----------------------------------------------------------------------
 
-showFleetBanners(config.urls.fleet);
+// Followed while the page is open (a worker still warming up when the page loaded comes
+// online a few seconds later); every 5 s, every 30 s in a background tab.
+poller(async () => { await showFleetBanners(config.urls.fleet); }, {
+  interval: 5000, hiddenInterval: 30000,
+}).start();
 
 // A sample is chosen by default, so a newcomer needs only a photo.
 const firstSample = form.querySelector('input[name="sample_style"]');

@@ -401,7 +401,7 @@ def worker_fleet_name() -> str:
     return f"dev@{socket.gethostname()}"
 
 
-def fleet_entries(redis_url: str) -> set[tuple[str, object]]:
+def fleet_entries(redis_url: str) -> set[tuple[object, object]]:
     """(name, pid) of every worker in the fleet registry now; empty if Redis cannot say."""
     import redis
 

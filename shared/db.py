@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -18,7 +18,14 @@ _makers: dict[str, sessionmaker[Session]] = {}
 
 def make_engine(url: str) -> Engine:
     """An engine tuned for the backend: SQLite gets WAL and a busy timeout, since web and
-    worker processes write to the same file."""
+    worker processes write to the same file.
+
+    SQLite ignores ``SELECT ... FOR UPDATE``, and Python's driver would start a transaction
+    only at the first write, so a row read, checked and then written (the runner's fence,
+    the sweeper, cancel) could change in between. Each session therefore begins with
+    ``BEGIN IMMEDIATE`` (SQLAlchemy's recipe for pysqlite transactions): writers take turns
+    for the length of a session, while plain readers of the WAL never wait.
+    """
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -27,11 +34,16 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+            dbapi_conn.isolation_level = None  # we say BEGIN ourselves (below)
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin_immediate(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)

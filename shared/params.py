@@ -28,10 +28,12 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from stylequeue.shared.settings import Limits
 from stylequeue.shared.text import parse_bool
+
+if TYPE_CHECKING:  # a deployment's caps are passed in; the engine never loads settings
+    from stylequeue.shared.settings import Limits
 
 VGG19_LAYERS: tuple[str, ...] = (
     "block1_conv1", "block1_conv2",

@@ -43,7 +43,10 @@ SCRIPT = textwrap.dedent(
                 "/api/v1/session", "/readyz", "/"]:
         assert client.get(url, headers=auth).status_code == 200, url
     assert client.post(job["links"]["cancel"], headers=auth).status_code == 202
-    heavy = sorted(m for m in ("tensorflow", "keras", "torch", "worker") if m in sys.modules)
+    heavy = sorted(
+        m for m in ("tensorflow", "keras", "torch", "stylequeue.worker", "stylequeue.cli")
+        if m in sys.modules
+    )
     print("HEAVY=" + ",".join(heavy))
     """
 )

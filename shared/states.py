@@ -1,7 +1,9 @@
 """Job states and the only place that moves a job between them.
 
-queued -> running -> succeeded | failed | canceled; running -> queued only when a lost
-worker's task is re-delivered; queued -> canceled when cancelled before a worker took it.
+queued -> running -> succeeded | failed | canceled. Besides: running -> queued when the
+sweeper recovers a dead runner's job; running -> running when a re-delivered task restarts
+it; queued -> canceled when cancelled before a worker took it; queued -> failed when the job
+has lost too many runners (``MAX_ATTEMPTS``).
 
 :data:`TERMINAL` is the one list of ended states: the job JSON carries it as ``terminal``
 (web/job_json.py), and the CLI (``stylequeue submit``) and the pages' scripts read that field

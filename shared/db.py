@@ -8,11 +8,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.engine.interfaces import DBAPIConnection, DBAPICursor, ExecutionContext
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
 _lock = threading.Lock()
+_SQLITE_BEGUN = "stylequeue_sqlite_begun"  # in Connection.info: False until our BEGIN ran
+_WRITES = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "DROP", "ALTER"})
 _makers: dict[str, sessionmaker[Session]] = {}
 
 
@@ -20,11 +22,12 @@ def make_engine(url: str) -> Engine:
     """An engine tuned for the backend: SQLite gets WAL and a busy timeout, since web and
     worker processes write to the same file.
 
-    SQLite ignores ``SELECT ... FOR UPDATE``, and Python's driver would start a transaction
-    only at the first write, so a row read, checked and then written (the runner's fence,
-    the sweeper, cancel) could change in between. Each session therefore begins with
-    ``BEGIN IMMEDIATE`` (SQLAlchemy's recipe for pysqlite transactions): writers take turns
-    for the length of a session, while plain readers of the WAL never wait.
+    SQLite ignores ``SELECT ... FOR UPDATE``, and Python's driver starts a transaction only
+    at the first write, so a row read, checked and then written (the runner's fence, the
+    sweeper, cancel) could change in between. So we begin transactions ourselves, as the
+    driver did but stricter: ``BEGIN IMMEDIATE`` (SQLite's write lock) before a
+    transaction's first write *or* its first read ``with_for_update``; plain reads stay
+    outside any transaction and never wait (WAL).
     """
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
@@ -42,11 +45,35 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         @event.listens_for(engine, "begin")
-        def _begin_immediate(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        def _defer_begin(conn: Connection) -> None:
+            conn.info[_SQLITE_BEGUN] = False  # BEGIN at the first write or locking read
+
+        @event.listens_for(engine, "before_cursor_execute")
+        def _begin_before_writing(
+            conn: Connection,
+            cursor: DBAPICursor,
+            statement: str,
+            _parameters: object,
+            context: ExecutionContext | None,
+            _executemany: bool,
+        ) -> None:
+            if conn.info.get(_SQLITE_BEGUN, True) or not _takes_the_write_lock(statement, context):
+                return
+            cursor.execute("BEGIN IMMEDIATE")
+            conn.info[_SQLITE_BEGUN] = True
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+def _takes_the_write_lock(statement: str, context: ExecutionContext | None) -> bool:
+    """A write, or a SELECT compiled from ``with_for_update()`` (whose FOR UPDATE SQLite's
+    dialect leaves out of the SQL)."""
+    words = statement.lstrip().split(None, 1)
+    if words and words[0].upper() in _WRITES:
+        return True
+    compiled = getattr(context, "compiled", None)
+    return getattr(getattr(compiled, "statement", None), "_for_update_arg", None) is not None
 
 
 def get_sessionmaker(url: str) -> sessionmaker[Session]:

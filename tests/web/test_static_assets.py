@@ -24,8 +24,7 @@ def test_asset_urls_carry_the_content_hash(app) -> None:
 def test_hashed_urls_are_cached_for_a_year_others_revalidate(client) -> None:
     with client.application.test_request_context():
         url = asset("js/form.js")
-    hashed = client.get(url)
-    plain = client.get("/assets/js/form.js")
-    assert hashed.status_code == plain.status_code == 200
-    assert "max-age=31536000" in hashed.headers["Cache-Control"]
-    assert "max-age=31536000" not in plain.headers.get("Cache-Control", "")
+    with client.get(url) as hashed, client.get("/assets/js/form.js") as plain:
+        assert hashed.status_code == plain.status_code == 200
+        assert "max-age=31536000" in hashed.headers["Cache-Control"]
+        assert "max-age=31536000" not in plain.headers.get("Cache-Control", "")

@@ -166,9 +166,12 @@ def enqueue_job(sessions: Callable[[], Session], celery: Celery, job_id: str) ->
 
 
 class CancelFlag(Protocol):
-    """Where a worker looks for a cancel between iterations (``ProgressStream``)."""
+    """Where a worker looks for a cancel between iterations, beside the job's progress
+    stream (``ProgressStream``)."""
 
     def request_cancel(self, job_id: str) -> None: ...
+
+    def expire(self, job_id: str, seconds: int) -> None: ...
 
 
 class CancelOutcome(StrEnum):
@@ -197,7 +200,12 @@ class CancelResult:
 
 
 def request_cancel(
-    session: Session, job_id: str, owner: str | None, flag: CancelFlag
+    session: Session,
+    job_id: str,
+    owner: str | None,
+    flag: CancelFlag,
+    *,
+    stream_ttl_seconds: int,
 ) -> CancelResult:
     """Cancel ``owner``'s job ``job_id``: a queued job is canceled at once, a running job is
     flagged (``cancel_requested``) for its worker; a canceled job stays as it is; a
@@ -205,7 +213,10 @@ def request_cancel(
 
     Commits ``session``. Then, for a job that was queued or running, sets the Redis cancel
     flag too (a worker may be starting the queued job right now); a Redis error there is
-    reported as ``worker_told=False``, not raised: the database change stands.
+    reported as ``worker_told=False``, not raised: the database change stands. A queued job
+    canceled here ended without a runner, so its progress stream (an earlier attempt's, when
+    the sweeper re-queued it) is set to expire ``stream_ttl_seconds`` from now, as a runner
+    does when it ends a job; a Redis error there is logged only.
     """
     job = get_owned_job(session, job_id, owner, for_update=True)
     if job is None:
@@ -231,4 +242,9 @@ def request_cancel(
     except redis.RedisError:
         log.warning("cancel flag for job %s not set: Redis unreachable", job.id)
         return CancelResult(outcome, job, worker_told=False)
+    if outcome is CancelOutcome.CANCELED:
+        try:
+            flag.expire(job.id, stream_ttl_seconds)
+        except redis.RedisError as exc:
+            log.warning("job %s: could not set its stream's expiry: %s", job.id, exc)
     return CancelResult(outcome, job)

@@ -9,7 +9,9 @@ State machine of an attempt::
 
     lock held by a live runner ............ return "busy" (the message is acked; that
                                              runner finishes the job)
-    row missing / terminal ................ return (duplicate delivery)
+    row missing ........................... return (the message is dropped)
+    row terminal .......................... return (duplicate delivery); its stream is set
+                                             to expire (it may have ended outside a runner)
     cancel requested (row or Redis flag) .. -> canceled
     attempts >= MAX_ATTEMPTS .............. -> failed "worker lost N times"
     otherwise ............................. -> running (attempts + 1, progress reset)
@@ -54,7 +56,7 @@ from stylequeue.shared.db import session_scope
 from stylequeue.shared.locks import JobLock
 from stylequeue.shared.models import Job
 from stylequeue.shared.params import TransferParams
-from stylequeue.shared.progress import FIELDS, AttemptStream, Fenced
+from stylequeue.shared.progress import FIELDS, AttemptStream, Fenced, expire_job_stream
 from stylequeue.shared.redis_client import redis_client
 from stylequeue.shared.settings import Settings
 from stylequeue.shared.states import JobStatus, transition
@@ -125,16 +127,20 @@ def execute(
         job = session.get(Job, job_id)
         # A cheap answer to duplicate deliveries, without touching the lock; _start re-checks
         # under the lock.
-        if job is None:
-            log.warning("job %s: no such row (deleted?); dropping the message", job_id)
-            return Outcome(Action.MISSING)
-        if job.terminal:
-            log.info("job %s: already %s; duplicate delivery ignored", job_id, job.status)
-            return Outcome(Action.DUPLICATE, job.status)
+        status = None if job is None else JobStatus(job.status)
+    if status is None:
+        log.warning("job %s: no such row (deleted?); dropping the message", job_id)
+        return Outcome(Action.MISSING)
     own_client = client is None
     client = client or redis_client(settings.redis_url)
-    lock = JobLock(client, job_id, settings.lock_ttl_seconds)
     try:
+        if status.terminal:
+            log.info("job %s: already %s; duplicate delivery ignored", job_id, status)
+            # It may have ended outside a runner (canceled while queued, say): its stream
+            # expires like any ended job's.
+            expire_ended_stream(client, job_id, settings.progress_ttl_seconds)
+            return Outcome(Action.DUPLICATE, status.value)
+        lock = JobLock(client, job_id, settings.lock_ttl_seconds)
         if not lock.acquire():
             log.info("job %s: another runner holds its lock; not running it twice", job_id)
             return Outcome(Action.BUSY)
@@ -148,6 +154,15 @@ def execute(
     finally:
         if own_client:
             client.close()
+
+
+def expire_ended_stream(client: redis.Redis, job_id: str, seconds: int) -> None:
+    """Let the stream of a job that has ended expire, unfenced (no runner writes to an ended
+    job); for a job this runner did not end itself. Best effort: Redis errors are logged."""
+    try:
+        expire_job_stream(client, job_id, seconds)
+    except redis.RedisError as exc:
+        log.warning("job %s: could not set its stream's expiry: %s", job_id, exc)
 
 
 class AttemptFence:
@@ -205,6 +220,7 @@ class _Attempt:
         self.job_id = job_id
         self.settings = settings
         self.worker_name = worker_name
+        self.client = client
         self.fence = AttemptFence(job_id, settings.database_url, lock)
         self.sink = ProgressSink(
             AttemptStream(client, job_id, self.fence.token, settings.progress_maxlen),
@@ -228,7 +244,7 @@ class _Attempt:
     def run(self) -> Outcome:
         started = self._start()
         if isinstance(started, Outcome):
-            if started.action in (Action.CANCELED, Action.GAVE_UP):
+            if started.action in (Action.CANCELED, Action.GAVE_UP, Action.DUPLICATE):
                 self._expire_stream()  # a dead attempt's entries: expire like any job's
             return started
         params, input_keys = started
@@ -407,24 +423,35 @@ class _Attempt:
             "job %s: lost its lock (presumed dead and re-queued); leaving it to the new runner",
             self.job_id,
         )
-        self._delete_own_files_if_superseded()
+        self._tidy_after_lost()
         iterations = self.recorder.iterations if self.recorder is not None else 0
         return Outcome(Action.LOST, None, iterations=iterations)
 
-    def _delete_own_files_if_superseded(self) -> None:
+    def _tidy_after_lost(self) -> None:
         """Our files once a later attempt has started (it cleared the row's references to
         them) or the job is gone; kept while the row may still list our snapshots (the lock
-        lapsed but nobody restarted the job yet). Best effort; ours are written by now."""
-        if self.attempt == 0:
-            return
+        lapsed but nobody restarted the job yet). And the job's stream, when the job has
+        ended or is gone meanwhile (nobody else may set its expiry then); left alone while
+        the job may still run (the next runner resets it). Best effort; ours are written by
+        now."""
         try:
             with session_scope(self.settings.database_url) as session:
                 job = session.get(Job, self.job_id)
-                superseded = job is None or job.attempts > self.attempt
-            if superseded:
-                self.storage.delete_prefix(keys.attempt_prefix(self.job_id, self.attempt))
+                gone = job is None
+                ended = job is not None and job.terminal
+                superseded = gone or (job is not None and job.attempts > self.attempt)
         except Exception as exc:
-            log.warning("job %s: could not delete the lost attempt's files: %s", self.job_id, exc)
+            log.warning("job %s: could not read the row after losing it: %s", self.job_id, exc)
+            return
+        if gone or ended:
+            expire_ended_stream(self.client, self.job_id, self.settings.progress_ttl_seconds)
+        if superseded and self.attempt > 0:
+            try:
+                self.storage.delete_prefix(keys.attempt_prefix(self.job_id, self.attempt))
+            except Exception as exc:
+                log.warning(
+                    "job %s: could not delete the lost attempt's files: %s", self.job_id, exc
+                )
 
     def _save_history(self) -> str:
         """The loss history in this attempt's storage, same entries and ids as the stream."""

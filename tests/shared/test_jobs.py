@@ -27,6 +27,7 @@ from stylequeue.shared.jobs import (
 )
 from stylequeue.shared.models import Job, new_id
 from stylequeue.shared.progress import ProgressStream, cancel_key
+from stylequeue.shared.redis_keys import stream_key
 from stylequeue.shared.settings import Settings
 from stylequeue.shared.states import utcnow
 from stylequeue.shared.sweeper import pending_job_ids
@@ -229,7 +230,9 @@ def flag(settings: Settings) -> Iterator[ProgressStream]:
 
 def cancel(settings: Settings, job_id: str, owner: str | None, flag: Any) -> Any:
     with get_sessionmaker(settings.database_url)() as session:
-        return request_cancel(session, job_id, owner, flag)
+        return request_cancel(
+            session, job_id, owner, flag, stream_ttl_seconds=settings.progress_ttl_seconds
+        )
 
 
 def flag_set(stream: ProgressStream, job_id: str) -> bool:
@@ -286,6 +289,43 @@ def test_cancel_of_someone_elses_job_is_not_found(
         assert done.outcome is CancelOutcome.NOT_FOUND and done.job is None
     assert columns(row(settings, job_id)) == before
     assert not flag_set(flag, job_id)
+
+
+def test_cancel_of_a_requeued_job_lets_its_stream_expire(
+    settings: Settings, flag: ProgressStream
+) -> None:
+    """An earlier attempt streamed, the sweeper re-queued the job, then it was canceled while
+    queued: no runner ends it, so the cancel sets the stream's expiry itself."""
+    job_id = insert(settings, attempts=1)
+    flag.append(job_id, {"iteration": 1, "loss": 1.0, "content": 0, "style": 0, "tv": 0,
+                         "elapsed": 1})  # fmt: skip
+    assert cancel(settings, job_id, ALICE, flag).outcome is CancelOutcome.CANCELED
+    assert 0 < flag.redis.ttl(stream_key(job_id)) <= settings.progress_ttl_seconds
+    assert 0 < flag.redis.ttl(cancel_key(job_id)) <= settings.progress_ttl_seconds
+
+
+def test_cancel_of_a_running_job_leaves_its_stream_to_the_runner(
+    settings: Settings, flag: ProgressStream
+) -> None:
+    job_id = insert(settings, status="running", started_at=utcnow(), attempts=1)
+    flag.append(job_id, {"iteration": 1, "loss": 1.0, "content": 0, "style": 0, "tv": 0,
+                         "elapsed": 1})  # fmt: skip
+    assert cancel(settings, job_id, ALICE, flag).outcome is CancelOutcome.REQUESTED
+    assert flag.redis.ttl(stream_key(job_id)) == -1  # its runner sets it when it stops
+
+
+class ExpireFails(ProgressStream):
+    def expire(self, job_id: str, seconds: int) -> None:
+        raise redis.ConnectionError("Redis went away")
+
+
+def test_cancel_when_the_expiry_fails_still_cancels(
+    settings: Settings, flag: ProgressStream
+) -> None:
+    job_id = insert(settings)
+    done = cancel(settings, job_id, ALICE, ExpireFails(flag.redis))
+    assert done.outcome is CancelOutcome.CANCELED and done.worker_told
+    assert row(settings, job_id).status == "canceled"
 
 
 @pytest.mark.parametrize(("status", "outcome"), [("queued", "canceled"), ("running", "requested")])

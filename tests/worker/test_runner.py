@@ -27,6 +27,7 @@ from tests.factories import get_job, make_job
 from tests.worker_process import check_finished_job, read_stream
 
 WORKER = "test@host/1"
+ENTRY = {"iteration": 1, "loss": 1.0, "content": 0, "style": 0, "tv": 0, "elapsed": 1}
 
 
 @pytest.fixture
@@ -64,6 +65,15 @@ def test_terminal_job_is_left_alone(wsettings: Settings, client: Any, status: st
     )  # fmt: skip
     assert read_stream(wsettings, job.id) == []
     assert not lock_exists(client, job.id)
+
+
+def test_duplicate_delivery_lets_the_stream_expire(wsettings: Settings, client: Any) -> None:
+    """The job ended outside a runner (canceled while queued after an earlier attempt
+    streamed): the delivery that finds it ended sets the stream's expiry."""
+    job = make_job(wsettings, status="canceled", finished_at=utcnow(), attempts=1)
+    ProgressStream(client).append(job.id, ENTRY)
+    assert runner.execute(job.id, wsettings, worker_name=WORKER).action == "duplicate"
+    assert 0 < client.ttl(stream_key(job.id)) <= wsettings.progress_ttl_seconds
 
 
 def test_missing_row_is_dropped(wsettings: Settings) -> None:
@@ -263,3 +273,39 @@ def test_runner_whose_job_was_restarted_elsewhere_writes_nothing_of_it(
     # and its files are as it wrote them
     assert {key: storage.get(key) for key in theirs} == theirs
     assert not storage.list(keys.attempt_prefix(job.id, 1))  # ours went, superseded
+
+
+@pytest.mark.parametrize("fate", ["canceled", "deleted"])
+def test_lost_runner_lets_the_stream_of_an_ended_job_expire(
+    wsettings: Settings, client: Any, monkeypatch: pytest.MonkeyPatch, fate: str
+) -> None:
+    """Presumed dead (the lock lapsed), the job then ended without a runner (the sweeper
+    re-queued it and it was canceled while queued) or its row went: nobody else will set the
+    stream's expiry, so the lost runner does."""
+    from stylequeue.shared.db import session_scope
+    from stylequeue.shared.models import Job
+    from stylequeue.worker import engine
+
+    settings = replace(wsettings, lock_ttl_seconds=600)  # our renewer does not look in time
+    real = engine.transfer
+
+    def ended_meanwhile(*args: Any, on_iteration: Any, **kwargs: Any) -> Any:
+        def hook(report: Any) -> None:
+            on_iteration(report)
+            if report.iteration == 2:
+                client.delete(lock_key(job.id))  # lapsed
+                with session_scope(settings.database_url) as session:
+                    row = session.get(Job, job.id)
+                    if fate == "deleted":
+                        session.delete(row)
+                    else:
+                        row.status, row.finished_at = "canceled", utcnow()
+
+        return real(*args, on_iteration=hook, **kwargs)
+
+    monkeypatch.setattr(engine, "transfer", ended_meanwhile)
+    job = make_job(settings, params={"iterations": 6, "snapshot_every": 0})
+    outcome = runner.execute(job.id, settings, worker_name=WORKER)
+    assert outcome.action == "lost"
+    assert [e["iteration"] for e in read_stream(settings, job.id)] == [1, 2]
+    assert 0 < client.ttl(stream_key(job.id)) <= settings.progress_ttl_seconds

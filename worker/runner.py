@@ -11,7 +11,8 @@ State machine of an attempt::
                                              runner finishes the job)
     row missing ........................... return (the message is dropped)
     row terminal .......................... return (duplicate delivery); its stream is set
-                                             to expire (it may have ended outside a runner)
+                                             to expire and unreferenced attempts' files
+                                             deleted (it may have ended outside a runner)
     cancel requested (row or Redis flag) .. -> canceled
     attempts >= MAX_ATTEMPTS .............. -> failed "worker lost N times"
     otherwise ............................. -> running (attempts + 1, progress reset)
@@ -32,7 +33,11 @@ is therefore checked where it is written, not only by the lock renewer's ``lost`
 - Storage (snapshots, result, history): under the attempt's own prefix
   (``jobs/<id>/attempts/<n>/``, ``shared.keys``), so a stale attempt never overwrites the
   live one's files; the row points at the winning attempt's, and the winner deletes the
-  other attempts' prefixes once it has finished the job.
+  other attempts' prefixes once it has finished the job. A job that ends without running
+  (canceled before it started, or given up after MAX_ATTEMPTS lost runners) keeps only the
+  files its row still points at: the last attempt's snapshots when the dead runner listed
+  some (the page shows how far it got), nothing otherwise; every other attempt's prefix is
+  deleted then, under the lock (``shared.keys.unreferenced_attempts``).
 - The row: updated under ``SELECT ... FOR UPDATE`` only while it is ``running`` with this
   attempt's number (:class:`AttemptFence`).
 """
@@ -42,7 +47,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -128,6 +133,7 @@ def execute(
         # A cheap answer to duplicate deliveries, without touching the lock; _start re-checks
         # under the lock.
         status = None if job is None else JobStatus(job.status)
+        unreferenced = keys.unreferenced_attempts(job) if job is not None and job.terminal else []
     if status is None:
         log.warning("job %s: no such row (deleted?); dropping the message", job_id)
         return Outcome(Action.MISSING)
@@ -139,6 +145,9 @@ def execute(
             # It may have ended outside a runner (canceled while queued, say): its stream
             # expires like any ended job's.
             expire_ended_stream(client, job_id, settings.progress_ttl_seconds)
+            # and the files of earlier attempts its row does not point at go (an ended row
+            # never changes, so no lock is needed for that)
+            delete_attempts(get_storage(settings), job_id, unreferenced)
             return Outcome(Action.DUPLICATE, status.value)
         lock = JobLock(client, job_id, settings.lock_ttl_seconds)
         if not lock.acquire():
@@ -163,6 +172,16 @@ def expire_ended_stream(client: redis.Redis, job_id: str, seconds: int) -> None:
         expire_job_stream(client, job_id, seconds)
     except redis.RedisError as exc:
         log.warning("job %s: could not set its stream's expiry: %s", job_id, exc)
+
+
+def delete_attempts(storage: Storage, job_id: str, attempts: Iterable[int]) -> None:
+    """Delete these attempts' files (``jobs/<id>/attempts/<n>/``) of an ended job: ones its
+    row does not point at. Best effort: errors are logged."""
+    for attempt in attempts:
+        try:
+            storage.delete_prefix(keys.attempt_prefix(job_id, attempt))
+        except Exception as exc:
+            log.warning("job %s: could not delete attempt %d: %s", job_id, attempt, exc)
 
 
 class AttemptFence:
@@ -234,6 +253,7 @@ class _Attempt:
             read_flag=self.sink.read_cancel_flag,
         )
         self.recorder: _Recorder | None = None
+        self.unreferenced: list[int] = []  # attempts to delete when it ends without running
 
     @property
     def attempt(self) -> int:
@@ -246,6 +266,9 @@ class _Attempt:
         if isinstance(started, Outcome):
             if started.action in (Action.CANCELED, Action.GAVE_UP, Action.DUPLICATE):
                 self._expire_stream()  # a dead attempt's entries: expire like any job's
+                # Ended without running: earlier (dead) attempts' files the row does not
+                # point at go now; nobody else would delete them.
+                self._delete_attempts(self.unreferenced)
             return started
         params, input_keys = started
         log.info(
@@ -281,16 +304,19 @@ class _Attempt:
                 return Outcome(Action.MISSING)
             if job.terminal:
                 log.info("job %s: already %s; duplicate delivery ignored", self.job_id, job.status)
+                self.unreferenced = keys.unreferenced_attempts(job)
                 return Outcome(Action.DUPLICATE, job.status)
             if job.cancel_requested or self.sink.read_cancel_flag():
                 transition(job, JobStatus.CANCELED, cancel_requested=True)
                 log.info("job %s: canceled before it started", self.job_id)
+                self.unreferenced = keys.unreferenced_attempts(job)
                 return Outcome(Action.CANCELED, job.status)
             if job.attempts >= MAX_ATTEMPTS:
                 transition(
                     job, JobStatus.FAILED,
                     error=f"worker lost {job.attempts} times; giving up on this job",
                 )  # fmt: skip
+                self.unreferenced = keys.unreferenced_attempts(job)
                 return Outcome(Action.GAVE_UP, job.status, error=job.error)
             transition(
                 job, JobStatus.RUNNING,
@@ -361,7 +387,9 @@ class _Attempt:
                 return self._lost()
             transition(job, status, error=error, **fields)
         self._expire_stream()
-        self._delete_other_attempts()
+        # Once the job is ours for good, the files of the attempts before ours go (a later
+        # attempt cannot exist: the row is terminal).
+        self._delete_attempts(range(1, self.attempt))
         return Outcome(
             Action.RAN, status.value, iterations=int(fields.get("iterations_done", 0)), error=error
         )
@@ -372,14 +400,8 @@ class _Attempt:
         except Fenced:  # another runner owns the job now: its stream is not ours to expire
             self.fence.refused()
 
-    def _delete_other_attempts(self) -> None:
-        """Once the job is ours for good, the files of the attempts before ours go (a later
-        attempt cannot exist: the row is terminal). Best effort."""
-        for earlier in range(1, self.attempt):
-            try:
-                self.storage.delete_prefix(keys.attempt_prefix(self.job_id, earlier))
-            except Exception as exc:
-                log.warning("job %s: could not delete attempt %d: %s", self.job_id, earlier, exc)
+    def _delete_attempts(self, attempts: Iterable[int]) -> None:
+        delete_attempts(self.storage, self.job_id, attempts)
 
     def _fail(self, reason: str, **fields: Any) -> Outcome:
         if self.fence.lost:

@@ -309,3 +309,50 @@ def test_lost_runner_lets_the_stream_of_an_ended_job_expire(
     assert outcome.action == "lost"
     assert [e["iteration"] for e in read_stream(settings, job.id)] == [1, 2]
     assert 0 < client.ttl(stream_key(job.id)) <= settings.progress_ttl_seconds
+
+
+def _store_attempts(settings: Settings, job_id: str, attempts: int) -> None:
+    """What dead runners left: a snapshot and a history in each attempt's prefix."""
+    storage = get_storage(settings)
+    for n in range(1, attempts + 1):
+        storage.put(keys.snapshot_key(job_id, 4, attempt=n), b"snapshot")
+        storage.put(keys.history_key(job_id, attempt=n), b"{}")
+
+
+def _attempts_with_files(settings: Settings, job_id: str, attempts: int) -> list[int]:
+    storage = get_storage(settings)
+    return [n for n in range(1, attempts + 1) if storage.list(keys.attempt_prefix(job_id, n))]
+
+
+def test_job_given_up_keeps_only_the_files_its_row_points_at(wsettings: Settings) -> None:
+    """Lost MAX_ATTEMPTS times: the earlier attempts' files go; the last one's snapshot,
+    which the (failed) row still lists, stays."""
+    n = runner.MAX_ATTEMPTS
+    job = make_job(wsettings, attempts=n, iterations_done=5, snapshot_iterations=[4])
+    _store_attempts(wsettings, job.id, n)
+    assert runner.execute(job.id, wsettings, worker_name=WORKER).action == "gave_up"
+    assert _attempts_with_files(wsettings, job.id, n) == [n]
+    done = get_job(wsettings, job.id)
+    assert get_storage(wsettings).exists(keys.job_snapshot_key(done, 4))
+
+
+@pytest.mark.parametrize(("listed", "kept"), [([], []), ([4], [2])])
+def test_job_canceled_before_it_started_again_deletes_earlier_attempts(
+    wsettings: Settings, listed: list[int], kept: list[int]
+) -> None:
+    """Re-queued after two dead attempts, then canceled before a runner took it."""
+    job = make_job(wsettings, attempts=2, cancel_requested=True, snapshot_iterations=listed)
+    _store_attempts(wsettings, job.id, 2)
+    assert runner.execute(job.id, wsettings, worker_name=WORKER).action == "canceled"
+    assert _attempts_with_files(wsettings, job.id, 2) == kept
+    assert get_storage(wsettings).exists(keys.content_key(job.id))  # inputs stay
+
+
+def test_duplicate_delivery_of_a_job_canceled_while_queued_deletes_earlier_attempts(
+    wsettings: Settings,
+) -> None:
+    """Canceled by the web while re-queued: the delivery that finds it ended tidies up."""
+    job = make_job(wsettings, status="canceled", finished_at=utcnow(), attempts=2)
+    _store_attempts(wsettings, job.id, 2)
+    assert runner.execute(job.id, wsettings, worker_name=WORKER).action == "duplicate"
+    assert _attempts_with_files(wsettings, job.id, 2) == []

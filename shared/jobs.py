@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from stylequeue.shared.celery_app import enqueue_run_job
 from stylequeue.shared.models import Job
-from stylequeue.shared.states import TERMINAL, JobStatus, transition, utcnow
+from stylequeue.shared.states import ACTIVE_VALUES, TERMINAL, JobStatus, transition, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,12 @@ def get_owned_job(
     if for_update:
         query = query.with_for_update()
     return session.scalar(query)
+
+
+def count_active_jobs(session: Session, owner: str) -> int:
+    """How many of ``owner``'s jobs are queued or running (:data:`~.states.ACTIVE`)."""
+    query = select(func.count()).select_from(Job)
+    return session.scalar(query.where(Job.owner == owner, Job.status.in_(ACTIVE_VALUES))) or 0
 
 
 # ---- paging -------------------------------------------------------------------------------
@@ -124,9 +130,6 @@ class JobNotCommitted(LookupError):
     """:func:`enqueue_job` found no committed row for the id: nothing was sent."""
 
 
-_ACTIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
-
-
 def enqueue_job(sessions: Callable[[], Session], celery: Celery, job_id: str) -> datetime | None:
     """Send ``run_job(job_id)`` by name, then stamp ``enqueued_at``. Returns the stamp, or
     None when the row is no longer ``queued`` (canceled meanwhile, say): nothing is sent.
@@ -156,7 +159,9 @@ def enqueue_job(sessions: Callable[[], Session], celery: Celery, job_id: str) ->
     with sessions() as session:
         # Only this column, and only while active: the worker may be updating the row.
         session.execute(
-            update(Job).where(Job.id == job_id, Job.status.in_(_ACTIVE)).values(enqueued_at=stamp)
+            update(Job)
+            .where(Job.id == job_id, Job.status.in_(ACTIVE_VALUES))
+            .values(enqueued_at=stamp)
         )
         session.commit()
     return stamp

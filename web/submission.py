@@ -16,13 +16,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.datastructures import FileStorage, ImmutableMultiDict
 
 from stylequeue.shared import keys
 from stylequeue.shared.images import CleanImage, ImageRejected, validate_image
-from stylequeue.shared.jobs import EnqueueFailed, enqueue_job
+from stylequeue.shared.jobs import EnqueueFailed, count_active_jobs, enqueue_job
 from stylequeue.shared.models import Job, new_id
 from stylequeue.shared.params import PUBLIC_PARAMETERS, ParamError, TransferParams
 from stylequeue.shared.settings import Limits
@@ -39,7 +38,6 @@ FILE_FIELDS = (CONTENT_FIELD, STYLE_FIELD)
 # betas, precision) are not for the API.
 PARAM_FIELDS = PUBLIC_PARAMETERS
 IGNORED_FIELDS = frozenset({"csrf_token"})
-ACTIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 
 
 @dataclass(frozen=True)
@@ -164,10 +162,8 @@ def check_active_limit(svc: Services, owner: str) -> None:
     """429 when the owner already has as many queued + running jobs as allowed."""
     limit = svc.settings.limits.max_active_jobs
     with svc.db() as session:
-        active = session.scalar(
-            select(func.count()).select_from(Job).where(Job.owner == owner, Job.status.in_(ACTIVE))
-        )
-    if active is not None and active >= limit:
+        active = count_active_jobs(session, owner)
+    if active >= limit:
         raise ApiError(
             429,
             "too_many_active_jobs",

@@ -20,6 +20,7 @@ from stylequeue.shared.jobs import (
     CancelOutcome,
     EnqueueFailed,
     JobNotCommitted,
+    count_active_jobs,
     enqueue_job,
     get_owned_job,
     owned_jobs_page,
@@ -216,6 +217,19 @@ def test_stamp_never_touches_a_finished_row(
     after = row(settings, job_id)
     assert after.status == status
     assert after.enqueued_at == (stamp if stamped else None)
+
+
+# ---- active jobs ----------------------------------------------------------------------
+
+
+def test_count_active_jobs_counts_queued_and_running_of_the_owner(settings: Settings) -> None:
+    for status in ("queued", "running", "succeeded", "failed", "canceled"):
+        insert(settings, status=status)
+    insert(settings, owner=BOB)
+    with session_scope(settings.database_url) as session:
+        assert count_active_jobs(session, ALICE) == 2
+        assert count_active_jobs(session, BOB) == 1
+        assert count_active_jobs(session, "api:nobody") == 0
 
 
 # ---- cancel -------------------------------------------------------------------------------

@@ -9,12 +9,15 @@
   stamps ``enqueued_at``; the submission and the sweeper both call it. The row must be
   committed first; :func:`enqueue_job` checks that it is (it reads the row in a session of
   its own) and sends nothing otherwise.
+- **An owner's active jobs**: :func:`count_active_jobs`; :func:`insert_job_within_limit`
+  counts and inserts atomically, so concurrent submits never exceed the limit.
 - **Cancelling**: :func:`request_cancel` makes the state change and tells the worker, and
   says what happened; the API maps the answer to HTTP.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -62,10 +65,54 @@ def get_owned_job(
     return session.scalar(query)
 
 
+# ---- an owner's active jobs ---------------------------------------------------------------
+
+
 def count_active_jobs(session: Session, owner: str) -> int:
     """How many of ``owner``'s jobs are queued or running (:data:`~.states.ACTIVE`)."""
     query = select(func.count()).select_from(Job)
     return session.scalar(query.where(Job.owner == owner, Job.status.in_(ACTIVE_VALUES))) or 0
+
+
+class ActiveJobLimitReached(Exception):
+    """The owner already has ``limit`` active jobs; nothing was inserted."""
+
+    def __init__(self, owner: str, active: int, limit: int) -> None:
+        super().__init__(f"{owner} has {active} active jobs (limit {limit})")
+        self.owner = owner
+        self.active = active
+        self.limit = limit
+
+
+def owner_lock_key(owner: str) -> int:
+    """The PostgreSQL advisory-lock key (signed 64-bit) that serialises ``owner``'s submits.
+    Namespaced, so no other advisory-lock user collides with it by accident; two owners
+    sharing a key would only wait for each other."""
+    digest = hashlib.blake2b(f"stylequeue:active-jobs:{owner}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big", signed=True)
+
+
+def insert_job_within_limit(session: Session, job: Job, max_active: int) -> None:
+    """Insert ``job`` (an active one, for ``job.owner``) and commit, unless its owner
+    already has ``max_active`` active jobs: then roll back and raise
+    :class:`ActiveJobLimitReached`, nothing inserted.
+
+    The count and the insert are one transaction, serialised per owner, so concurrent
+    submits cannot both see room for the last slot: on PostgreSQL by a transaction-scoped
+    advisory lock on the owner (``pg_advisory_xact_lock``, released by the commit or
+    rollback; under READ COMMITTED the count that follows sees what the previous holder
+    committed), on SQLite by the database write lock the session's first statement takes
+    (``shared.db`` begins SQLite transactions IMMEDIATE). ``session`` must have no
+    transaction open yet.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(owner_lock_key(job.owner))))
+    active = count_active_jobs(session, job.owner)
+    if active >= max_active:
+        session.rollback()
+        raise ActiveJobLimitReached(job.owner, active, max_active)
+    session.add(job)
+    session.commit()
 
 
 # ---- paging -------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from typing import Protocol
 
 import redis
 from celery import Celery
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
 from stylequeue.shared.celery_app import enqueue_run_job
@@ -70,8 +70,12 @@ def get_owned_job(
 
 def count_active_jobs(session: Session, owner: str) -> int:
     """How many of ``owner``'s jobs are queued or running (:data:`~.states.ACTIVE`)."""
+    return session.scalar(_active_count(owner)) or 0
+
+
+def _active_count(owner: str) -> Select[int]:
     query = select(func.count()).select_from(Job)
-    return session.scalar(query.where(Job.owner == owner, Job.status.in_(ACTIVE_VALUES))) or 0
+    return query.where(Job.owner == owner, Job.status.in_(ACTIVE_VALUES))
 
 
 class ActiveJobLimitReached(Exception):
@@ -101,13 +105,16 @@ def insert_job_within_limit(session: Session, job: Job, max_active: int) -> None
     submits cannot both see room for the last slot: on PostgreSQL by a transaction-scoped
     advisory lock on the owner (``pg_advisory_xact_lock``, released by the commit or
     rollback; under READ COMMITTED the count that follows sees what the previous holder
-    committed), on SQLite by the database write lock the session's first statement takes
-    (``shared.db`` begins SQLite transactions IMMEDIATE). ``session`` must have no
-    transaction open yet.
+    committed); on SQLite by the database's write lock, which ``shared.db`` takes (``BEGIN
+    IMMEDIATE``) before a transaction's first write or locking read: the count is read
+    ``with_for_update`` there (PostgreSQL refuses FOR UPDATE with an aggregate).
+    ``session`` must have no transaction open yet.
     """
     if session.get_bind().dialect.name == "postgresql":
         session.execute(select(func.pg_advisory_xact_lock(owner_lock_key(job.owner))))
-    active = count_active_jobs(session, job.owner)
+        active = count_active_jobs(session, job.owner)
+    else:
+        active = session.scalar(_active_count(job.owner).with_for_update()) or 0
     if active >= max_active:
         session.rollback()
         raise ActiveJobLimitReached(job.owner, active, max_active)

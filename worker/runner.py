@@ -451,17 +451,21 @@ class _Attempt:
 
     def _tidy_after_lost(self) -> None:
         """Our files once a later attempt has started (it cleared the row's references to
-        them) or the job is gone; kept while the row may still list our snapshots (the lock
-        lapsed but nobody restarted the job yet). And the job's stream, when the job has
-        ended or is gone meanwhile (nobody else may set its expiry then); left alone while
-        the job may still run (the next runner resets it). Best effort; ours are written by
-        now."""
+        them), the job is gone, or it ended without pointing at them (whoever ended it may
+        have deleted our prefix while we still wrote); kept while the row may still list
+        our snapshots. And the job's stream, when the job has ended or is gone meanwhile
+        (nobody else may set its expiry then); left alone while the job may still run (the
+        next runner resets it). Best effort; ours are written by now."""
         try:
             with session_scope(self.settings.database_url) as session:
                 job = session.get(Job, self.job_id)
                 gone = job is None
                 ended = job is not None and job.terminal
-                superseded = gone or (job is not None and job.attempts > self.attempt)
+                superseded = (
+                    job is None
+                    or job.attempts > self.attempt
+                    or (job.terminal and self.attempt in keys.unreferenced_attempts(job))
+                )
         except Exception as exc:
             log.warning("job %s: could not read the row after losing it: %s", self.job_id, exc)
             return

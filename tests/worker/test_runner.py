@@ -298,17 +298,19 @@ def test_lost_runner_lets_the_stream_of_an_ended_job_expire(
                     row = session.get(Job, job.id)
                     if fate == "deleted":
                         session.delete(row)
-                    else:
+                    else:  # ended, listing none of our snapshots
                         row.status, row.finished_at = "canceled", utcnow()
+                        row.snapshot_iterations = []
 
         return real(*args, on_iteration=hook, **kwargs)
 
     monkeypatch.setattr(engine, "transfer", ended_meanwhile)
-    job = make_job(settings, params={"iterations": 6, "snapshot_every": 0})
+    job = make_job(settings, params={"iterations": 6, "snapshot_every": 1})
     outcome = runner.execute(job.id, settings, worker_name=WORKER)
     assert outcome.action == "lost"
     assert [e["iteration"] for e in read_stream(settings, job.id)] == [1, 2]
     assert 0 < client.ttl(stream_key(job.id)) <= settings.progress_ttl_seconds
+    assert not get_storage(settings).list(keys.attempt_prefix(job.id, 1))  # nothing reads them
 
 
 def _store_attempts(settings: Settings, job_id: str, attempts: int) -> None:

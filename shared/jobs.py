@@ -9,12 +9,15 @@
   stamps ``enqueued_at``; the submission and the sweeper both call it. The row must be
   committed first; :func:`enqueue_job` checks that it is (it reads the row in a session of
   its own) and sends nothing otherwise.
+- **An owner's active jobs**: :func:`count_active_jobs`; :func:`insert_job_within_limit`
+  counts and inserts atomically, so concurrent submits never exceed the limit.
 - **Cancelling**: :func:`request_cancel` makes the state change and tells the worker, and
   says what happened; the API maps the answer to HTTP.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -25,12 +28,12 @@ from typing import Protocol
 
 import redis
 from celery import Celery
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
 from stylequeue.shared.celery_app import enqueue_run_job
 from stylequeue.shared.models import Job
-from stylequeue.shared.states import TERMINAL, JobStatus, transition, utcnow
+from stylequeue.shared.states import ACTIVE_VALUES, TERMINAL, JobStatus, transition, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,63 @@ def get_owned_job(
     if for_update:
         query = query.with_for_update()
     return session.scalar(query)
+
+
+# ---- an owner's active jobs ---------------------------------------------------------------
+
+
+def count_active_jobs(session: Session, owner: str) -> int:
+    """How many of ``owner``'s jobs are queued or running (:data:`~.states.ACTIVE`)."""
+    return session.scalar(_active_count(owner)) or 0
+
+
+def _active_count(owner: str) -> Select[int]:
+    query = select(func.count()).select_from(Job)
+    return query.where(Job.owner == owner, Job.status.in_(ACTIVE_VALUES))
+
+
+class ActiveJobLimitReached(Exception):
+    """The owner already has ``limit`` active jobs; nothing was inserted."""
+
+    def __init__(self, owner: str, active: int, limit: int) -> None:
+        super().__init__(f"{owner} has {active} active jobs (limit {limit})")
+        self.owner = owner
+        self.active = active
+        self.limit = limit
+
+
+def owner_lock_key(owner: str) -> int:
+    """The PostgreSQL advisory-lock key (signed 64-bit) that serialises ``owner``'s submits.
+    Namespaced, so no other advisory-lock user collides with it by accident; two owners
+    sharing a key would only wait for each other."""
+    digest = hashlib.blake2b(f"stylequeue/active-jobs/{owner}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big", signed=True)
+
+
+def insert_job_within_limit(session: Session, job: Job, max_active: int) -> None:
+    """Insert ``job`` (an active one, for ``job.owner``) and commit, unless its owner
+    already has ``max_active`` active jobs: then roll back and raise
+    :class:`ActiveJobLimitReached`, nothing inserted.
+
+    The count and the insert are one transaction, serialised per owner, so concurrent
+    submits cannot both see room for the last slot: on PostgreSQL by a transaction-scoped
+    advisory lock on the owner (``pg_advisory_xact_lock``, released by the commit or
+    rollback; under READ COMMITTED the count that follows sees what the previous holder
+    committed); on SQLite by the database's write lock, which ``shared.db`` takes (``BEGIN
+    IMMEDIATE``) before a transaction's first write or locking read: the count is read
+    ``with_for_update`` there (PostgreSQL refuses FOR UPDATE with an aggregate).
+    ``session`` must have no transaction open yet.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(owner_lock_key(job.owner))))
+        active = count_active_jobs(session, job.owner)
+    else:
+        active = session.scalar(_active_count(job.owner).with_for_update()) or 0
+    if active >= max_active:
+        session.rollback()
+        raise ActiveJobLimitReached(job.owner, active, max_active)
+    session.add(job)
+    session.commit()
 
 
 # ---- paging -------------------------------------------------------------------------------
@@ -124,9 +184,6 @@ class JobNotCommitted(LookupError):
     """:func:`enqueue_job` found no committed row for the id: nothing was sent."""
 
 
-_ACTIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
-
-
 def enqueue_job(sessions: Callable[[], Session], celery: Celery, job_id: str) -> datetime | None:
     """Send ``run_job(job_id)`` by name, then stamp ``enqueued_at``. Returns the stamp, or
     None when the row is no longer ``queued`` (canceled meanwhile, say): nothing is sent.
@@ -156,7 +213,9 @@ def enqueue_job(sessions: Callable[[], Session], celery: Celery, job_id: str) ->
     with sessions() as session:
         # Only this column, and only while active: the worker may be updating the row.
         session.execute(
-            update(Job).where(Job.id == job_id, Job.status.in_(_ACTIVE)).values(enqueued_at=stamp)
+            update(Job)
+            .where(Job.id == job_id, Job.status.in_(ACTIVE_VALUES))
+            .values(enqueued_at=stamp)
         )
         session.commit()
     return stamp
@@ -166,9 +225,12 @@ def enqueue_job(sessions: Callable[[], Session], celery: Celery, job_id: str) ->
 
 
 class CancelFlag(Protocol):
-    """Where a worker looks for a cancel between iterations (``ProgressStream``)."""
+    """Where a worker looks for a cancel between iterations, beside the job's progress
+    stream (``ProgressStream``)."""
 
     def request_cancel(self, job_id: str) -> None: ...
+
+    def expire(self, job_id: str, seconds: int) -> None: ...
 
 
 class CancelOutcome(StrEnum):
@@ -197,7 +259,12 @@ class CancelResult:
 
 
 def request_cancel(
-    session: Session, job_id: str, owner: str | None, flag: CancelFlag
+    session: Session,
+    job_id: str,
+    owner: str | None,
+    flag: CancelFlag,
+    *,
+    stream_ttl_seconds: int,
 ) -> CancelResult:
     """Cancel ``owner``'s job ``job_id``: a queued job is canceled at once, a running job is
     flagged (``cancel_requested``) for its worker; a canceled job stays as it is; a
@@ -205,7 +272,10 @@ def request_cancel(
 
     Commits ``session``. Then, for a job that was queued or running, sets the Redis cancel
     flag too (a worker may be starting the queued job right now); a Redis error there is
-    reported as ``worker_told=False``, not raised: the database change stands.
+    reported as ``worker_told=False``, not raised: the database change stands. A queued job
+    canceled here ended without a runner, so its progress stream (an earlier attempt's, when
+    the sweeper re-queued it) is set to expire ``stream_ttl_seconds`` from now, as a runner
+    does when it ends a job; a Redis error there is logged only.
     """
     job = get_owned_job(session, job_id, owner, for_update=True)
     if job is None:
@@ -231,4 +301,9 @@ def request_cancel(
     except redis.RedisError:
         log.warning("cancel flag for job %s not set: Redis unreachable", job.id)
         return CancelResult(outcome, job, worker_told=False)
+    if outcome is CancelOutcome.CANCELED:
+        try:
+            flag.expire(job.id, stream_ttl_seconds)
+        except redis.RedisError as exc:
+            log.warning("job %s: could not set its stream's expiry: %s", job.id, exc)
     return CancelResult(outcome, job)

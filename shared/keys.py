@@ -53,3 +53,25 @@ def job_snapshot_key(job: Job, iteration: int) -> str:
     """The key of the snapshot the row lists at ``iteration``: its current attempt's (the
     row's ``snapshot_iterations`` are always that attempt's)."""
     return snapshot_key(job.id, iteration, attempt=job.attempts)
+
+
+def referenced_attempt(job: Job) -> int | None:
+    """The attempt whose files the row points at, or None when it points at none.
+
+    Only its current attempt (``attempts``) can be: each start clears ``result_key``,
+    ``history_key`` and ``snapshot_iterations``, and only that attempt sets them again.
+    """
+    if job.attempts < 1:
+        return None
+    prefix = attempt_prefix(job.id, job.attempts)
+    stored = [key for key in (job.result_key, job.history_key) if key]
+    if job.snapshot_iterations or any(key.startswith(prefix) for key in stored):
+        return job.attempts
+    return None
+
+
+def unreferenced_attempts(job: Job) -> list[int]:
+    """The attempts (1..``attempts``) whose files the row does not point at: once the job
+    has ended, nothing will ever read them."""
+    kept = referenced_attempt(job)
+    return [n for n in range(1, job.attempts + 1) if n != kept]

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from stylequeue.shared.bounds import MAX_ITERATIONS, MAX_SIZE, MAX_STYLES
 from stylequeue.shared.text import parse_bool
 
 if TYPE_CHECKING:  # a deployment's caps are passed in; the engine never loads settings
@@ -48,11 +49,8 @@ PRECISIONS = ("float32", "mixed_bfloat16")
 INITS = ("content", "noise")
 PRESET_NAMES = ("default", "quick", "balanced", "high", "seed")  # PRESETS, below
 MAX_SEED = 2**31 - 1
-# Intrinsic upper bounds where the domain itself has none: far past any useful run, and
-# past what any accelerator holds (VGG19's first layers at 32768 px need hundreds of GB).
-MAX_ITERATIONS = 10**7
-MAX_SIZE = 1 << 15
-MAX_STYLES = 64  # style images blended in one job (each costs a VGG19 pass)
+# Intrinsic upper bounds where the domain itself has none: MAX_ITERATIONS, MAX_SIZE and
+# MAX_STYLES live in shared.bounds (settings caps the deployment limits by them too).
 MAX_WEIGHT = 1e12  # loss weights
 MAX_BLEND = 1e6  # style blend and layer weights
 

@@ -6,6 +6,11 @@ object storage, so Redis forgetting loses nothing.
 
 The same module holds the cancel flag, a key the worker reads every iteration.
 
+Every job's stream expires once the job has ended, whoever ended it: the runner that finished
+it (fenced, below), or, for a job that ended outside a runner's normal finish (canceled while
+queued, a duplicate delivery of an ended job, a runner that lost a job that then ended), the
+unfenced :func:`expire_job_stream`.
+
 A runner writes through :class:`AttemptStream`: each write (entry, reset, expiry) is a Lua
 script that first checks that the job's lock still holds the runner's token (its fencing
 token) and refuses the write otherwise (:class:`Fenced`). A runner presumed dead, whose job
@@ -38,6 +43,15 @@ def _decode(stream_id: bytes | str, fields: Mapping[bytes | str, bytes | str]) -
         value = raw_value.decode() if isinstance(raw_value, bytes) else raw_value
         out[key] = int(value) if key == "iteration" else float(value)
     return out
+
+
+def expire_job_stream(client: redis.Redis, job_id: str, seconds: int) -> None:
+    """Let ``job_id``'s stream and cancel flag expire ``seconds`` from now: for a job that has
+    ended (no runner writes to it any more). Unfenced; raises ``redis.RedisError``."""
+    pipe = client.pipeline(transaction=False)
+    pipe.expire(stream_key(job_id), seconds)
+    pipe.expire(cancel_key(job_id), seconds)
+    pipe.execute()
 
 
 class ProgressStream:
@@ -75,6 +89,11 @@ class ProgressStream:
 
     def exists(self, job_id: str) -> bool:
         return bool(self.redis.exists(stream_key(job_id)))
+
+    def expire(self, job_id: str, seconds: int) -> None:
+        """The job ended: its stream and cancel flag go ``seconds`` from now
+        (:func:`expire_job_stream`). Raises ``redis.RedisError``."""
+        expire_job_stream(self.redis, job_id, seconds)
 
     # ---- cancel flag --------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from stylequeue.shared import bounds
 from stylequeue.shared.text import parse_bool
 
 PREFIX = "STYLEQUEUE_"
@@ -107,7 +108,9 @@ class Settings:
         )
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+def _int(
+    env: Mapping[str, str], name: str, default: int, minimum: int = 0, maximum: int | None = None
+) -> int:
     raw = env.get(PREFIX + name)
     if raw is None or raw == "":
         return default
@@ -117,6 +120,10 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
         raise SettingsError(f"{PREFIX}{name} must be an integer, got {raw!r}") from None
     if value < minimum:
         raise SettingsError(f"{PREFIX}{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise SettingsError(
+            f"{PREFIX}{name} must be <= {maximum} (the most a job can ask for), got {value}"
+        )
     return value
 
 
@@ -193,9 +200,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     limits = Limits(
         max_upload_bytes=_int(env, "MAX_UPLOAD_BYTES", Limits.max_upload_bytes, 1024),
         max_image_pixels=_int(env, "MAX_IMAGE_PIXELS", Limits.max_image_pixels, 64),
-        max_size=_int(env, "MAX_SIZE", Limits.max_size, 16),
-        max_iterations=_int(env, "MAX_ITERATIONS", Limits.max_iterations, 1),
-        max_styles=_int(env, "MAX_STYLES", Limits.max_styles, 1),
+        # capped by the parameter table's intrinsic bounds: a limit above them would be
+        # advertised and then refused by validation
+        max_size=_int(env, "MAX_SIZE", Limits.max_size, 16, bounds.MAX_SIZE),
+        max_iterations=_int(env, "MAX_ITERATIONS", Limits.max_iterations, 1, bounds.MAX_ITERATIONS),
+        max_styles=_int(env, "MAX_STYLES", Limits.max_styles, 1, bounds.MAX_STYLES),
         max_active_jobs=_int(env, "MAX_ACTIVE_JOBS", Limits.max_active_jobs, 1),
     )
     soft = _int(env, "JOB_SOFT_TIME_LIMIT", 3600, 1)

@@ -7,7 +7,8 @@ has lost too many runners (``MAX_ATTEMPTS``).
 
 :data:`TERMINAL` is the one list of ended states: the job JSON carries it as ``terminal``
 (web/job_json.py), and the CLI (``stylequeue submit``) and the pages' scripts read that field
-rather than keep their own list.
+rather than keep their own list. :data:`ACTIVE` is the rest, the states that count towards an
+owner's active-job limit (``shared.jobs.count_active_jobs``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ class JobStatus(StrEnum):
 
 
 TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED})
+# Not ended yet: what counts towards an owner's active-job limit (shared.jobs).
+ACTIVE = frozenset(JobStatus) - TERMINAL
+ACTIVE_VALUES = tuple(sorted(status.value for status in ACTIVE))  # for SQL ``IN``
 
 ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.CANCELED, JobStatus.FAILED}),

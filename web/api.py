@@ -138,7 +138,13 @@ def cancel_job(job_id: str) -> tuple[Response, int]:
     Already canceled: 202 again (idempotent). Succeeded or failed: 409."""
     svc = services()
     with svc.db() as session:
-        done = request_cancel(session, job_id, current_owner(), svc.progress)
+        done = request_cancel(
+            session,
+            job_id,
+            current_owner(),
+            svc.progress,
+            stream_ttl_seconds=svc.settings.progress_ttl_seconds,
+        )
     if done.outcome is CancelOutcome.NOT_FOUND or done.job is None:
         raise JobNotFound()
     if done.outcome is CancelOutcome.FINISHED:

@@ -11,7 +11,14 @@ import dataclasses
 from typing import Any
 
 from stylequeue.shared.images import ALLOWED_FORMATS
-from stylequeue.shared.params import PARAMETERS, PRESETS, PUBLIC_PARAMETERS, Param
+from stylequeue.shared.params import (
+    PARAMETERS,
+    PRESETS,
+    PUBLIC_PARAMETERS,
+    Param,
+    ParamError,
+    TransferParams,
+)
 from stylequeue.shared.settings import Limits
 
 _RANGED = ("int", "float", "float_list")
@@ -41,6 +48,15 @@ def limits_payload(limits: Limits) -> dict[str, int]:
     return dataclasses.asdict(limits)
 
 
+def _within_limits(preset: TransferParams, limits: Limits) -> bool:
+    """Would this server take the preset as it is? The submit's own check decides."""
+    try:
+        preset.check_limits(limits)
+    except ParamError:
+        return False
+    return True
+
+
 def config_payload(limits: Limits) -> dict[str, Any]:
     return {
         "limits": limits_payload(limits),
@@ -52,8 +68,7 @@ def config_payload(limits: Limits) -> dict[str, Any]:
                 "iterations": p.iterations,
                 "max_size": p.max_size,
                 "snapshot_every": p.snapshot_every,
-                "within_limits": p.iterations <= limits.max_iterations
-                and p.max_size <= limits.max_size,
+                "within_limits": _within_limits(p, limits),
             }
             for name, p in PRESETS.items()
         ],

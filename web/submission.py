@@ -5,8 +5,10 @@ The order is the contract (DESIGN, "One job, end to end"):
 1. every parameter and every image is checked before anything is written, so a rejected
    request leaves no object and no row;
 2. the clean PNGs go to storage; if that fails, what was written is deleted (503, no row);
-3. the ``queued`` row is committed; only then is ``run_job`` sent, so a worker never gets
-   an id it cannot find (:func:`stylequeue.shared.jobs.enqueue_job`, the sweeper's too);
+3. the ``queued`` row is committed, in the transaction that counts the owner's active jobs
+   (a submit that lost the race for the last slot deletes its inputs: 429, no row); only
+   then is ``run_job`` sent, so a worker never gets an id it cannot find
+   (:func:`stylequeue.shared.jobs.enqueue_job`, the sweeper's too);
 4. a broker that is down is logged, not an error: the row stays ``queued`` with
    ``enqueued_at`` NULL and the sweeper sends it later.
 """
@@ -16,13 +18,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.datastructures import FileStorage, ImmutableMultiDict
 
 from stylequeue.shared import keys
 from stylequeue.shared.images import CleanImage, ImageRejected, validate_image
-from stylequeue.shared.jobs import EnqueueFailed, enqueue_job
+from stylequeue.shared.jobs import (
+    ActiveJobLimitReached,
+    EnqueueFailed,
+    count_active_jobs,
+    enqueue_job,
+    insert_job_within_limit,
+)
 from stylequeue.shared.models import Job, new_id
 from stylequeue.shared.params import PUBLIC_PARAMETERS, ParamError, TransferParams
 from stylequeue.shared.settings import Limits
@@ -39,7 +46,6 @@ FILE_FIELDS = (CONTENT_FIELD, STYLE_FIELD)
 # betas, precision) are not for the API.
 PARAM_FIELDS = PUBLIC_PARAMETERS
 IGNORED_FIELDS = frozenset({"csrf_token"})
-ACTIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 
 
 @dataclass(frozen=True)
@@ -160,21 +166,25 @@ def parse_submission(
     return Submission(params, content, cleaned)
 
 
+def too_many_active_jobs(active: int, limit: int) -> ApiError:
+    return ApiError(
+        429,
+        "too_many_active_jobs",
+        f"you have {active} jobs queued or running (limit {limit}); "
+        "wait for one to finish or cancel one",
+        headers={"Retry-After": "30"},
+    )
+
+
 def check_active_limit(svc: Services, owner: str) -> None:
-    """429 when the owner already has as many queued + running jobs as allowed."""
+    """429 when the owner already has as many queued + running jobs as allowed: an early
+    answer, before the uploads are read and stored. The insert checks again, atomically
+    (:func:`submit_job`)."""
     limit = svc.settings.limits.max_active_jobs
     with svc.db() as session:
-        active = session.scalar(
-            select(func.count()).select_from(Job).where(Job.owner == owner, Job.status.in_(ACTIVE))
-        )
-    if active is not None and active >= limit:
-        raise ApiError(
-            429,
-            "too_many_active_jobs",
-            f"you have {active} jobs queued or running (limit {limit}); "
-            "wait for one to finish or cancel one",
-            headers={"Retry-After": "30"},
-        )
+        active = count_active_jobs(session, owner)
+    if active >= limit:
+        raise too_many_active_jobs(active, limit)
 
 
 # ---- 2-4. storing, committing, enqueueing ------------------------------------------------
@@ -223,7 +233,11 @@ def _enqueue(svc: Services, job: Job) -> None:
 
 
 def submit_job(svc: Services, owner: str, sub: Submission) -> Job:
-    """Store, commit, enqueue. Returns the job as committed (plus ``enqueued_at``)."""
+    """Store, commit, enqueue. Returns the job as committed (plus ``enqueued_at``).
+
+    The row is inserted only while the owner is under the active-job limit, counted in the
+    insert's own transaction (:func:`~stylequeue.shared.jobs.insert_job_within_limit`); a
+    refused submit's stored inputs are deleted (429, no row, no object)."""
     job_id = new_id()
     input_keys = _store_inputs(svc, job_id, sub)
     width, height = output_size(sub.content.width, sub.content.height, sub.params.max_size)
@@ -244,8 +258,11 @@ def submit_job(svc: Services, owner: str, sub: Submission) -> Job:
     )
     try:
         with svc.db() as session:
-            session.add(job)
-            session.commit()
+            insert_job_within_limit(session, job, svc.settings.limits.max_active_jobs)
+    except ActiveJobLimitReached as exc:
+        # Another submit of this owner's took the last slot since check_active_limit.
+        _forget_inputs(svc, job_id)
+        raise too_many_active_jobs(exc.active, exc.limit) from None
     except SQLAlchemyError:
         log.exception("inserting job %s failed", job_id)
         _forget_inputs(svc, job_id)

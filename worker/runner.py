@@ -9,7 +9,10 @@ State machine of an attempt::
 
     lock held by a live runner ............ return "busy" (the message is acked; that
                                              runner finishes the job)
-    row missing / terminal ................ return (duplicate delivery)
+    row missing ........................... return (the message is dropped)
+    row terminal .......................... return (duplicate delivery); its stream is set
+                                             to expire and unreferenced attempts' files
+                                             deleted (it may have ended outside a runner)
     cancel requested (row or Redis flag) .. -> canceled
     attempts >= MAX_ATTEMPTS .............. -> failed "worker lost N times"
     otherwise ............................. -> running (attempts + 1, progress reset)
@@ -30,7 +33,11 @@ is therefore checked where it is written, not only by the lock renewer's ``lost`
 - Storage (snapshots, result, history): under the attempt's own prefix
   (``jobs/<id>/attempts/<n>/``, ``shared.keys``), so a stale attempt never overwrites the
   live one's files; the row points at the winning attempt's, and the winner deletes the
-  other attempts' prefixes once it has finished the job.
+  other attempts' prefixes once it has finished the job. A job that ends without running
+  (canceled before it started, or given up after MAX_ATTEMPTS lost runners) keeps only the
+  files its row still points at: the last attempt's snapshots when the dead runner listed
+  some (the page shows how far it got), nothing otherwise; every other attempt's prefix is
+  deleted then, under the lock (``shared.keys.unreferenced_attempts``).
 - The row: updated under ``SELECT ... FOR UPDATE`` only while it is ``running`` with this
   attempt's number (:class:`AttemptFence`).
 """
@@ -40,7 +47,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -54,7 +61,7 @@ from stylequeue.shared.db import session_scope
 from stylequeue.shared.locks import JobLock
 from stylequeue.shared.models import Job
 from stylequeue.shared.params import TransferParams
-from stylequeue.shared.progress import FIELDS, AttemptStream, Fenced
+from stylequeue.shared.progress import FIELDS, AttemptStream, Fenced, expire_job_stream
 from stylequeue.shared.redis_client import redis_client
 from stylequeue.shared.settings import Settings
 from stylequeue.shared.states import JobStatus, transition
@@ -125,16 +132,24 @@ def execute(
         job = session.get(Job, job_id)
         # A cheap answer to duplicate deliveries, without touching the lock; _start re-checks
         # under the lock.
-        if job is None:
-            log.warning("job %s: no such row (deleted?); dropping the message", job_id)
-            return Outcome(Action.MISSING)
-        if job.terminal:
-            log.info("job %s: already %s; duplicate delivery ignored", job_id, job.status)
-            return Outcome(Action.DUPLICATE, job.status)
+        status = None if job is None else JobStatus(job.status)
+        unreferenced = keys.unreferenced_attempts(job) if job is not None and job.terminal else []
+    if status is None:
+        log.warning("job %s: no such row (deleted?); dropping the message", job_id)
+        return Outcome(Action.MISSING)
     own_client = client is None
     client = client or redis_client(settings.redis_url)
-    lock = JobLock(client, job_id, settings.lock_ttl_seconds)
     try:
+        if status.terminal:
+            log.info("job %s: already %s; duplicate delivery ignored", job_id, status)
+            # It may have ended outside a runner (canceled while queued, say): its stream
+            # expires like any ended job's.
+            expire_ended_stream(client, job_id, settings.progress_ttl_seconds)
+            # and the files of earlier attempts its row does not point at go (an ended row
+            # never changes, so no lock is needed for that)
+            delete_attempts(get_storage(settings), job_id, unreferenced)
+            return Outcome(Action.DUPLICATE, status.value)
+        lock = JobLock(client, job_id, settings.lock_ttl_seconds)
         if not lock.acquire():
             log.info("job %s: another runner holds its lock; not running it twice", job_id)
             return Outcome(Action.BUSY)
@@ -148,6 +163,25 @@ def execute(
     finally:
         if own_client:
             client.close()
+
+
+def expire_ended_stream(client: redis.Redis, job_id: str, seconds: int) -> None:
+    """Let the stream of a job that has ended expire, unfenced (no runner writes to an ended
+    job); for a job this runner did not end itself. Best effort: Redis errors are logged."""
+    try:
+        expire_job_stream(client, job_id, seconds)
+    except redis.RedisError as exc:
+        log.warning("job %s: could not set its stream's expiry: %s", job_id, exc)
+
+
+def delete_attempts(storage: Storage, job_id: str, attempts: Iterable[int]) -> None:
+    """Delete these attempts' files (``jobs/<id>/attempts/<n>/``) of an ended job: ones its
+    row does not point at. Best effort: errors are logged."""
+    for attempt in attempts:
+        try:
+            storage.delete_prefix(keys.attempt_prefix(job_id, attempt))
+        except Exception as exc:
+            log.warning("job %s: could not delete attempt %d: %s", job_id, attempt, exc)
 
 
 class AttemptFence:
@@ -205,6 +239,7 @@ class _Attempt:
         self.job_id = job_id
         self.settings = settings
         self.worker_name = worker_name
+        self.client = client
         self.fence = AttemptFence(job_id, settings.database_url, lock)
         self.sink = ProgressSink(
             AttemptStream(client, job_id, self.fence.token, settings.progress_maxlen),
@@ -218,6 +253,7 @@ class _Attempt:
             read_flag=self.sink.read_cancel_flag,
         )
         self.recorder: _Recorder | None = None
+        self.unreferenced: list[int] = []  # attempts to delete when it ends without running
 
     @property
     def attempt(self) -> int:
@@ -228,8 +264,11 @@ class _Attempt:
     def run(self) -> Outcome:
         started = self._start()
         if isinstance(started, Outcome):
-            if started.action in (Action.CANCELED, Action.GAVE_UP):
+            if started.action in (Action.CANCELED, Action.GAVE_UP, Action.DUPLICATE):
                 self._expire_stream()  # a dead attempt's entries: expire like any job's
+                # Ended without running: earlier (dead) attempts' files the row does not
+                # point at go now; nobody else would delete them.
+                self._delete_attempts(self.unreferenced)
             return started
         params, input_keys = started
         log.info(
@@ -265,16 +304,19 @@ class _Attempt:
                 return Outcome(Action.MISSING)
             if job.terminal:
                 log.info("job %s: already %s; duplicate delivery ignored", self.job_id, job.status)
+                self.unreferenced = keys.unreferenced_attempts(job)
                 return Outcome(Action.DUPLICATE, job.status)
             if job.cancel_requested or self.sink.read_cancel_flag():
                 transition(job, JobStatus.CANCELED, cancel_requested=True)
                 log.info("job %s: canceled before it started", self.job_id)
+                self.unreferenced = keys.unreferenced_attempts(job)
                 return Outcome(Action.CANCELED, job.status)
             if job.attempts >= MAX_ATTEMPTS:
                 transition(
                     job, JobStatus.FAILED,
                     error=f"worker lost {job.attempts} times; giving up on this job",
                 )  # fmt: skip
+                self.unreferenced = keys.unreferenced_attempts(job)
                 return Outcome(Action.GAVE_UP, job.status, error=job.error)
             transition(
                 job, JobStatus.RUNNING,
@@ -345,7 +387,9 @@ class _Attempt:
                 return self._lost()
             transition(job, status, error=error, **fields)
         self._expire_stream()
-        self._delete_other_attempts()
+        # Once the job is ours for good, the files of the attempts before ours go (a later
+        # attempt cannot exist: the row is terminal).
+        self._delete_attempts(range(1, self.attempt))
         return Outcome(
             Action.RAN, status.value, iterations=int(fields.get("iterations_done", 0)), error=error
         )
@@ -356,14 +400,8 @@ class _Attempt:
         except Fenced:  # another runner owns the job now: its stream is not ours to expire
             self.fence.refused()
 
-    def _delete_other_attempts(self) -> None:
-        """Once the job is ours for good, the files of the attempts before ours go (a later
-        attempt cannot exist: the row is terminal). Best effort."""
-        for earlier in range(1, self.attempt):
-            try:
-                self.storage.delete_prefix(keys.attempt_prefix(self.job_id, earlier))
-            except Exception as exc:
-                log.warning("job %s: could not delete attempt %d: %s", self.job_id, earlier, exc)
+    def _delete_attempts(self, attempts: Iterable[int]) -> None:
+        delete_attempts(self.storage, self.job_id, attempts)
 
     def _fail(self, reason: str, **fields: Any) -> Outcome:
         if self.fence.lost:
@@ -407,24 +445,39 @@ class _Attempt:
             "job %s: lost its lock (presumed dead and re-queued); leaving it to the new runner",
             self.job_id,
         )
-        self._delete_own_files_if_superseded()
+        self._tidy_after_lost()
         iterations = self.recorder.iterations if self.recorder is not None else 0
         return Outcome(Action.LOST, None, iterations=iterations)
 
-    def _delete_own_files_if_superseded(self) -> None:
+    def _tidy_after_lost(self) -> None:
         """Our files once a later attempt has started (it cleared the row's references to
-        them) or the job is gone; kept while the row may still list our snapshots (the lock
-        lapsed but nobody restarted the job yet). Best effort; ours are written by now."""
-        if self.attempt == 0:
-            return
+        them), the job is gone, or it ended without pointing at them (whoever ended it may
+        have deleted our prefix while we still wrote); kept while the row may still list
+        our snapshots. And the job's stream, when the job has ended or is gone meanwhile
+        (nobody else may set its expiry then); left alone while the job may still run (the
+        next runner resets it). Best effort; ours are written by now."""
         try:
             with session_scope(self.settings.database_url) as session:
                 job = session.get(Job, self.job_id)
-                superseded = job is None or job.attempts > self.attempt
-            if superseded:
-                self.storage.delete_prefix(keys.attempt_prefix(self.job_id, self.attempt))
+                gone = job is None
+                ended = job is not None and job.terminal
+                superseded = (
+                    job is None
+                    or job.attempts > self.attempt
+                    or (job.terminal and self.attempt in keys.unreferenced_attempts(job))
+                )
         except Exception as exc:
-            log.warning("job %s: could not delete the lost attempt's files: %s", self.job_id, exc)
+            log.warning("job %s: could not read the row after losing it: %s", self.job_id, exc)
+            return
+        if gone or ended:
+            expire_ended_stream(self.client, self.job_id, self.settings.progress_ttl_seconds)
+        if superseded and self.attempt > 0:
+            try:
+                self.storage.delete_prefix(keys.attempt_prefix(self.job_id, self.attempt))
+            except Exception as exc:
+                log.warning(
+                    "job %s: could not delete the lost attempt's files: %s", self.job_id, exc
+                )
 
     def _save_history(self) -> str:
         """The loss history in this attempt's storage, same entries and ids as the stream."""

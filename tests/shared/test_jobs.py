@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
@@ -10,23 +12,29 @@ from typing import Any
 import pytest
 import redis
 from celery import Celery
+from sqlalchemy import select
 
+from stylequeue.shared import jobs
 from stylequeue.shared.celery_app import create_celery
 from stylequeue.shared.db import get_sessionmaker, session_scope
 from stylequeue.shared.jobs import (
     DEFAULT_PER_PAGE,
     MAX_PAGE,
     MAX_PER_PAGE,
+    ActiveJobLimitReached,
     CancelOutcome,
     EnqueueFailed,
     JobNotCommitted,
+    count_active_jobs,
     enqueue_job,
     get_owned_job,
+    insert_job_within_limit,
     owned_jobs_page,
     request_cancel,
 )
 from stylequeue.shared.models import Job, new_id
 from stylequeue.shared.progress import ProgressStream, cancel_key
+from stylequeue.shared.redis_keys import stream_key
 from stylequeue.shared.settings import Settings
 from stylequeue.shared.states import utcnow
 from stylequeue.shared.sweeper import pending_job_ids
@@ -217,6 +225,80 @@ def test_stamp_never_touches_a_finished_row(
     assert after.enqueued_at == (stamp if stamped else None)
 
 
+# ---- active jobs ----------------------------------------------------------------------
+
+
+def test_count_active_jobs_counts_queued_and_running_of_the_owner(settings: Settings) -> None:
+    for status in ("queued", "running", "succeeded", "failed", "canceled"):
+        insert(settings, status=status)
+    insert(settings, owner=BOB)
+    with session_scope(settings.database_url) as session:
+        assert count_active_jobs(session, ALICE) == 2
+        assert count_active_jobs(session, BOB) == 1
+        assert count_active_jobs(session, "api:nobody") == 0
+
+
+def new_job(owner: str = ALICE) -> Job:
+    return Job(id=new_id(), owner=owner, status="queued", params={"iterations": 5},
+               input_keys={"content": "x", "styles": ["y"]}, iterations_total=5,
+               created_at=utcnow())  # fmt: skip
+
+
+def alices_rows(settings: Settings) -> int:
+    with session_scope(settings.database_url) as session:
+        return len(session.scalars(select(Job.id).where(Job.owner == ALICE)).all())
+
+
+def test_insert_within_limit(settings: Settings) -> None:
+    insert(settings, status="running")
+    insert(settings, status="succeeded")  # ended: not counted
+    sessions = get_sessionmaker(settings.database_url)
+    with sessions() as session, pytest.raises(ActiveJobLimitReached) as refused:
+        insert_job_within_limit(session, new_job(), 1)
+    assert (refused.value.owner, refused.value.active, refused.value.limit) == (ALICE, 1, 1)
+    assert alices_rows(settings) == 2
+    with sessions() as session:
+        insert_job_within_limit(session, new_job(), 2)
+        insert_job_within_limit(session, new_job(BOB), 1)  # another owner's own count
+    assert alices_rows(settings) == 3
+
+
+def test_concurrent_inserts_never_pass_the_limit(
+    settings: Settings, database_backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two submits for the last slot at once: each counts, and (without the per-owner
+    advisory lock) both would see room before either inserts. Exactly one row results."""
+    barrier = threading.Barrier(2)
+    real = jobs.count_active_jobs
+
+    def count_then_wait(session: Any, owner: str) -> int:
+        active = real(session, owner)
+        # both have counted before either inserts, unless one waits for the other
+        with contextlib.suppress(threading.BrokenBarrierError):
+            barrier.wait(timeout=2)
+        return active
+
+    monkeypatch.setattr(jobs, "count_active_jobs", count_then_wait)
+    sessions = get_sessionmaker(settings.database_url)
+    results: list[str] = []
+
+    def submit_one() -> None:
+        with sessions() as session:
+            try:
+                insert_job_within_limit(session, new_job(), 1)
+                results.append("inserted")
+            except ActiveJobLimitReached:
+                results.append("refused")
+
+    threads = [threading.Thread(target=submit_one) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(results) == ["inserted", "refused"]
+    assert alices_rows(settings) == 1
+
+
 # ---- cancel -------------------------------------------------------------------------------
 
 
@@ -229,7 +311,9 @@ def flag(settings: Settings) -> Iterator[ProgressStream]:
 
 def cancel(settings: Settings, job_id: str, owner: str | None, flag: Any) -> Any:
     with get_sessionmaker(settings.database_url)() as session:
-        return request_cancel(session, job_id, owner, flag)
+        return request_cancel(
+            session, job_id, owner, flag, stream_ttl_seconds=settings.progress_ttl_seconds
+        )
 
 
 def flag_set(stream: ProgressStream, job_id: str) -> bool:
@@ -286,6 +370,43 @@ def test_cancel_of_someone_elses_job_is_not_found(
         assert done.outcome is CancelOutcome.NOT_FOUND and done.job is None
     assert columns(row(settings, job_id)) == before
     assert not flag_set(flag, job_id)
+
+
+def test_cancel_of_a_requeued_job_lets_its_stream_expire(
+    settings: Settings, flag: ProgressStream
+) -> None:
+    """An earlier attempt streamed, the sweeper re-queued the job, then it was canceled while
+    queued: no runner ends it, so the cancel sets the stream's expiry itself."""
+    job_id = insert(settings, attempts=1)
+    flag.append(job_id, {"iteration": 1, "loss": 1.0, "content": 0, "style": 0, "tv": 0,
+                         "elapsed": 1})  # fmt: skip
+    assert cancel(settings, job_id, ALICE, flag).outcome is CancelOutcome.CANCELED
+    assert 0 < flag.redis.ttl(stream_key(job_id)) <= settings.progress_ttl_seconds
+    assert 0 < flag.redis.ttl(cancel_key(job_id)) <= settings.progress_ttl_seconds
+
+
+def test_cancel_of_a_running_job_leaves_its_stream_to_the_runner(
+    settings: Settings, flag: ProgressStream
+) -> None:
+    job_id = insert(settings, status="running", started_at=utcnow(), attempts=1)
+    flag.append(job_id, {"iteration": 1, "loss": 1.0, "content": 0, "style": 0, "tv": 0,
+                         "elapsed": 1})  # fmt: skip
+    assert cancel(settings, job_id, ALICE, flag).outcome is CancelOutcome.REQUESTED
+    assert flag.redis.ttl(stream_key(job_id)) == -1  # its runner sets it when it stops
+
+
+class ExpireFails(ProgressStream):
+    def expire(self, job_id: str, seconds: int) -> None:
+        raise redis.ConnectionError("Redis went away")
+
+
+def test_cancel_when_the_expiry_fails_still_cancels(
+    settings: Settings, flag: ProgressStream
+) -> None:
+    job_id = insert(settings)
+    done = cancel(settings, job_id, ALICE, ExpireFails(flag.redis))
+    assert done.outcome is CancelOutcome.CANCELED and done.worker_told
+    assert row(settings, job_id).status == "canceled"
 
 
 @pytest.mark.parametrize(("status", "outcome"), [("queued", "canceled"), ("running", "requested")])

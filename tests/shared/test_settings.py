@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from stylequeue.shared.params import MAX_ITERATIONS, MAX_SIZE, MAX_STYLES, TransferParams
 from stylequeue.shared.settings import (
     ENV_VARS,
     ClientSettings,
@@ -138,6 +139,32 @@ def test_values_below_the_minimum_name_the_variable(name: str, minimum: int) -> 
     with pytest.raises(SettingsError, match=f"STYLEQUEUE_{name} must be >= {minimum}"):
         load_settings({f"STYLEQUEUE_{name}": str(minimum - 1)})
     load_settings({f"STYLEQUEUE_{name}": str(minimum)})  # the minimum itself is fine
+
+
+@pytest.mark.parametrize(
+    ("name", "maximum"),
+    [("MAX_SIZE", MAX_SIZE), ("MAX_ITERATIONS", MAX_ITERATIONS), ("MAX_STYLES", MAX_STYLES)],
+)
+def test_limits_above_what_a_job_can_ask_for_name_the_variable(name: str, maximum: int) -> None:
+    """A limit above the parameter table's intrinsic bound would be advertised by /config and
+    then refused by validation: refused here instead, naming the variable and the bound."""
+    with pytest.raises(SettingsError, match=f"STYLEQUEUE_{name} must be <= {maximum}"):
+        load_settings({f"STYLEQUEUE_{name}": str(maximum + 1)})
+    limits = load_settings({f"STYLEQUEUE_{name}": str(maximum)}).limits  # the bound is fine
+    assert getattr(limits, name.lower()) == maximum
+
+
+def test_the_largest_limits_are_what_validation_takes() -> None:
+    limits = load_settings(
+        {"STYLEQUEUE_MAX_STYLES": str(MAX_STYLES), "STYLEQUEUE_MAX_SIZE": str(MAX_SIZE),
+         "STYLEQUEUE_MAX_ITERATIONS": str(MAX_ITERATIONS)}
+    ).limits  # fmt: skip
+    params = TransferParams.from_inputs(
+        {"iterations": str(MAX_ITERATIONS), "max_size": str(MAX_SIZE)},
+        limits=limits,
+        n_styles=limits.max_styles,
+    )
+    assert (params.iterations, params.max_size) == (MAX_ITERATIONS, MAX_SIZE)
 
 
 def test_job_time_limit_below_its_minimum() -> None:

@@ -14,6 +14,8 @@ from sqlalchemy.exc import StatementError
 from stylequeue.shared.db import session_scope
 from stylequeue.shared.models import Job
 from stylequeue.shared.states import (
+    ACTIVE,
+    ACTIVE_VALUES,
     ALLOWED,
     TERMINAL,
     InvalidTransition,
@@ -50,6 +52,12 @@ def test_allowed_table_is_the_documented_one() -> None:
     assert set(TERMINAL) == {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED}
     for status in TERMINAL:
         assert ALLOWED[status] == frozenset()  # terminal is final
+
+
+def test_active_is_every_state_not_ended() -> None:
+    assert set(ACTIVE) == {JobStatus.QUEUED, JobStatus.RUNNING}
+    assert set(JobStatus) == ACTIVE | TERMINAL and not ACTIVE & TERMINAL
+    assert ACTIVE_VALUES == ("queued", "running")
 
 
 @pytest.mark.parametrize(("current", "new"), PAIRS, ids=[f"{a}->{b}" for a, b in PAIRS])

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from stylequeue.shared.params import PARAMETERS, PUBLIC_PARAMETERS, ParamError, TransferParams
+from stylequeue.shared.params import (
+    PARAMETERS,
+    PRESETS,
+    PUBLIC_PARAMETERS,
+    ParamError,
+    TransferParams,
+)
 from stylequeue.shared.settings import Limits
 from stylequeue.web.config_info import config_payload, parameter_specs
 from stylequeue.web.submission import PARAM_FIELDS
@@ -108,3 +114,29 @@ def test_submit_applies_this_servers_limits(
     error = error_of(response)
     assert (error["code"], error["field"]) == (code, field)
     assert "this server" in error["message"] or code == "too_many_files"
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [LIMITS, Limits(), Limits(max_size=512, max_iterations=1000), Limits(max_iterations=5)],
+)
+def test_within_limits_is_what_a_submit_allows(limits: Limits) -> None:
+    for preset in config_payload(limits)["presets"]:
+        params = PRESETS[preset["name"]]
+        try:
+            params.check_limits(limits)
+            allowed = True
+        except ParamError:
+            allowed = False
+        assert preset["within_limits"] is allowed, preset["name"]
+
+
+def test_within_limits_applies_every_capped_parameter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every row the server caps counts (snapshot_every is capped by max_iterations too),
+    not only iterations and max_size."""
+    from stylequeue.web import config_info
+
+    odd = TransferParams(iterations=100, max_size=64, snapshot_every=300)
+    monkeypatch.setattr(config_info, "PRESETS", {"odd": odd})
+    (preset,) = config_payload(LIMITS)["presets"]
+    assert preset["within_limits"] is False

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import threading
 from dataclasses import replace
 from typing import Any
 
@@ -166,6 +168,45 @@ def test_active_job_limit(settings: Settings) -> None:
     assert submit(client, {"Authorization": "Bearer bob-token"}).status_code == 201
     update_job(settings, first, status="succeeded")
     assert submit(client).status_code == 201
+
+
+def test_concurrent_submits_never_pass_the_active_limit(
+    settings: Settings, database_backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two submits for the owner's last slot at once both pass the early check; the insert's
+    own count decides: one 201, one 429 that leaves no row and no stored file."""
+    from stylequeue.web import submission
+
+    barrier = threading.Barrier(2)
+    real = submission._store_inputs
+
+    def store_then_wait(*args: Any) -> Any:
+        stored = real(*args)
+        # both are past check_active_limit and have stored their inputs
+        with contextlib.suppress(threading.BrokenBarrierError):
+            barrier.wait(timeout=5)
+        return stored
+
+    monkeypatch.setattr(submission, "_store_inputs", store_then_wait)
+    app = create_app(with_settings(settings, max_active_jobs=1))
+    responses: list[Any] = []
+
+    def submit_one() -> None:
+        responses.append(submit(app.test_client()))
+
+    threads = [threading.Thread(target=submit_one) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(r.status_code for r in responses) == [201, 429]
+    (created,) = [r for r in responses if r.status_code == 201]
+    (refused,) = [r for r in responses if r.status_code == 429]
+    assert error_of(refused)["code"] == "too_many_active_jobs"
+    assert count_jobs(settings) == 1
+    job_id = created.get_json()["id"]
+    stored = get_storage(settings).list("jobs/")
+    assert stored and all(key.startswith(keys.job_prefix(job_id)) for key in stored)
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from tests.factories import get_job, make_job
 from tests.worker_process import check_finished_job, read_stream
 
 WORKER = "test@host/1"
+ENTRY = {"iteration": 1, "loss": 1.0, "content": 0, "style": 0, "tv": 0, "elapsed": 1}
 
 
 @pytest.fixture
@@ -64,6 +65,15 @@ def test_terminal_job_is_left_alone(wsettings: Settings, client: Any, status: st
     )  # fmt: skip
     assert read_stream(wsettings, job.id) == []
     assert not lock_exists(client, job.id)
+
+
+def test_duplicate_delivery_lets_the_stream_expire(wsettings: Settings, client: Any) -> None:
+    """The job ended outside a runner (canceled while queued after an earlier attempt
+    streamed): the delivery that finds it ended sets the stream's expiry."""
+    job = make_job(wsettings, status="canceled", finished_at=utcnow(), attempts=1)
+    ProgressStream(client).append(job.id, ENTRY)
+    assert runner.execute(job.id, wsettings, worker_name=WORKER).action == "duplicate"
+    assert 0 < client.ttl(stream_key(job.id)) <= wsettings.progress_ttl_seconds
 
 
 def test_missing_row_is_dropped(wsettings: Settings) -> None:
@@ -263,3 +273,88 @@ def test_runner_whose_job_was_restarted_elsewhere_writes_nothing_of_it(
     # and its files are as it wrote them
     assert {key: storage.get(key) for key in theirs} == theirs
     assert not storage.list(keys.attempt_prefix(job.id, 1))  # ours went, superseded
+
+
+@pytest.mark.parametrize("fate", ["canceled", "deleted"])
+def test_lost_runner_lets_the_stream_of_an_ended_job_expire(
+    wsettings: Settings, client: Any, monkeypatch: pytest.MonkeyPatch, fate: str
+) -> None:
+    """Presumed dead (the lock lapsed), the job then ended without a runner (the sweeper
+    re-queued it and it was canceled while queued) or its row went: nobody else will set the
+    stream's expiry, so the lost runner does."""
+    from stylequeue.shared.db import session_scope
+    from stylequeue.shared.models import Job
+    from stylequeue.worker import engine
+
+    settings = replace(wsettings, lock_ttl_seconds=600)  # our renewer does not look in time
+    real = engine.transfer
+
+    def ended_meanwhile(*args: Any, on_iteration: Any, **kwargs: Any) -> Any:
+        def hook(report: Any) -> None:
+            on_iteration(report)
+            if report.iteration == 2:
+                client.delete(lock_key(job.id))  # lapsed
+                with session_scope(settings.database_url) as session:
+                    row = session.get(Job, job.id)
+                    if fate == "deleted":
+                        session.delete(row)
+                    else:  # ended, listing none of our snapshots
+                        row.status, row.finished_at = "canceled", utcnow()
+                        row.snapshot_iterations = []
+
+        return real(*args, on_iteration=hook, **kwargs)
+
+    monkeypatch.setattr(engine, "transfer", ended_meanwhile)
+    job = make_job(settings, params={"iterations": 6, "snapshot_every": 1})
+    outcome = runner.execute(job.id, settings, worker_name=WORKER)
+    assert outcome.action == "lost"
+    assert [e["iteration"] for e in read_stream(settings, job.id)] == [1, 2]
+    assert 0 < client.ttl(stream_key(job.id)) <= settings.progress_ttl_seconds
+    assert not get_storage(settings).list(keys.attempt_prefix(job.id, 1))  # nothing reads them
+
+
+def _store_attempts(settings: Settings, job_id: str, attempts: int) -> None:
+    """What dead runners left: a snapshot and a history in each attempt's prefix."""
+    storage = get_storage(settings)
+    for n in range(1, attempts + 1):
+        storage.put(keys.snapshot_key(job_id, 4, attempt=n), b"snapshot")
+        storage.put(keys.history_key(job_id, attempt=n), b"{}")
+
+
+def _attempts_with_files(settings: Settings, job_id: str, attempts: int) -> list[int]:
+    storage = get_storage(settings)
+    return [n for n in range(1, attempts + 1) if storage.list(keys.attempt_prefix(job_id, n))]
+
+
+def test_job_given_up_keeps_only_the_files_its_row_points_at(wsettings: Settings) -> None:
+    """Lost MAX_ATTEMPTS times: the earlier attempts' files go; the last one's snapshot,
+    which the (failed) row still lists, stays."""
+    n = runner.MAX_ATTEMPTS
+    job = make_job(wsettings, attempts=n, iterations_done=5, snapshot_iterations=[4])
+    _store_attempts(wsettings, job.id, n)
+    assert runner.execute(job.id, wsettings, worker_name=WORKER).action == "gave_up"
+    assert _attempts_with_files(wsettings, job.id, n) == [n]
+    done = get_job(wsettings, job.id)
+    assert get_storage(wsettings).exists(keys.job_snapshot_key(done, 4))
+
+
+@pytest.mark.parametrize(("listed", "kept"), [([], []), ([4], [2])])
+def test_job_canceled_before_it_started_again_deletes_earlier_attempts(
+    wsettings: Settings, listed: list[int], kept: list[int]
+) -> None:
+    """Re-queued after two dead attempts, then canceled before a runner took it."""
+    job = make_job(wsettings, attempts=2, cancel_requested=True, snapshot_iterations=listed)
+    _store_attempts(wsettings, job.id, 2)
+    assert runner.execute(job.id, wsettings, worker_name=WORKER).action == "canceled"
+    assert _attempts_with_files(wsettings, job.id, 2) == kept
+    assert get_storage(wsettings).exists(keys.content_key(job.id))  # inputs stay
+
+
+def test_duplicate_delivery_of_a_job_canceled_while_queued_deletes_earlier_attempts(
+    wsettings: Settings,
+) -> None:
+    """Canceled by the web while re-queued: the delivery that finds it ended tidies up."""
+    job = make_job(wsettings, status="canceled", finished_at=utcnow(), attempts=2)
+    _store_attempts(wsettings, job.id, 2)
+    assert runner.execute(job.id, wsettings, worker_name=WORKER).action == "duplicate"
+    assert _attempts_with_files(wsettings, job.id, 2) == []

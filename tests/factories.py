@@ -95,6 +95,24 @@ def make_job(
     return job
 
 
+def insert_job(settings: Settings, owner: str = "web:test", **values: Any) -> str:
+    """A job row written directly (no inputs stored), for state, list and paging tests;
+    ``values`` set any column."""
+    job = Job(
+        id=values.pop("id", None) or new_id(),
+        owner=owner,
+        status=values.pop("status", "queued"),
+        params=values.pop("params", {"preset": "default", "iterations": 5}),
+        input_keys={"content": "x", "styles": ["y"]},
+        iterations_total=5,
+        created_at=values.pop("created_at", None) or utcnow(),
+        **values,
+    )
+    with session_scope(settings.database_url) as session:
+        session.add(job)
+    return job.id
+
+
 def enqueue(settings: Settings, celery_app: Any, job_id: str) -> None:
     """What the web does after committing the row: send ``run_job`` and stamp the send."""
     from stylequeue.shared.db import get_sessionmaker

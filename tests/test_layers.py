@@ -72,9 +72,10 @@ def test_the_engine_depends_on_nothing_but_its_parameters() -> None:
         if m != "stylequeue.worker" and not m.startswith("stylequeue.worker.engine")
     ]
     assert outside == []
-    # the parameters, and the pure rules they are made of (decoding an image, yes/no words)
+    # the parameters, and the pure rules they are made of (bounds, decoding an image, yes/no)
     assert _under(loaded, "stylequeue.shared") == [
         "stylequeue.shared",
+        "stylequeue.shared.bounds",
         "stylequeue.shared.images",
         "stylequeue.shared.params",
         "stylequeue.shared.text",

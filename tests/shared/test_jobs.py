@@ -38,6 +38,7 @@ from stylequeue.shared.redis_keys import stream_key
 from stylequeue.shared.settings import Settings
 from stylequeue.shared.states import utcnow
 from stylequeue.shared.sweeper import pending_job_ids
+from tests.factories import get_job, insert_job
 from tests.services import free_port
 
 ALICE = "api:alice"
@@ -45,27 +46,10 @@ BOB = "api:bob"
 
 
 def insert(settings: Settings, owner: str = ALICE, **values: Any) -> str:
-    job = Job(
-        id=values.pop("id", None) or new_id(),
-        owner=owner,
-        status=values.pop("status", "queued"),
-        params={"iterations": 5},
-        input_keys={"content": "x", "styles": ["y"]},
-        iterations_total=5,
-        created_at=values.pop("created_at", None) or utcnow(),
-        **values,
-    )
-    with session_scope(settings.database_url) as session:
-        session.add(job)
-    return job.id
+    return insert_job(settings, owner, params={"iterations": 5}, **values)
 
 
-def row(settings: Settings, job_id: str) -> Job:
-    with session_scope(settings.database_url) as session:
-        job = session.get(Job, job_id)
-        assert job is not None
-        session.expunge(job)
-        return job
+row = get_job
 
 
 def columns(job: Job) -> dict[str, Any]:

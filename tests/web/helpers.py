@@ -13,9 +13,9 @@ from werkzeug.datastructures import FileStorage, MultiDict
 from werkzeug.test import TestResponse, encode_multipart
 
 from stylequeue.shared.db import session_scope
-from stylequeue.shared.models import Job, new_id
+from stylequeue.shared.models import Job
 from stylequeue.shared.settings import Settings
-from stylequeue.shared.states import utcnow
+from tests import factories
 from tests.web import images
 
 ALICE = {"Authorization": "Bearer alice-token"}
@@ -80,20 +80,8 @@ def update_job(settings: Settings, job_id: str, **values: Any) -> None:
 
 
 def insert_job(settings: Settings, owner: str = ALICE_OWNER, **values: Any) -> str:
-    """A job row written directly (no inputs stored), for list / state tests."""
-    job = Job(
-        id=values.pop("id", None) or new_id(),
-        owner=owner,
-        status=values.pop("status", "queued"),
-        params={"preset": "default", "iterations": 5},
-        input_keys={"content": "x", "styles": ["y"]},
-        iterations_total=5,
-        created_at=values.pop("created_at", None) or utcnow(),
-        **values,
-    )
-    with session_scope(settings.database_url) as session:
-        session.add(job)
-    return job.id
+    """A job row written directly (no inputs stored), Alice's unless ``owner`` says."""
+    return factories.insert_job(settings, owner, **values)
 
 
 def with_settings(settings: Settings, **limits: Any) -> Settings:

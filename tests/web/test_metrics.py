@@ -7,6 +7,7 @@ hand from the rows each test writes.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -223,6 +224,21 @@ def test_reserved_messages_count_taken_jobs_not_started(settings: Settings, redi
     assert value(samples, "stylequeue_queue_messages", **six) == 1
     assert value(samples, "stylequeue_queue_depth", **six) == 1
     assert value(samples, "stylequeue_queue_reserved_messages", **six) == 0
+
+
+def test_unacked_entries_of_other_queues_or_garbled_are_left_out(
+    client: FlaskClient, redis_url: str
+) -> None:
+    broker = redis.Redis.from_url(redis_url)
+    other = [{"headers": {"task": RUN_JOB}, "properties": {"priority": 3}}, "other", "other"]
+    odd = [{"headers": {"task": "x"}, "properties": {"priority": "high"}}, "style", "style"]
+    loud = [{"headers": {"task": "x"}, "properties": {"priority": 42}}, "", QUEUE]
+    entries = {"a": "not json", "b": json.dumps(other), "c": json.dumps(odd), "d": json.dumps(loud)}
+    broker.hset("unacked", mapping=entries)
+    samples = scrape(client)
+    unacked = {s.labels["priority"]: s.value for s in samples["stylequeue_queue_unacked_messages"]}
+    assert unacked == {"0": 1, "3": 0, "6": 0, "9": 1}  # 42: the last step
+    assert value(samples, "stylequeue_queue_reserved_messages", queue=QUEUE, priority="0") == 1
 
 
 # ---- workers --------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 from stylequeue.shared.broker import BrokerLayout, Unacked, unacked_messages, waiting_counts
 from stylequeue.shared.fleet import list_workers
 from stylequeue.shared.models import Job
+from stylequeue.shared.redis_keys import stream_key
 from stylequeue.shared.states import JobStatus, utcnow
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,10 @@ HISTOGRAM_WINDOW = timedelta(hours=1)
 QUEUE_WAIT_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400)
 RUN_TIME_BUCKETS = (10, 30, 60, 120, 300, 600, 1200, 1800, 2700, 3600, 7200)
 ENDED_WITH_RUN = (JobStatus.SUCCEEDED.value, JobStatus.FAILED.value, JobStatus.CANCELED.value)
+# A running job's rate is read from the last entries of its progress stream (one per
+# iteration, ids in Redis's milliseconds); no entry for this long means it is stalled (0).
+RATE_ENTRIES = 20
+STALLED_SECONDS = 60.0
 
 
 # ---- what the database says -----------------------------------------------------------------
@@ -128,6 +133,7 @@ class _Scrape:
     waiting: dict[tuple[str, int], int] | None = None
     unacked: list[Unacked] | None = None
     workers: list[dict[str, Any]] | None = None
+    rates: dict[str, float] | None = None  # job id -> iterations/s from its stream
     up: dict[str, bool] = field(default_factory=dict)
 
 
@@ -154,7 +160,7 @@ class FleetCollector(Collector):
             running = None if scrape.jobs is None else {j.id for j in scrape.jobs.running}
             yield from queue_families(self.layout, scrape.waiting, scrape.unacked, running)
         if scrape.workers is not None:
-            yield from worker_families(scrape.workers, scrape.jobs)
+            yield from worker_families(scrape.workers, scrape.jobs, scrape.rates)
         up = GaugeMetricFamily(
             PREFIX + "metrics_source_up",
             "1 when this scrape could read the source (database, broker, fleet registry); "
@@ -187,7 +193,46 @@ class FleetCollector(Collector):
         except (redis.RedisError, ValueError) as exc:
             log.warning("metrics: the fleet registry cannot be read: %s", exc)
             scrape.up["fleet"] = False
+        if scrape.jobs is not None and scrape.up["fleet"]:
+            try:
+                scrape.rates = stream_rates(self.redis, [j.id for j in scrape.jobs.running])
+            except (redis.RedisError, ValueError, TypeError) as exc:  # rows' averages then
+                log.warning("metrics: progress streams cannot be read: %s", exc)
         return scrape
+
+
+def stream_rates(client: redis.Redis, job_ids: Sequence[str]) -> dict[str, float]:
+    """{job id: iterations per second over its stream's last :data:`RATE_ENTRIES`
+    entries}; 0 for a stream silent for :data:`STALLED_SECONDS` (by Redis's clock, the one
+    its ids use); no answer for a job with fewer than two entries."""
+    if not job_ids:
+        return {}
+    pipe = client.pipeline(transaction=False)
+    pipe.time()
+    for job_id in job_ids:
+        pipe.xrevrange(stream_key(job_id), count=RATE_ENTRIES)
+    (seconds, micros), *streams = pipe.execute()
+    now_ms = int(seconds) * 1000 + int(micros) // 1000
+    rates: dict[str, float] = {}
+    for job_id, entries in zip(job_ids, streams, strict=True):
+        if len(entries) < 2:
+            continue
+        (newest_ms, newest_it), (oldest_ms, oldest_it) = (
+            _point(e) for e in (entries[0], entries[-1])
+        )
+        if now_ms - newest_ms > STALLED_SECONDS * 1000:
+            rates[job_id] = 0.0
+        elif newest_ms > oldest_ms:
+            rates[job_id] = max(newest_it - oldest_it, 0) * 1000 / (newest_ms - oldest_ms)
+    return rates
+
+
+def _point(entry: tuple[bytes | str, dict[bytes | str, bytes | str]]) -> tuple[int, int]:
+    """(milliseconds, iteration) of one stream entry."""
+    stream_id, fields = entry
+    sid = stream_id.decode() if isinstance(stream_id, bytes) else stream_id
+    raw = fields.get(b"iteration", fields.get("iteration", b"0"))
+    return int(sid.split("-", 1)[0]), int(raw)
 
 
 # ---- families -------------------------------------------------------------------------------
@@ -324,7 +369,11 @@ def queue_families(
     yield total
 
 
-def worker_families(workers: list[dict[str, Any]], jobs: JobFigures | None) -> Iterator[Metric]:
+def worker_families(
+    workers: list[dict[str, Any]],
+    jobs: JobFigures | None,
+    current_rates: dict[str, float] | None = None,
+) -> Iterator[Metric]:
     """Workers by weights, precision and state, and each worker's iteration rate.
 
     A worker is ``busy`` when a running job's row names it (``<node>/<pid>``, the runner's
@@ -358,13 +407,18 @@ def worker_families(workers: list[dict[str, Any]], jobs: JobFigures | None) -> I
         return
     rates: dict[str, float] = defaultdict(float)
     for job in jobs.running:
-        if job.worker and job.started_at is not None:
+        if not job.worker or job.started_at is None:
+            continue
+        if current_rates is not None and job.id in current_rates:
+            rates[job.worker] += current_rates[job.id]
+        else:
             elapsed = max((jobs.now - job.started_at).total_seconds(), 1.0)
             rates[job.worker] += job.iterations_done / elapsed
     ips = GaugeMetricFamily(
         PREFIX + "worker_iterations_per_second",
-        "Iterations per second of the job each worker runs, averaged since its attempt "
-        "started (the row's iterations_done, written about once a second)",
+        f"Iterations per second of the job each worker runs: over its progress stream's "
+        f"last {RATE_ENTRIES} entries (0 when silent for {STALLED_SECONDS:.0f} s), else "
+        f"averaged since its attempt started (the row's iterations_done)",
         labels=["worker"],
     )
     for worker, rate in sorted(rates.items()):

@@ -24,6 +24,7 @@ from prometheus_client.samples import Sample
 
 from stylequeue.shared.celery_app import QUEUE, RUN_JOB, create_celery, enqueue_run_job
 from stylequeue.shared.fleet import announce
+from stylequeue.shared.redis_keys import stream_key
 from stylequeue.shared.settings import Settings, load_settings
 from stylequeue.shared.states import utcnow
 from stylequeue.web import create_app
@@ -268,6 +269,31 @@ def test_workers_by_weights_precision_and_state(
     rate = value(samples, "stylequeue_worker_iterations_per_second", worker="celery@a/11")
     assert 100 / 55 < rate <= 100 / 50
     assert len(samples["stylequeue_worker_iterations_per_second"]) == 1
+
+
+def test_iteration_rates_come_from_the_progress_streams(
+    settings: Settings, client: FlaskClient, redis_url: str
+) -> None:
+    broker = redis.Redis.from_url(redis_url)
+    seconds, micros = broker.time()
+    now_ms = seconds * 1000 + micros // 1000
+
+    def running(worker: str, points: list[tuple[int, int]]) -> None:
+        """A running job (row average: 1 it/s) whose stream has (ms ago, iteration) entries."""
+        job_id = insert_job(
+            settings, status="running", worker=worker, iterations_done=100, started_at=ago(100)
+        )
+        for ms_ago, iteration in points:
+            broker.xadd(stream_key(job_id), {"iteration": iteration}, id=f"{now_ms - ms_ago}-0")
+
+    running("celery@fast/1", [(10_000, 10), (5_000, 20), (1_000, 28)])  # 18 in 9 s
+    running("celery@stalled/2", [(300_000, 10), (290_000, 30)])  # nothing for 290 s
+    running("celery@new/3", [(1_000, 1)])  # one entry: the row's average stands in
+    samples = scrape(client)
+    name = "stylequeue_worker_iterations_per_second"
+    assert value(samples, name, worker="celery@fast/1") == pytest.approx(2.0)
+    assert value(samples, name, worker="celery@stalled/2") == 0
+    assert 100 / 105 < value(samples, name, worker="celery@new/3") <= 1.0
 
 
 # ---- a source that cannot be read -----------------------------------------------------------

@@ -180,6 +180,7 @@ class FleetCollector(Collector):
         except SQLAlchemyError as exc:
             log.warning("metrics: the database cannot be read: %s", exc)
             scrape.up["database"] = False
+        unreachable = False
         try:
             scrape.waiting = waiting_counts(self.redis, self.layout)
             scrape.unacked = unacked_messages(self.redis, self.layout)
@@ -187,7 +188,12 @@ class FleetCollector(Collector):
         except redis.RedisError as exc:
             log.warning("metrics: the broker cannot be read: %s", exc)
             scrape.up["broker"] = False
+            # Not again in this scrape: each try may wait out timeouts and retries, and the
+            # scrape must answer within Prometheus's timeout with the database's figures.
+            unreachable = isinstance(exc, redis.ConnectionError | redis.TimeoutError)
         try:
+            if unreachable:
+                raise redis.ConnectionError("Redis unreachable for the broker figures")
             scrape.workers = list_workers(self.redis)
             scrape.up["fleet"] = True
         except (redis.RedisError, ValueError) as exc:

@@ -27,7 +27,7 @@ from stylequeue.shared.fleet import announce
 from stylequeue.shared.redis_keys import stream_key
 from stylequeue.shared.settings import Settings, load_settings
 from stylequeue.shared.states import utcnow
-from stylequeue.web import create_app
+from stylequeue.web import create_app, metrics_collector
 from stylequeue.web.metrics import is_loopback
 from tests.factories import insert_job
 from tests.services import free_port
@@ -299,10 +299,15 @@ def test_iteration_rates_come_from_the_progress_streams(
 # ---- a source that cannot be read -----------------------------------------------------------
 
 
-def test_redis_down_keeps_the_database_figures(settings: Settings) -> None:
+def test_redis_down_keeps_the_database_figures(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     insert_job(settings, status="queued")
     dead = replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    registry_reads: list[object] = []
+    monkeypatch.setattr(metrics_collector, "list_workers", registry_reads.append)
     samples = scrape(create_app(dead).test_client())
+    assert registry_reads == []  # Redis was not tried again after the broker's failure
     assert value(samples, "stylequeue_jobs", status="queued") == 1
     assert value(samples, "stylequeue_metrics_source_up", source="database") == 1
     assert value(samples, "stylequeue_metrics_source_up", source="broker") == 0

@@ -34,7 +34,7 @@ ENV_VARS: tuple[str, ...] = tuple(
         "API_TOKENS", "COOKIE_SECURE", "MAX_UPLOAD_BYTES", "MAX_IMAGE_PIXELS", "MAX_SIZE",
         "MAX_ITERATIONS", "MAX_STYLES", "MAX_ACTIVE_JOBS", "JOB_SOFT_TIME_LIMIT",
         "JOB_TIME_LIMIT", "PROGRESS_MAXLEN", "PROGRESS_TTL_SECONDS", "LOCK_TTL_SECONDS",
-        "QUEUED_GRACE_SECONDS", "VAR_DIR",
+        "QUEUED_GRACE_SECONDS", "VAR_DIR", "METRICS_TOKEN",
         # the engine (worker and `stylequeue transfer`)
         "VGG19_WEIGHTS", "PRECISION", "ENGINE_XLA", "ENGINE_DETERMINISTIC",
         # `stylequeue submit`
@@ -97,6 +97,8 @@ class Settings:
     queued_grace_seconds: int = 60  # sweeper re-enqueues rows queued longer than this
     var_dir: str = "./var"
     cookie_secure: bool = False  # session cookie only over HTTPS (set behind TLS)
+    # bearer token for GET /metrics; None: only loopback callers may scrape
+    metrics_token: str | None = None
     precision: str = "auto"  # engine precision of this worker: auto | float32 | mixed_bfloat16
     engine_xla: bool = False  # see EngineSettings
     engine_deterministic: bool | None = None
@@ -233,6 +235,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         engine_xla=engine.xla,
         engine_deterministic=engine.deterministic,
         cookie_secure=_bool(env, "COOKIE_SECURE", False),
+        metrics_token=(env.get(PREFIX + "METRICS_TOKEN") or "").strip() or None,
     )
 
 

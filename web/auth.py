@@ -31,8 +31,9 @@ CSRF_KEY = "csrf"
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
-# Endpoints that need no caller at all (probes, static files).
-PUBLIC_ENDPOINTS = frozenset({"health.healthz", "health.readyz", "static"})
+# Endpoints that need no caller at all (probes, static files), and /metrics, which checks its
+# own token (STYLEQUEUE_METRICS_TOKEN, not an API token: web/metrics.py).
+PUBLIC_ENDPOINTS = frozenset({"health.healthz", "health.readyz", "metrics.metrics", "static"})
 
 
 @dataclass(frozen=True)

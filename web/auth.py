@@ -12,16 +12,35 @@ Two kinds of callers own jobs:
 Unsafe requests (POST, PUT, PATCH, DELETE) authenticated by the cookie must carry the
 session's CSRF token in the ``X-CSRF-Token`` header or a ``csrf_token`` form field; bearer
 requests are exempt (a browser never adds that header by itself).
+
+Operators are a third kind of caller, for the views marked :func:`admin_only` (the fleet):
+
+* a script sends ``Authorization: Bearer <token>`` with one of ``settings.admin_tokens``
+  (``STYLEQUEUE_ADMIN_TOKENS``), or the metrics token once settings has one;
+* a browser signs in once on the ``/fleet`` page: the token is typed into a form (a POST
+  with the CSRF token) and checked here; the signed session cookie then keeps only the
+  token's name, an HMAC of the token under the app's secret key and the time of sign-in,
+  never the token itself (the cookie is signed, not encrypted). The page's script never
+  sees the token: it polls with the cookie (HttpOnly, SameSite=Lax). Each request checks
+  that the fingerprint still matches a configured token, so removing a token from the
+  settings signs its sessions out; a sign-in lasts :data:`ADMIN_SESSION_SECONDS`.
+
+A browser without that sign-in, an API token and an anonymous caller get 401 / 403 from
+these views, whatever else they may own.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import logging
 import secrets
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
-from flask import g, request, session
+from flask import current_app, g, request, session
 
 from stylequeue.web.errors import ApiError
 from stylequeue.web.extensions import services
@@ -34,6 +53,12 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 # Endpoints that need no caller at all (probes, static files), and /metrics, which checks its
 # own token (STYLEQUEUE_METRICS_TOKEN, not an API token: web/metrics.py).
 PUBLIC_ENDPOINTS = frozenset({"health.healthz", "health.readyz", "metrics.metrics", "static"})
+ADMIN_KEY = "admin"  # session: {"name", "fp", "since"} once an operator signed in
+ADMIN_SESSION_SECONDS = 12 * 3600
+ADMIN_VIEW_FLAG = "stylequeue_admin_only"
+
+log = logging.getLogger(__name__)
+View = TypeVar("View", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
@@ -43,9 +68,13 @@ class Caller:
 
 
 def _token_owner(token: str) -> str | None:
+    return _lookup(services().settings.api_tokens, token)
+
+
+def _lookup(tokens: Mapping[str, str], token: str) -> str | None:
     """Constant-time lookup, so response timing does not leak how much of a token matched."""
     found = None
-    for known, owner in services().settings.api_tokens.items():
+    for known, owner in tokens.items():
         if hmac.compare_digest(known.encode(), token.encode()):
             found = owner
     return found
@@ -115,10 +144,102 @@ def _check_csrf() -> None:
         raise ApiError(403, "csrf_failed", "the CSRF token does not match this session")
 
 
+# ---- operators --------------------------------------------------------------------------
+
+
+def admin_tokens() -> dict[str, str]:
+    """Token -> ``admin:<name>``: ``STYLEQUEUE_ADMIN_TOKENS``, and the metrics token where
+    the settings carry one (``settings.metrics_token``, for /metrics: who may scrape the fleet's
+    figures may see the fleet)."""
+    settings = services().settings
+    tokens = dict(settings.admin_tokens)
+    metrics = getattr(settings, "metrics_token", None)
+    if isinstance(metrics, str) and metrics:
+        tokens.setdefault(metrics, "admin:metrics")
+    return tokens
+
+
+def _fingerprint(token: str) -> str:
+    key = str(current_app.secret_key).encode()
+    return hmac.new(key, token.encode(), hashlib.sha256).hexdigest()
+
+
+def admin_sign_in(token: str) -> str | None:
+    """Check an operator's token typed into the sign-in form; on success keep the sign-in
+    (not the token) in the session and return the operator's name."""
+    name = _lookup(admin_tokens(), token.strip()) if token.strip() else None
+    if name is None:
+        log.warning("refused an admin sign-in from %s", request.remote_addr)
+        return None
+    ensure_session_owner()  # the session (and its CSRF token) the pages use
+    session[ADMIN_KEY] = {
+        "name": name,
+        "fp": _fingerprint(token.strip()),
+        "since": int(time.time()),
+    }
+    return name
+
+
+def admin_sign_out() -> None:
+    session.pop(ADMIN_KEY, None)
+
+
+def session_admin() -> str | None:
+    """The operator signed in on this browser session, if the sign-in still holds."""
+    data = session.get(ADMIN_KEY)
+    if not isinstance(data, dict):
+        return None
+    since, fingerprint = data.get("since"), data.get("fp")
+    if not isinstance(since, int) or not isinstance(fingerprint, str):
+        return None
+    if not 0 <= time.time() - since <= ADMIN_SESSION_SECONDS:
+        return None
+    found = None
+    for token, name in admin_tokens().items():  # still configured? (else: revoked)
+        if hmac.compare_digest(_fingerprint(token).encode(), fingerprint.encode()):
+            found = name
+    return found
+
+
+def current_admin() -> str:
+    """The operator calling: a bearer admin token, else a signed-in session. 401 for no or
+    an unknown credential, 403 for a valid API token (a job owner, not an operator)."""
+    header = request.headers.get("Authorization")
+    if header is not None:
+        scheme, _, token = header.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise _unauthorized("use 'Authorization: Bearer <admin token>'")
+        name = _lookup(admin_tokens(), token)
+        if name is not None:
+            return name
+        if _token_owner(token) is not None:
+            raise ApiError(403, "forbidden", "this is an API token, not an admin token")
+        raise _unauthorized("unknown admin token")
+    name = session_admin()
+    if name is None:
+        raise _unauthorized(
+            "operators only: send 'Authorization: Bearer <admin token>', or sign in at /fleet"
+        )
+    return name
+
+
+def admin_only(view: View) -> View:
+    """Mark a view as operators' only: :func:`protect` lets no one else reach it."""
+    setattr(view, ADMIN_VIEW_FLAG, True)
+    return view
+
+
 def protect() -> None:
     """``before_request``: authenticate (401 for bad tokens) and enforce CSRF on writes."""
     if request.routing_exception is not None or request.endpoint in PUBLIC_ENDPOINTS:
         return  # unknown path / wrong method: let routing answer 404 / 405
+    view = current_app.view_functions.get(request.endpoint or "")
+    if getattr(view, ADMIN_VIEW_FLAG, False):
+        g.stylequeue_admin = current_admin()
+        if request.method not in SAFE_METHODS and "Authorization" not in request.headers:
+            _check_csrf()
+        return
     caller = current_caller()
     if request.method not in SAFE_METHODS and caller.via == "session":
         _check_csrf()

@@ -1,4 +1,4 @@
-"""The HTML pages: submission form, jobs list and the live job dashboard.
+"""The HTML pages: submission form, jobs list, the live job dashboard, the operators' fleet.
 
 Thin on purpose: the pages render a shell (layout, form controls, the job's first state) and
 small hand-written ES modules in ``web/static`` do the rest through the JSON API, with the
@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, render_template, request, url_for
+from flask import Blueprint, Response, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response as Redirect
 
 from stylequeue.shared.images import ALLOWED_FORMATS
 from stylequeue.shared.params import PRESETS
@@ -123,6 +124,38 @@ def dashboard(job_id: str) -> Page:
     data = job_json(get_job_or_404(job_id))
     config = {"job": data, "urls": {"fleet": url_for("api.get_fleet")}}
     return _render("pages/dashboard.html", nav="jobs", job=data, page_config=config)
+
+
+@bp.get("/fleet")
+def fleet() -> Page:
+    """Operators only: the fleet (its script polls ``/api/v1/admin/fleet`` with the session
+    cookie). Without a sign-in: the sign-in form and nothing of the fleet, as a 401."""
+    admin = auth.session_admin()
+    if admin is None:
+        return _sign_in_page()
+    config = {"urls": {"fleet": url_for("api.admin_fleet"), "sign_in": url_for("pages.fleet")}}
+    name = admin.partition(":")[2] or admin
+    return _render("pages/fleet.html", nav="fleet", admin=name, page_config=config)
+
+
+def _sign_in_page(refused: bool = False) -> Page:
+    html, _, headers = _render("pages/fleet_sign_in.html", nav="fleet", refused=refused)
+    return html, 401, {**headers, "WWW-Authenticate": 'Bearer realm="stylequeue operators"'}
+
+
+@bp.post("/fleet/sign-in")
+def fleet_sign_in() -> Page | Redirect:
+    """The sign-in form (CSRF-checked by ``auth.protect``): a right token signs the session
+    in (``auth.admin_sign_in``) and goes back to the fleet; a wrong one shows the form again."""
+    if auth.admin_sign_in(request.form.get("token", "")) is None:
+        return _sign_in_page(refused=True)
+    return redirect(url_for("pages.fleet"), code=303)
+
+
+@bp.post("/fleet/sign-out")
+def fleet_sign_out() -> Redirect:
+    auth.admin_sign_out()
+    return redirect(url_for("pages.fleet"), code=303)
 
 
 @bp.errorhandler(JobNotFound)

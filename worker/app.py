@@ -3,13 +3,16 @@
 The parent process never imports TensorFlow: it only receives messages and supervises the
 pool. Each prefork child, once forked, drops inherited DB pools, imports the engine, turns
 GPU memory growth on, warms the VGG19 extractor (so the first job does not pay for it) and
-announces itself in the fleet registry every ~30 s until it shuts down.
+announces itself in the fleet registry every ~30 s until it shuts down: its weights and
+precision, the device it computes on, and its memory at each beat (GPU memory in use where
+it runs on a GPU, else the process's resident memory), for the fleet view.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import resource
 import socket
 import threading
 import time
@@ -88,6 +91,7 @@ def warm_engine(knobs: EngineSettings) -> dict[str, Any]:
     info: dict[str, Any] = {
         "weights": weights, "weights_ok": True, "weights_error": None, "error": None,
         "precision": precision, "pid": os.getpid(), "host": socket.gethostname(),
+        **device_info(),
     }  # fmt: skip
     try:
         engine.warm_up(
@@ -123,6 +127,62 @@ def _gpu_memory_growth() -> None:
             log.debug("memory growth for %s: %s", gpu.name, exc)
 
 
+def device_info() -> dict[str, Any]:
+    """``{"device": "GPU"|"CPU", "device_name": ..., "devices": n}`` for the fleet view."""
+    import tensorflow as tf
+
+    try:
+        gpus = tf.config.list_physical_devices("GPU")
+    except RuntimeError as exc:  # a broken driver: say so rather than guess
+        log.warning("could not list GPUs: %s", exc)
+        return {"device": None, "device_name": None, "devices": None}
+    if gpus:
+        try:
+            name = tf.config.experimental.get_device_details(gpus[0]).get("device_name")
+        except (RuntimeError, ValueError):
+            name = None
+        return {"device": "GPU", "device_name": name, "devices": len(gpus)}
+    return {"device": "CPU", "device_name": cpu_model(), "devices": os.cpu_count()}
+
+
+def cpu_model(cpuinfo: str | None = None) -> str | None:
+    """The CPU's model name from /proc/cpuinfo (None elsewhere)."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as fh:
+                cpuinfo = fh.read()
+        except OSError:
+            return None
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and value.strip():
+            return value.strip()
+    return None
+
+
+def memory_info(device: str | None) -> dict[str, Any] | None:
+    """This process's memory now: the first GPU's allocator (``kind: gpu``) where it runs
+    on a GPU, else its resident set (``kind: rss``); bytes. None when it cannot be read."""
+    if device == "GPU":
+        try:
+            import tensorflow as tf
+
+            used = tf.config.experimental.get_memory_info("GPU:0")
+            return {"kind": "gpu", "used_bytes": int(used["current"]),
+                    "peak_bytes": int(used["peak"])}  # fmt: skip
+        except (ImportError, RuntimeError, ValueError, KeyError):
+            return None
+    try:
+        with open("/proc/self/statm") as fh:
+            resident_pages = int(fh.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    used = resident_pages * os.sysconf("SC_PAGE_SIZE")
+    # the kernel's high-water mark (KiB on Linux) lags the current figure a little
+    peak = max(used, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return {"kind": "rss", "used_bytes": used, "peak_bytes": peak}
+
+
 def _heartbeat() -> None:
     from stylequeue.shared import fleet
     from stylequeue.shared.redis_client import redis_client
@@ -130,7 +190,9 @@ def _heartbeat() -> None:
     client = redis_client(get_settings().redis_url)
     while True:
         try:
-            fleet.announce(client, fleet_name(), {**_ChildState.info, "pid": os.getpid()})
+            memory = memory_info(_ChildState.info.get("device"))
+            info = {**_ChildState.info, "pid": os.getpid(), "memory": memory}
+            fleet.announce(client, fleet_name(), info)
         except Exception as exc:  # Redis away: try again next beat
             log.warning("fleet heartbeat failed: %s", exc)
         if _ChildState.stop.wait(HEARTBEAT_SECONDS):

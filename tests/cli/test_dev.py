@@ -3,6 +3,7 @@ the supervisor's start/stop/failure behaviour with stand-in web and worker proce
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -12,7 +13,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import psutil
@@ -136,21 +138,34 @@ def _gone(pid: int) -> bool:
 # ---- the whole command, with stand-ins for gunicorn and celery -----------------------------
 
 STUB_WEB = """
-import sys
+import os, sys, threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 class H(BaseHTTPRequestHandler):
     def do_GET(self):
         self.send_response(200 if self.path == "/healthz" else 404); self.end_headers()
     def log_message(self, *a): pass
+if len(sys.argv) > 3:  # crash after that many seconds
+    threading.Timer(float(sys.argv[3]), lambda: os._exit(4)).start()
 print("stub web listening", flush=True)
 HTTPServer((sys.argv[1], int(sys.argv[2])), H).serve_forever()
 """
 STUB_WORKER = """
-import sys, time
-print("stub worker ready", flush=True)
-if len(sys.argv) > 1:
-    time.sleep(float(sys.argv[1])); sys.exit(3)
+import os, sys, time
+print("stub worker ready", os.getpid(), flush=True)
+if len(sys.argv) > 1:  # crash at once
+    sys.exit(3)
 time.sleep(600)
+"""
+# A worker busy with a job: SIGTERM starts a warm shutdown that waits for the job (Celery's),
+# so `docker stop` has to SIGKILL it.
+STUB_BUSY_WORKER = """
+import os, signal, time
+def warm_shutdown(*_):
+    print("stub worker: warm shutdown, waiting for the job", flush=True)
+signal.signal(signal.SIGTERM, warm_shutdown)
+print("stub worker ready", os.getpid(), flush=True)
+while True:
+    time.sleep(600)
 """
 # Like the real one: the pool child warms up and announces itself in the fleet registry, then
 # the main process logs "<nodename> ready.".
@@ -158,6 +173,7 @@ STUB_READY_WORKER = """
 import os, socket, time
 import redis
 from stylequeue.shared import fleet
+print("stub worker pid", os.getpid(), flush=True)
 time.sleep(1)  # warming up
 client = redis.Redis.from_url(os.environ["STYLEQUEUE_REDIS_URL"])
 name = "dev@" + socket.gethostname()
@@ -169,17 +185,26 @@ time.sleep(600)
 """
 SAID_READY = r"dev \| worker ready"
 RUNNER = """
-import sys
+import json, sys
 import stylequeue.cli.dev as d
-web, worker, die_after, port = sys.argv[1:5]
-d.web_argv = lambda host, p: [sys.executable, "-c", web, host, str(p)]
-d.worker_argv = lambda *_: [sys.executable, "-c", worker] + ([die_after] if die_after else [])
-d.dev(["--port", port], prog_name="stylequeue")
+web, worker, options = sys.argv[1:4]
+opts = json.loads(options)
+d.web_argv = lambda host, p: [sys.executable, "-c", web, host, str(p), *opts["web_args"]]
+d.worker_argv = lambda *_: [sys.executable, "-c", worker, *opts["worker_args"]]
+if opts["backoff"]:
+    d.RESTARTED["worker"] = d.Backoff(*opts["backoff"])
+d.dev(["--port", str(opts["port"])], prog_name="stylequeue")
 """
 
 
 def _start_dev(
-    tmp_path: Path, port: int, die_after: str = "", worker: str = STUB_WORKER
+    tmp_path: Path,
+    port: int,
+    worker: str = STUB_WORKER,
+    *,
+    worker_args: Sequence[str] = (),
+    web_args: Sequence[str] = (),
+    backoff: tuple[float, float, float] | None = None,
 ) -> subprocess.Popen[str]:
     env = {
         **os.environ,
@@ -188,8 +213,10 @@ def _start_dev(
         "STYLEQUEUE_DATABASE_URL": "",
         "STYLEQUEUE_SECRET_KEY": "",
     }
+    options = {"port": port, "worker_args": list(worker_args), "web_args": list(web_args),
+               "backoff": backoff}  # fmt: skip
     return subprocess.Popen(
-        [sys.executable, "-c", RUNNER, STUB_WEB, worker, die_after, str(port)],
+        [sys.executable, "-c", RUNNER, STUB_WEB, worker, json.dumps(options)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -287,16 +314,100 @@ def test_dev_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
     assert not _port_open(redis_port) and not _port_open(url_port)
 
 
-def test_dev_fails_when_a_child_dies(tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    proc = _start_dev(tmp_path, port, die_after="1")
+def test_dev_fails_when_the_web_dies(tmp_path: Path) -> None:
+    port = _free_port()
+    proc = _start_dev(tmp_path, port, web_args=["1"])
     out, _ = proc.communicate(timeout=90)
     assert proc.returncode == 1, out
-    assert "worker exited unexpectedly (status 3)" in out
+    assert "web exited unexpectedly (status 4); stopping the others" in out
+    assert "restarting" not in out
     redis_port = int(re.search(r"on port (\d+)", out).group(1))  # type: ignore[union-attr]
     assert not _port_open(redis_port) and not _port_open(port)
+    assert "dev | stopped" not in out  # a failure, not a Ctrl-C
+
+
+def test_backoff_doubles_up_to_its_cap() -> None:
+    policy = dev.Backoff(base=1.0, cap=8.0, stable_after=60.0)
+    assert [policy.delay(n) for n in range(1, 7)] == [1, 2, 4, 8, 8, 8]
+    assert dev.Backoff(base=0.5, cap=100).delay(4) == 4
+
+
+def test_restart_schedule_starts_over_after_the_process_stayed_up() -> None:
+    restarts = dev.Restarts(dev.Backoff(base=1.0, cap=8.0, stable_after=60.0))
+    delays = [restarts.schedule(uptime=3.0, now=100.0) for _ in range(5)]
+    assert delays == [1, 2, 4, 8, 8]  # crash after crash: longer and longer, capped
+    assert restarts.due == 108.0 and restarts.count == 5
+    assert restarts.schedule(uptime=60.0, now=500.0) == 1  # it had recovered: back to base
+    assert restarts.schedule(uptime=59.0, now=600.0) == 2
+    assert restarts.count == 7
+
+
+def test_the_worker_and_sweeper_restart_the_web_and_redis_do_not() -> None:
+    assert set(dev.RESTARTED) == {"worker", "sweeper"}
+    assert "web" not in dev.RESTARTED and "redis" not in dev.RESTARTED
+
+
+def test_exit_description_names_the_signal() -> None:
+    assert dev.exit_description(3) == "status 3"
+    assert dev.exit_description(-signal.SIGKILL) == "status -9, SIGKILL"
+    assert dev.exit_description(-200) == "status -200"  # no such signal: the number only
+
+
+def test_a_worker_stopped_like_docker_stop_comes_back(tmp_path: Path) -> None:
+    """SIGTERM (the busy worker starts a warm shutdown), then SIGKILL: the worker is
+    restarted, the web and Redis stay up, and Ctrl-C still stops everything."""
+    port = _free_port()
+    proc = _start_dev(tmp_path, port, STUB_BUSY_WORKER)
+    try:
+        seen = _read_until(proc, r"worker \| stub worker ready \d+")
+        first = int(seen[-1].split()[-1])
+        seen += _read_until(proc, r"stylequeue is up")
+        os.kill(first, signal.SIGTERM)
+        seen += _read_until(proc, r"warm shutdown, waiting for the job")
+        os.kill(first, signal.SIGKILL)
+        seen += _read_until(proc, r"dev \| worker exited")
+        seen += _read_until(proc, r"worker \| stub worker ready \d+")
+        second = int(seen[-1].split()[-1])
+        text = "\n".join(seen)
+        assert second != first and _gone(first)
+        said = [line for line in seen if "worker exited" in line]
+        assert len(said) == 1, said
+        assert re.search(
+            r"dev \| worker exited \(status -9, SIGKILL\) after \d+s; restarting it in 1s "
+            r"\(restart 1\)$",
+            said[0],
+        ), said[0]
+        assert "stopping the others" not in text
+        redis_port = int(re.search(r"on port (\d+)", text).group(1))  # type: ignore[union-attr]
+        assert _port_open(port) and _port_open(redis_port)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as resp:
+            assert resp.status == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out = _rest(proc)
+    assert proc.returncode == 0, out
+    assert "stopped" in out
+    assert not _port_open(port) and not _port_open(redis_port)
+    _wait_for(lambda: _gone(second), 5)
+
+
+def test_a_crashing_worker_is_restarted_with_growing_waits(tmp_path: Path) -> None:
+    # exits at once, every time: each restart waits twice as long as the one before, capped
+    backoff = (0.05, 0.2, 3600.0)  # base, cap, stable_after (never reached here)
+    proc = _start_dev(tmp_path, _free_port(), worker_args=["crash"], backoff=backoff)
+    try:
+        seen = _read_until(proc, r"\(restart 5\)$")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out = _rest(proc)
+    assert proc.returncode == 0, "\n".join(seen) + out
+    said = [line for line in seen if "dev | worker exited" in line]
+    waits = [re.search(r"restarting it in (\S+)s \(restart (\d+)\)", line) for line in said]
+    expected = [("0.05", "1"), ("0.1", "2"), ("0.2", "3"), ("0.2", "4"), ("0.2", "5")]
+    assert [(m.group(1), m.group(2)) for m in waits if m] == expected, said
+    assert all("(status 3)" in line for line in said)
+    assert sum("stub worker ready" in line for line in seen) == 5  # started 5 times so far
+    assert "stopping the others" not in "\n".join(seen) + out
 
 
 def _free_port() -> int:
@@ -320,6 +431,25 @@ def test_dev_says_when_the_worker_is_ready(tmp_path: Path) -> None:
     url = next(i for i, line in enumerate(seen) if "stylequeue is up:" in line)
     assert consuming < len(seen) - 1 and url < len(seen) - 1
     assert sum(bool(re.search(SAID_READY, line)) for line in seen + out.splitlines()) == 1
+
+
+def test_a_restarted_worker_is_said_ready_again(tmp_path: Path) -> None:
+    proc = _start_dev(tmp_path, _free_port(), worker=STUB_READY_WORKER)
+    try:
+        seen = _read_until(proc, SAID_READY)
+        first = int(next(line for line in seen if "stub worker pid" in line).split()[-1])
+        os.kill(first, signal.SIGKILL)  # its registry entry stays behind: it must not count
+        seen += _read_until(proc, r"dev \| worker exited")
+        restarted = len(seen)
+        seen += _read_until(proc, SAID_READY)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out = _rest(proc)
+    assert proc.returncode == 0, "\n".join(seen) + out
+    second = [line for line in seen[restarted:] if "stub worker pid" in line]
+    assert second and int(second[0].split()[-1]) != first
+    said = [line for line in seen + out.splitlines() if re.search(SAID_READY, line)]
+    assert len(said) == 2, said
 
 
 def test_worker_ready_skips_a_previous_runs_fleet_entry(

@@ -41,6 +41,7 @@ def test_tensorflow_stays_out_of_the_main_process(celery_worker: WorkerProcess) 
     assert "tensorflow" in maps(celery_worker.child_pids()[0])
     info = celery_worker.fleet_info()
     assert info and info["weights"] == "random" and info["weights_ok"] is True
+    assert info["device"] == "CPU" and info["memory"]["kind"] == "rss"  # for the fleet view
     from stylequeue.worker.engine.hardware import resolve_precision
 
     line = f"extractor warm: weights=random, precision={resolve_precision('auto')}, took "

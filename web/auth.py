@@ -148,14 +148,12 @@ def _check_csrf() -> None:
 
 
 def admin_tokens() -> dict[str, str]:
-    """Token -> ``admin:<name>``: ``STYLEQUEUE_ADMIN_TOKENS``, and the metrics token where
-    the settings carry one (``settings.metrics_token``, for /metrics: who may scrape the fleet's
-    figures may see the fleet)."""
+    """Token -> ``admin:<name>``: ``STYLEQUEUE_ADMIN_TOKENS``, and the metrics token when one
+    is set (who may scrape the fleet's figures may see the fleet)."""
     settings = services().settings
     tokens = dict(settings.admin_tokens)
-    metrics = getattr(settings, "metrics_token", None)
-    if isinstance(metrics, str) and metrics:
-        tokens.setdefault(metrics, "admin:metrics")
+    if settings.metrics_token:
+        tokens.setdefault(settings.metrics_token, "admin:metrics")
     return tokens
 
 

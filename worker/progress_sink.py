@@ -74,6 +74,13 @@ class ProgressSink:
         must not stream after another's entries."""
         self.stream.reset()
 
+    def resume_after(self, last_id: str) -> int:
+        """Keep the entries up to ``last_id`` (a checkpoint's last), delete the later ones; the
+        stand-in ids of a later Redis outage continue above it. Raises like :meth:`reset`."""
+        ms, seq = (int(x) for x in last_id.split("-"))
+        self._last_id = max(self._last_id, (ms, seq))
+        return self.stream.trim_after(last_id)
+
     def expire(self, seconds: int) -> None:
         """Let the stream expire (the job ended); best effort. Raises ``Fenced``."""
         try:

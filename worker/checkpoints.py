@@ -63,6 +63,7 @@ class Checkpoint:
     state: EngineState
     history: list[dict[str, Any]]  # entries 1..state.iteration, as streamed (ids included)
     snapshots: list[int]  # snapshot iterations held under the writing attempt's prefix
+    iterations_computed: int  # by all attempts until then (more than iteration if any died)
 
     @property
     def iteration(self) -> int:
@@ -77,6 +78,7 @@ class Checkpoint:
             "fingerprint": self.fingerprint,
             "history": self.history,
             "snapshots": self.snapshots,
+            "iterations_computed": self.iterations_computed,
         }
         body = json.dumps(header, separators=(",", ":")).encode() + b"\n" + self.state.to_bytes()
         return MAGIC + hashlib.sha256(body).hexdigest().encode() + b"\n" + body
@@ -100,6 +102,7 @@ class Checkpoint:
                 state=state,
                 history=list(header["history"]),
                 snapshots=[int(i) for i in header["snapshots"]],
+                iterations_computed=int(header["iterations_computed"]),
             )
             iteration = int(header["iteration"])
         except (StateError, ValueError, KeyError, TypeError) as exc:

@@ -383,6 +383,11 @@ class _Attempt:
             self.sink.reset()  # a re-delivered job without a checkpoint restarts from 1
             return
         trimmed = self.sink.resume_after(str(resume.history[-1]["id"]))
+        # The work before us: the row's count lags the dead runner by up to a flush; the
+        # checkpoint's count plus the entries streamed after it is exact while Redis was up.
+        recorder.computed_before = max(
+            recorder.computed_before, resume.iterations_computed + trimmed
+        )
         recorder.snapshots = self._copy_snapshots(resume)
         log.info(
             "job %s: resuming at iteration %d (checkpoint of attempt %d); %d later stream "
@@ -692,6 +697,7 @@ class _Checkpointer:
             state=state,
             history=list(recorder.entries),
             snapshots=list(recorder.snapshots),
+            iterations_computed=recorder.computed,
         )
         try:
             self.store.save(ckpt)

@@ -63,10 +63,12 @@ def _die_at(monkeypatch: pytest.MonkeyPatch, iteration: int) -> None:
     monkeypatch.setattr(engine, "transfer", dies)
 
 
-def _crash(settings: Settings, monkeypatch: pytest.MonkeyPatch, job_id: str) -> None:
-    """Attempt 1 runs to CRASH_AT and dies (its lock released, as the sweeper would see)."""
+def _crash(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, job_id: str, at: int = CRASH_AT
+) -> None:
+    """Attempt 1 runs to ``at`` and dies (its lock released, as the sweeper would see)."""
     with monkeypatch.context() as patch:
-        _die_at(patch, CRASH_AT)
+        _die_at(patch, at)
         with pytest.raises(Killed):
             runner.execute(job_id, settings, worker_name="dead@host/9")
 
@@ -119,6 +121,20 @@ def test_a_resumed_job_ends_exactly_as_the_undisturbed_one(
     # and nothing left behind: checkpoints and the dead attempt's files went
     assert storage.list(keys.checkpoint_prefix(job.id)) == []
     assert storage.list(keys.attempt_prefix(job.id, 1)) == []
+
+
+def test_work_lost_is_counted_though_the_row_lagged_behind(
+    wsettings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dead runner's row was last written at iteration 4 (a snapshot), it died at 7: the
+    checkpoint's count (6) and the stream entry after it (7) say what it ran."""
+    monkeypatch.setattr(runner, "DB_FLUSH_SECONDS", 3600.0)
+    job = make_job(wsettings, params=PARAMS)
+    _crash(wsettings, monkeypatch, job.id, at=7)
+    assert get_job(wsettings, job.id).iterations_computed == 4
+    assert runner.execute(job.id, wsettings, worker_name=WORKER).status == "succeeded"
+    done = get_job(wsettings, job.id)
+    assert (done.resumed_from, done.iterations_computed) == (6, 7 + PARAMS["iterations"] - 6)
 
 
 def _checkpoint(settings: Settings, job_id: str) -> tuple[str, bytes, Checkpoint]:

@@ -173,6 +173,11 @@ class AttemptStream:
         if not self._reset(keys=self._keys[:2], args=[self.token]):
             raise Fenced(self.job_id)
 
+    def entries_after(self, last_id: str) -> list[dict[str, Any]]:
+        """The entries after ``last_id``, oldest first (read by the lock's holder)."""
+        rows = self.redis.xrange(stream_key(self.job_id), min=f"({last_id}", max="+") or []
+        return [_decode(sid, fields) for sid, fields in rows if sid is not None and fields]
+
     def trim_after(self, last_id: str) -> int:
         """Keep the entries up to ``last_id`` and delete the later ones (a job resumed from a
         checkpoint recomputes those iterations); returns how many went. New entries still get

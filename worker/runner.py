@@ -46,9 +46,10 @@ Checkpoints (``worker.checkpoints``): every ``STYLEQUEUE_CHECKPOINT_SECONDS`` th
 over its whole state and it goes to storage with the history and snapshot list so far (per
 job, one new object each time, checked by checksum and the job's fingerprint when read). A
 new attempt resumes from the newest valid one: same iteration numbering; the stream keeps
-the entries up to the checkpoint (later ones are deleted: those iterations are computed
-again, so none appears twice), the history continues from the checkpoint's, and the
-snapshots up to it are copied into the new attempt's prefix. The engine's state is restored
+the entries up to the checkpoint and the dead runner's entries after it (those iterations
+are computed again but not streamed again, so no reader sees one twice; entries after a gap
+are deleted and streamed anew), the history continues from the checkpoint's with them, and
+the snapshots up to it are copied into the new attempt's prefix. The engine's state is restored
 bit for bit, so on the same machine and precision the result is the undisturbed run's.
 Every ending deletes the job's checkpoints.
 """
@@ -382,17 +383,22 @@ class _Attempt:
         if resume is None:
             self.sink.reset()  # a re-delivered job without a checkpoint restarts from 1
             return
-        trimmed = self.sink.resume_after(str(resume.history[-1]["id"]))
+        kept, dropped = self.sink.resume_after(str(resume.history[-1]["id"]), resume.iteration + 1)
+        # The dead runner's entries after the checkpoint stay in the stream: those
+        # iterations are computed again (bit for bit on the same machine) but not streamed
+        # twice; the history takes the kept entries as they are.
+        recorder.replay = {int(e["iteration"]): e for e in kept}
         # The work before us: the row's count lags the dead runner by up to a flush; the
         # checkpoint's count plus the entries streamed after it is exact while Redis was up.
         recorder.computed_before = max(
-            recorder.computed_before, resume.iterations_computed + trimmed
+            recorder.computed_before, resume.iterations_computed + len(kept) + dropped
         )
         recorder.snapshots = self._copy_snapshots(resume)
         log.info(
             "job %s: resuming at iteration %d (checkpoint of attempt %d); %d later stream "
-            "entries dropped, %d snapshots kept",
-            self.job_id, resume.iteration + 1, resume.attempt, trimmed, len(recorder.snapshots),
+            "entries kept, %d dropped, %d snapshots kept",
+            self.job_id, resume.iteration + 1, resume.attempt, len(kept), dropped,
+            len(recorder.snapshots),
         )  # fmt: skip
         recorder.flush()
 
@@ -581,6 +587,13 @@ class _Attempt:
     def _save_history(self) -> str:
         """The loss history in this attempt's storage, same entries and ids as the stream."""
         recorder = self.recorder
+        if recorder is not None and recorder.replay and recorder.entries:
+            # Ended before reaching the dead runner's last streamed iteration: its entries
+            # past ours go, so the stream shows what the history holds.
+            try:
+                self.sink.stream.trim_after(str(recorder.entries[-1]["id"]))
+            except (Fenced, redis.RedisError) as exc:
+                log.warning("job %s: could not trim the stream: %s", self.job_id, exc)
         doc = {
             "job_id": self.job_id,
             "weights": recorder.weights if recorder is not None else None,
@@ -613,6 +626,9 @@ class _Recorder:
     latest_snapshot_iteration: int | None = None
     last_flush: float = 0.0
     resumed_from: int = 0  # the checkpoint's iteration (0: started at 1)
+    # iteration -> the stream's entry a dead runner wrote after the checkpoint: recorded as
+    # is (id and values) when computed again, not streamed twice
+    replay: dict[int, dict[str, Any]] = field(default_factory=dict)
     computed_before: int = 0  # iterations earlier attempts ran
 
     @property
@@ -627,19 +643,21 @@ class _Recorder:
     def on_iteration(self, report: Any) -> None:
         if self.fence.lost:
             return
-        entry: dict[str, Any] = {"iteration": int(report.iteration)}
-        for name in FIELDS[1:]:
-            entry[name] = float(getattr(report, name))
-        try:
-            appended = self.sink.append(entry)
-        except Fenced:  # the job is another runner's now: write nothing more of it
-            self.fence.refused()
-            return
-        self.stop.note_flag(appended.cancel)
-        entry = {"id": appended.id, **entry}
+        entry: dict[str, Any] | None = self.replay.pop(int(report.iteration), None)
+        if entry is None:
+            entry = {"iteration": int(report.iteration)}
+            for name in FIELDS[1:]:
+                entry[name] = float(getattr(report, name))
+            try:
+                appended = self.sink.append(entry)
+            except Fenced:  # the job is another runner's now: write nothing more of it
+                self.fence.refused()
+                return
+            self.stop.note_flag(appended.cancel)
+            entry = {"id": appended.id, **entry}
         self.entries.append(entry)
         if report.is_best:
-            self.best_loss, self.best_iteration = entry["loss"], entry["iteration"]
+            self.best_loss, self.best_iteration = float(report.loss), int(report.iteration)
         flush = time.monotonic() - self.last_flush >= DB_FLUSH_SECONDS
         if report.snapshot is not None:
             self.storage.put(

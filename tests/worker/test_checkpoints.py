@@ -28,6 +28,7 @@ WORKER = "test@host/1"
 PARAMS = {"iterations": 12, "snapshot_every": 4}
 EVERY = 3  # a checkpoint after every third iteration (instead of every N seconds)
 CRASH_AT = 8  # the dead runner's last iteration: its checkpoint is at 6
+ENTRY = {"iteration": 1, "loss": 1.0, "content": 0, "style": 0, "tv": 0, "elapsed": 1}
 
 
 class Killed(BaseException):
@@ -114,8 +115,10 @@ def test_a_resumed_job_ends_exactly_as_the_undisturbed_one(
     # one clean 1..N stream and history, snapshots of both attempts under attempt 2
     check_finished_job(wsettings, job.id, PARAMS["iterations"], PARAMS["snapshot_every"])
     after = read_stream(wsettings, job.id)
-    assert after[:6] == before[:6]  # the entries up to the checkpoint stayed, same ids
-    assert _sid(after[6]["id"]) > _sid(before[-1]["id"])  # no reader's cursor goes back
+    # the dead runner's entries stayed, same ids, also those after the checkpoint (7 and 8
+    # were computed again, not streamed again: no reader sees an iteration twice)
+    assert after[:CRASH_AT] == before
+    assert _sid(after[CRASH_AT]["id"]) > _sid(before[-1]["id"])  # no cursor goes back
     # byte-identical to the undisturbed job: result, every snapshot, every loss
     assert _stored(wsettings, job.id) == _stored(wsettings, undisturbed.id)
     # and nothing left behind: checkpoints and the dead attempt's files went
@@ -262,8 +265,30 @@ def test_a_job_that_fails_after_resuming_keeps_no_checkpoint(
     assert get_storage(wsettings).list(keys.checkpoint_prefix(job.id)) == []
     history = json.loads(get_storage(wsettings).get(done.history_key))["entries"]
     assert [e["iteration"] for e in history] == list(range(1, 8))
+    assert read_stream(wsettings, job.id) == history  # the dead runner's 8 went
 
 
 def _sid(stream_id: str) -> tuple[int, int]:
     ms, seq = stream_id.split("-")
     return int(ms), int(seq)
+
+
+def test_resume_keeps_the_dead_runners_entries_that_go_on_from_the_checkpoint(
+    client: Any,
+) -> None:
+    """The checkpoint is at 2; the dead runner streamed 3, 4, then (a Redis blip lost 5)
+    6, 7: 3 and 4 stay (computed again, not streamed again), 6 and 7 go (recomputed and
+    streamed after 4, in order)."""
+    from stylequeue.shared.locks import lock_key
+    from stylequeue.shared.progress import AttemptStream
+    from stylequeue.worker.progress_sink import ProgressSink
+
+    client.set(lock_key("job"), "token")
+    stream = ProgressStream(client)
+    ids = {i: stream.append("job", {**ENTRY, "iteration": i}) for i in (1, 2, 3, 4, 6, 7)}
+    sink = ProgressSink(AttemptStream(client, "job", "token"), 5.0)
+    kept, dropped = sink.resume_after(ids[2], 3)
+    assert [(e["id"], e["iteration"]) for e in kept] == [(ids[3], 3), (ids[4], 4)]
+    assert dropped == 2
+    assert [e["iteration"] for e in stream.read("job")[0]] == [1, 2, 3, 4]
+    assert sink.resume_after(ids[4], 5) == ([], 0)

@@ -90,9 +90,20 @@ def _stored(settings: Settings, job_id: str) -> dict[str, Any]:
     }
 
 
+@pytest.fixture(params=["folder", "s3"])
+def any_store(request: pytest.FixtureRequest, wsettings: Settings) -> Settings:
+    """``wsettings`` on a storage folder, or on an S3 bucket (moto's server)."""
+    if request.param == "folder":
+        return wsettings
+    bucket = request.getfixturevalue("s3_bucket")
+    endpoint = request.getfixturevalue("s3_endpoint")
+    return replace(wsettings, storage_url=f"s3://{bucket}/sq", s3_endpoint_url=endpoint)
+
+
 def test_a_resumed_job_ends_exactly_as_the_undisturbed_one(
-    wsettings: Settings, client: Any, monkeypatch: pytest.MonkeyPatch
+    any_store: Settings, client: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    wsettings = any_store
     undisturbed = make_job(wsettings, params=PARAMS)
     assert runner.execute(undisturbed.id, wsettings, worker_name=WORKER).status == "succeeded"
 

@@ -8,10 +8,16 @@ that was presumed dead while another restarted its job (attempt n + 1) can never
 the live attempt's files. The row says which attempt is the job's: ``result_key`` and
 ``history_key`` are stored in it, snapshots are found with :func:`job_snapshot_key` from its
 ``attempts``. Inputs and cached thumbnails are per job.
+
+Checkpoints are per job too (``jobs/<id>/checkpoints/``), since a later attempt resumes from
+them: each one a new object whose key names its attempt and iteration, never overwritten, so
+a stale attempt cannot replace a newer one's; the reader takes the newest valid one. They
+are the worker's alone: no URL serves them, and they go when the job ends.
 """
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -47,6 +53,31 @@ def result_key(job_id: str, *, attempt: int) -> str:
 
 def history_key(job_id: str, *, attempt: int) -> str:
     return f"{attempt_prefix(job_id, attempt)}history.json"
+
+
+# ---- checkpoints (per job: read by later attempts) --------------------------------------------
+
+_CHECKPOINT_RE = re.compile(r"a(\d{4,})-i(\d{6,})/state\.ckpt")
+
+
+def checkpoint_prefix(job_id: str) -> str:
+    return f"jobs/{job_id}/checkpoints/"
+
+
+def checkpoint_folder(job_id: str, *, attempt: int, iteration: int) -> str:
+    """One checkpoint's own folder (``delete_prefix`` removes exactly it)."""
+    return f"{checkpoint_prefix(job_id)}a{attempt:04d}-i{iteration:06d}/"
+
+
+def checkpoint_key(job_id: str, *, attempt: int, iteration: int) -> str:
+    return f"{checkpoint_folder(job_id, attempt=attempt, iteration=iteration)}state.ckpt"
+
+
+def parse_checkpoint_key(job_id: str, key: str) -> tuple[int, int] | None:
+    """(attempt, iteration) of a key :func:`checkpoint_key` made for ``job_id``, else None."""
+    prefix = checkpoint_prefix(job_id)
+    match = _CHECKPOINT_RE.fullmatch(key[len(prefix) :]) if key.startswith(prefix) else None
+    return (int(match[1]), int(match[2])) if match else None
 
 
 def job_snapshot_key(job: Job, iteration: int) -> str:

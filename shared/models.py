@@ -60,6 +60,12 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     iterations_done: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     iterations_total: Mapped[int] = mapped_column(Integer, nullable=False)
+    # iterations run across all attempts (a resumed attempt recomputes those after its
+    # checkpoint): iterations_computed - iterations_done is the work lost to dead workers
+    iterations_computed: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=0, server_default="0"
+    )
+    resumed_from: Mapped[int | None] = mapped_column(Integer)  # this attempt's checkpoint
     best_loss: Mapped[float | None] = mapped_column(Float)
     best_iteration: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)

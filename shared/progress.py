@@ -11,7 +11,7 @@ it (fenced, below), or, for a job that ended outside a runner's normal finish (c
 queued, a duplicate delivery of an ended job, a runner that lost a job that then ended), the
 unfenced :func:`expire_job_stream`.
 
-A runner writes through :class:`AttemptStream`: each write (entry, reset, expiry) is a Lua
+A runner writes through :class:`AttemptStream`: each write (entry, reset, trim, expiry) is a Lua
 script that first checks that the job's lock still holds the runner's token (its fencing
 token) and refuses the write otherwise (:class:`Fenced`). A runner presumed dead, whose job
 another runner restarted, can then never add its iterations to the new attempt's stream.
@@ -120,6 +120,14 @@ if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('del', KEYS[2])
 return 1
 """
+# KEYS[1] = lock key, KEYS[2] = stream key, ARGV[1] = fencing token, ARGV[2] = an entry id
+# -> -1 fenced, else how many entries after that id were deleted
+_TRIM_AFTER = """
+if redis.call('get', KEYS[1]) ~= ARGV[1] then return -1 end
+local later = redis.call('xrange', KEYS[2], '(' .. ARGV[2], '+')
+for _, entry in ipairs(later) do redis.call('xdel', KEYS[2], entry[1]) end
+return #later
+"""
 # KEYS[1] = lock key, KEYS[2] = stream key, KEYS[3] = cancel key
 # ARGV[1] = fencing token, ARGV[2] = seconds -> 0 fenced, 1 done
 _EXPIRE = """
@@ -147,6 +155,7 @@ class AttemptStream:
         self._keys = [lock_key(job_id), stream_key(job_id), cancel_key(job_id)]
         self._append = client.register_script(_APPEND)
         self._reset = client.register_script(_RESET)
+        self._trim_after = client.register_script(_TRIM_AFTER)
         self._expire = client.register_script(_EXPIRE)
 
     def append_checking_cancel(self, entry: Mapping[str, Any]) -> tuple[str, bool]:
@@ -163,6 +172,21 @@ class AttemptStream:
         """Forget earlier attempts' entries (a re-delivered job restarts from iteration 1)."""
         if not self._reset(keys=self._keys[:2], args=[self.token]):
             raise Fenced(self.job_id)
+
+    def entries_after(self, last_id: str) -> list[dict[str, Any]]:
+        """The entries after ``last_id``, oldest first (read by the lock's holder)."""
+        rows = self.redis.xrange(stream_key(self.job_id), min=f"({last_id}", max="+") or []
+        return [_decode(sid, fields) for sid, fields in rows if sid is not None and fields]
+
+    def trim_after(self, last_id: str) -> int:
+        """Keep the entries up to ``last_id`` and delete the later ones (a job resumed from a
+        checkpoint recomputes those iterations); returns how many went. New entries still get
+        ids above every earlier one (a stream's last id never goes back), so readers' cursors
+        stay valid."""
+        deleted = int(self._trim_after(keys=self._keys[:2], args=[self.token, last_id]))
+        if deleted < 0:
+            raise Fenced(self.job_id)
+        return deleted
 
     def expire(self, seconds: int) -> None:
         """Let the stream and the cancel flag expire ``seconds`` from now (the job ended)."""

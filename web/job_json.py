@@ -75,6 +75,10 @@ def job_json(job: Job) -> dict[str, Any]:
         "weights": job.weights,
         "iterations_done": job.iterations_done,
         "iterations_total": job.iterations_total,
+        # the checkpoint's iteration this attempt went on from (null: it started at 1), and
+        # every iteration run across attempts (above iterations_done: work lost to dead workers)
+        "resumed_from": job.resumed_from,
+        "iterations_computed": job.iterations_computed,
         "best_loss": finite(job.best_loss),
         "best_iteration": job.best_iteration,
         "result_available": bool(job.result_key),

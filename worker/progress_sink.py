@@ -74,6 +74,25 @@ class ProgressSink:
         must not stream after another's entries."""
         self.stream.reset()
 
+    def resume_after(self, last_id: str, next_iteration: int) -> tuple[list[dict[str, Any]], int]:
+        """A job resumed from a checkpoint whose last entry is ``last_id``: keep the entries
+        after it that go on from ``next_iteration`` one by one (the dead runner computed
+        them; the resumed one computes them again and need not stream them twice), delete
+        the rest. Returns (the entries kept after ``last_id``, how many were deleted). The
+        stand-in ids of a later Redis outage continue above the stream's. Raises like
+        :meth:`reset`."""
+        later = self.stream.entries_after(last_id)
+        kept: list[dict[str, Any]] = []
+        for entry in later:
+            if entry.get("iteration") != next_iteration + len(kept):
+                break
+            kept.append(entry)
+        newest = later[-1]["id"] if later else last_id
+        ms, seq = (int(x) for x in str(newest).split("-"))
+        self._last_id = max(self._last_id, (ms, seq))
+        deleted = self.stream.trim_after(kept[-1]["id"] if kept else last_id)
+        return kept, deleted
+
     def expire(self, seconds: int) -> None:
         """Let the stream expire (the job ended); best effort. Raises ``Fenced``."""
         try:

@@ -15,7 +15,8 @@ State machine of an attempt::
                                              deleted (it may have ended outside a runner)
     cancel requested (row or Redis flag) .. -> canceled
     attempts >= MAX_ATTEMPTS .............. -> failed "worker lost N times"
-    otherwise ............................. -> running (attempts + 1, progress reset)
+    otherwise ............................. -> running (attempts + 1; from the newest valid
+                                             checkpoint if any, else from iteration 1)
         engine finished ................... -> succeeded
         stopped by cancel ................. -> canceled (best-so-far saved as the result)
         stopped by the soft deadline ...... -> failed "time limit reached ..." (best saved)
@@ -40,6 +41,17 @@ is therefore checked where it is written, not only by the lock renewer's ``lost`
   deleted then, under the lock (``shared.keys.unreferenced_attempts``).
 - The row: updated under ``SELECT ... FOR UPDATE`` only while it is ``running`` with this
   attempt's number (:class:`AttemptFence`).
+
+Checkpoints (``worker.checkpoints``): every ``STYLEQUEUE_CHECKPOINT_SECONDS`` the engine hands
+over its whole state and it goes to storage with the history and snapshot list so far (per
+job, one new object each time, checked by checksum and the job's fingerprint when read). A
+new attempt resumes from the newest valid one: same iteration numbering; the stream keeps
+the entries up to the checkpoint and the dead runner's entries after it (those iterations
+are computed again but not streamed again, so no reader sees one twice; entries after a gap
+are deleted and streamed anew), the history continues from the checkpoint's with them, and
+the snapshots up to it are copied into the new attempt's prefix. The engine's state is restored
+bit for bit, so on the same machine and precision the result is the undisturbed run's.
+Every ending deletes the job's checkpoints.
 """
 
 from __future__ import annotations
@@ -65,12 +77,15 @@ from stylequeue.shared.progress import FIELDS, AttemptStream, Fenced, expire_job
 from stylequeue.shared.redis_client import redis_client
 from stylequeue.shared.settings import Settings
 from stylequeue.shared.states import JobStatus, transition
-from stylequeue.shared.storage import Storage, get_storage
+from stylequeue.shared.storage import ObjectNotFound, Storage, get_storage
+from stylequeue.worker.checkpoints import Checkpoint, CheckpointStore, fingerprint
 from stylequeue.worker.progress_sink import ProgressSink
 from stylequeue.worker.stop_signal import StopReason, StopSignal
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from stylequeue.worker.engine.state import EngineState
 
 log = logging.getLogger("stylequeue.worker")
 
@@ -148,6 +163,7 @@ def execute(
             # and the files of earlier attempts its row does not point at go (an ended row
             # never changes, so no lock is needed for that)
             delete_attempts(get_storage(settings), job_id, unreferenced)
+            CheckpointStore(get_storage(settings), job_id).delete_all()
             return Outcome(Action.DUPLICATE, status.value)
         lock = JobLock(client, job_id, settings.lock_ttl_seconds)
         if not lock.acquire():
@@ -254,6 +270,10 @@ class _Attempt:
         )
         self.recorder: _Recorder | None = None
         self.unreferenced: list[int] = []  # attempts to delete when it ends without running
+        self.checkpoints = CheckpointStore(self.storage, job_id)
+        self.resume: Checkpoint | None = None  # what this attempt resumes from
+        self.computed_before = 0  # iterations earlier attempts ran (the row's count)
+        self.fingerprint = ""  # the job's, for its checkpoints (set by _start)
 
     @property
     def attempt(self) -> int:
@@ -262,21 +282,23 @@ class _Attempt:
     # ---- the attempt ---------------------------------------------------------------------
 
     def run(self) -> Outcome:
+        self.resume = self._find_checkpoint()
         started = self._start()
         if isinstance(started, Outcome):
             if started.action in (Action.CANCELED, Action.GAVE_UP, Action.DUPLICATE):
                 self._expire_stream()  # a dead attempt's entries: expire like any job's
                 # Ended without running: earlier (dead) attempts' files the row does not
-                # point at go now; nobody else would delete them.
+                # point at go now, and its checkpoints; nobody else would delete them.
                 self._delete_attempts(self.unreferenced)
+                self.checkpoints.delete_all()
             return started
         params, input_keys = started
         log.info(
-            "job %s start: attempt %d on %s, %d iterations at max %d px",
+            "job %s start: attempt %d on %s, %d iterations at max %d px%s",
             self.job_id, self.attempt, self.worker_name, params.iterations, params.max_size,
+            f", resumed from iteration {self.resume.iteration}" if self.resume else "",
         )  # fmt: skip
         try:
-            self.sink.reset()  # a re-delivered job restarts cleanly, from iteration 1
             outcome = self._run_engine(params, input_keys)
         except Fenced:
             self.fence.refused()
@@ -318,16 +340,83 @@ class _Attempt:
                 )  # fmt: skip
                 self.unreferenced = keys.unreferenced_attempts(job)
                 return Outcome(Action.GAVE_UP, job.status, error=job.error)
+            resume = self.resume
             transition(
                 job, JobStatus.RUNNING,
-                attempts=job.attempts + 1, worker=self.worker_name, iterations_done=0,
-                snapshot_iterations=[], best_loss=None, best_iteration=None, error=None,
-                result_key=None, history_key=None,
+                attempts=job.attempts + 1, worker=self.worker_name,
+                iterations_done=resume.iteration if resume else 0,
+                snapshot_iterations=[],  # the resumed ones once copied to this attempt
+                best_loss=resume.state.best_loss if resume else None,
+                best_iteration=resume.state.best_iteration if resume else None,
+                resumed_from=resume.iteration if resume else None,
+                error=None, result_key=None, history_key=None,
             )  # fmt: skip
+            self.computed_before = job.iterations_computed or 0
+            self.fingerprint = self._fingerprint(dict(job.params), dict(job.input_keys))
             params = TransferParams.from_dict(job.params)
             input_keys = dict(job.input_keys)
             self.fence.attempt = job.attempts
         return params, input_keys
+
+    def _fingerprint(self, params: dict[str, Any], input_keys: dict[str, Any]) -> str:
+        weights = TransferParams.from_dict(params).weights or self.settings.vgg19_weights
+        return fingerprint(self.job_id, params, input_keys, weights)
+
+    def _find_checkpoint(self) -> Checkpoint | None:
+        """The newest valid checkpoint of this job and its parameters (we hold its lock, so
+        no live attempt writes one now); None when there is none or it cannot be read."""
+        try:
+            with session_scope(self.settings.database_url) as session:
+                job = session.get(Job, self.job_id)
+                if job is None or job.terminal:
+                    return None
+                fp = self._fingerprint(dict(job.params), dict(job.input_keys))
+            return self.checkpoints.newest(fp)
+        except Exception as exc:  # no checkpoint is no reason to fail: start from 1
+            log.warning("job %s: could not look for checkpoints: %s", self.job_id, exc)
+            return None
+
+    def _restore(self, recorder: _Recorder) -> None:
+        """Bring the stream, snapshots and row to the checkpoint resumed from (or clear the
+        stream of earlier attempts' entries when starting from iteration 1)."""
+        resume = self.resume
+        if resume is None:
+            self.sink.reset()  # a re-delivered job without a checkpoint restarts from 1
+            return
+        kept, dropped = self.sink.resume_after(str(resume.history[-1]["id"]), resume.iteration + 1)
+        # The dead runner's entries after the checkpoint stay in the stream: those
+        # iterations are computed again (bit for bit on the same machine) but not streamed
+        # twice; the history takes the kept entries as they are.
+        recorder.replay = {int(e["iteration"]): e for e in kept}
+        # The work before us: the row's count lags the dead runner by up to a flush; the
+        # checkpoint's count plus the entries streamed after it is exact while Redis was up.
+        recorder.computed_before = max(
+            recorder.computed_before, resume.iterations_computed + len(kept) + dropped
+        )
+        recorder.snapshots = self._copy_snapshots(resume)
+        log.info(
+            "job %s: resuming at iteration %d (checkpoint of attempt %d); %d later stream "
+            "entries kept, %d dropped, %d snapshots kept",
+            self.job_id, resume.iteration + 1, resume.attempt, len(kept), dropped,
+            len(recorder.snapshots),
+        )  # fmt: skip
+        recorder.flush()
+
+    def _copy_snapshots(self, resume: Checkpoint) -> list[int]:
+        """The checkpoint's snapshots, copied from its attempt's prefix into ours (the row
+        lists one attempt's); one that has gone meanwhile is left out."""
+        copied = []
+        for iteration in resume.snapshots:
+            source = keys.snapshot_key(self.job_id, iteration, attempt=resume.attempt)
+            try:
+                data = self.storage.get(source)
+            except ObjectNotFound:
+                log.warning("job %s: snapshot %s is gone; not kept", self.job_id, source)
+                continue
+            target = keys.snapshot_key(self.job_id, iteration, attempt=self.attempt)
+            self.storage.put(target, data, "image/png")
+            copied.append(iteration)
+        return copied
 
     def _run_engine(self, params: TransferParams, input_keys: dict[str, Any]) -> Outcome:
         from stylequeue.worker import (
@@ -338,17 +427,29 @@ class _Attempt:
         # The worker's precision, not the job's: the warm extractor is built for it.
         params = replace(params, precision=resolve_precision(self.settings.precision))
 
-        content = engine.decode_image(self.storage.get(input_keys["content"]))
-        styles = [engine.decode_image(self.storage.get(k)) for k in input_keys["styles"]]
         weights = params.weights or self.settings.vgg19_weights
+        resume = self.resume
         self.recorder = recorder = _Recorder(
             job_id=self.job_id, fence=self.fence, sink=self.sink, stop=self.stop,
             storage=self.storage, encode_png=engine.encode_png, params=params, weights=weights,
+            entries=list(resume.history) if resume else [],
+            best_loss=resume.state.best_loss if resume else None,
+            best_iteration=resume.state.best_iteration if resume else None,
+            resumed_from=resume.iteration if resume else 0,
+            computed_before=self.computed_before,
         )  # fmt: skip
+        self._restore(recorder)
+        content = engine.decode_image(self.storage.get(input_keys["content"]))
+        styles = [engine.decode_image(self.storage.get(k)) for k in input_keys["styles"]]
+        checkpointer = _Checkpointer(
+            self.checkpoints, recorder, self.fingerprint, float(self.settings.checkpoint_seconds)
+        )
         result = engine.transfer(
             content, styles, params, weights=weights,
             on_iteration=recorder.on_iteration, should_stop=self.stop.should_stop,
             xla=self.settings.engine_xla, deterministic=self.settings.engine_deterministic,
+            resume=resume.state if resume else None,
+            checkpoint_due=checkpointer.due, on_checkpoint=checkpointer.save,
         )  # fmt: skip
         if self.fence.lost:
             return self._lost()
@@ -375,6 +476,7 @@ class _Attempt:
             width=width,
             height=height,
             iterations_done=int(result.iterations_done),
+            iterations_computed=recorder.computed,
             snapshot_iterations=list(recorder.snapshots),
         )
 
@@ -388,8 +490,9 @@ class _Attempt:
             transition(job, status, error=error, **fields)
         self._expire_stream()
         # Once the job is ours for good, the files of the attempts before ours go (a later
-        # attempt cannot exist: the row is terminal).
+        # attempt cannot exist: the row is terminal), and its checkpoints.
         self._delete_attempts(range(1, self.attempt))
+        self.checkpoints.delete_all()
         return Outcome(
             Action.RAN, status.value, iterations=int(fields.get("iterations_done", 0)), error=error
         )
@@ -411,6 +514,7 @@ class _Attempt:
         if recorder is not None:
             extra = {
                 "iterations_done": recorder.iterations,
+                "iterations_computed": recorder.computed,
                 "snapshot_iterations": list(recorder.snapshots),
                 "best_loss": recorder.best_loss,
                 "best_iteration": recorder.best_iteration,
@@ -471,6 +575,7 @@ class _Attempt:
             return
         if gone or ended:
             expire_ended_stream(self.client, self.job_id, self.settings.progress_ttl_seconds)
+            self.checkpoints.delete_all()  # ours may have landed after the ending deleted them
         if superseded and self.attempt > 0:
             try:
                 self.storage.delete_prefix(keys.attempt_prefix(self.job_id, self.attempt))
@@ -482,6 +587,13 @@ class _Attempt:
     def _save_history(self) -> str:
         """The loss history in this attempt's storage, same entries and ids as the stream."""
         recorder = self.recorder
+        if recorder is not None and recorder.replay and recorder.entries:
+            # Ended before reaching the dead runner's last streamed iteration: its entries
+            # past ours go, so the stream shows what the history holds.
+            try:
+                self.sink.stream.trim_after(str(recorder.entries[-1]["id"]))
+            except (Fenced, redis.RedisError) as exc:
+                log.warning("job %s: could not trim the stream: %s", self.job_id, exc)
         doc = {
             "job_id": self.job_id,
             "weights": recorder.weights if recorder is not None else None,
@@ -513,27 +625,39 @@ class _Recorder:
     latest_snapshot: np.ndarray | None = None
     latest_snapshot_iteration: int | None = None
     last_flush: float = 0.0
+    resumed_from: int = 0  # the checkpoint's iteration (0: started at 1)
+    # iteration -> the stream's entry a dead runner wrote after the checkpoint: recorded as
+    # is (id and values) when computed again, not streamed twice
+    replay: dict[int, dict[str, Any]] = field(default_factory=dict)
+    computed_before: int = 0  # iterations earlier attempts ran
 
     @property
     def iterations(self) -> int:
         return self.entries[-1]["iteration"] if self.entries else 0
 
+    @property
+    def computed(self) -> int:
+        """Iterations run across all attempts, this one's so far included."""
+        return self.computed_before + max(0, self.iterations - self.resumed_from)
+
     def on_iteration(self, report: Any) -> None:
         if self.fence.lost:
             return
-        entry: dict[str, Any] = {"iteration": int(report.iteration)}
-        for name in FIELDS[1:]:
-            entry[name] = float(getattr(report, name))
-        try:
-            appended = self.sink.append(entry)
-        except Fenced:  # the job is another runner's now: write nothing more of it
-            self.fence.refused()
-            return
-        self.stop.note_flag(appended.cancel)
-        entry = {"id": appended.id, **entry}
+        entry: dict[str, Any] | None = self.replay.pop(int(report.iteration), None)
+        if entry is None:
+            entry = {"iteration": int(report.iteration)}
+            for name in FIELDS[1:]:
+                entry[name] = float(getattr(report, name))
+            try:
+                appended = self.sink.append(entry)
+            except Fenced:  # the job is another runner's now: write nothing more of it
+                self.fence.refused()
+                return
+            self.stop.note_flag(appended.cancel)
+            entry = {"id": appended.id, **entry}
         self.entries.append(entry)
         if report.is_best:
-            self.best_loss, self.best_iteration = entry["loss"], entry["iteration"]
+            self.best_loss, self.best_iteration = float(report.loss), int(report.iteration)
         flush = time.monotonic() - self.last_flush >= DB_FLUSH_SECONDS
         if report.snapshot is not None:
             self.storage.put(
@@ -546,16 +670,58 @@ class _Recorder:
             self.latest_snapshot_iteration = entry["iteration"]
             flush = True
         if flush:
-            self._flush()
+            self.flush()
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         """Write progress fields to the row while it is ours; read its cancel_requested."""
         self.last_flush = time.monotonic()
         with self.fence.row() as job:
             if job is None:
                 return
             job.iterations_done = self.iterations
+            job.iterations_computed = self.computed
             job.best_loss = self.best_loss
             job.best_iteration = self.best_iteration
             job.snapshot_iterations = list(self.snapshots)
             self.stop.note_row_cancel(bool(job.cancel_requested))
+
+
+class _Checkpointer:
+    """The engine's checkpoint hooks: due every ``seconds`` (0: never), the state stored with
+    the history and snapshots streamed so far. A failed write is logged, never fatal: a
+    checkpoint only saves work if the worker dies."""
+
+    def __init__(
+        self, store: CheckpointStore, recorder: _Recorder, fp: str, seconds: float
+    ) -> None:
+        self.store = store
+        self.recorder = recorder
+        self.fingerprint = fp
+        self.seconds = seconds
+        self.next_at = time.monotonic() + seconds
+
+    def due(self, iteration: int) -> bool:
+        return self.seconds > 0 and time.monotonic() >= self.next_at
+
+    def save(self, state: EngineState) -> None:
+        recorder = self.recorder
+        # Only a state whose every iteration was streamed (not refused) and recorded.
+        if recorder.fence.lost or recorder.iterations != state.iteration or not self.fingerprint:
+            return
+        ckpt = Checkpoint(
+            job_id=recorder.job_id,
+            attempt=recorder.fence.attempt,
+            fingerprint=self.fingerprint,
+            state=state,
+            history=list(recorder.entries),
+            snapshots=list(recorder.snapshots),
+            iterations_computed=recorder.computed,
+        )
+        try:
+            self.store.save(ckpt)
+        except Exception as exc:
+            log.warning(
+                "job %s: checkpoint at iteration %d not written: %s",
+                recorder.job_id, state.iteration, exc,
+            )  # fmt: skip
+        self.next_at = time.monotonic() + self.seconds

@@ -536,3 +536,35 @@ def test_the_banners_follow_the_fleet_without_a_reload(
         finally:
             context.close()
     assert not errors, f"uncaught errors in the pages' scripts: {errors}"
+
+
+def test_the_curve_of_a_resumed_job_drops_the_recomputed_points(new_context, stack: Stack) -> None:
+    """A job resumed from a checkpoint at 6 after its worker died at 8: the page had drawn
+    1..8; the stream now holds 1..6, then 7.. again. The curve keeps 1..6 and draws each
+    later iteration once (it used to start again from 7)."""
+    from stylequeue.shared.progress import ProgressStream
+    from stylequeue.shared.states import utcnow
+    from tests.factories import make_job
+
+    context = new_context()
+    owner = context.request.get(f"{stack.url}/api/v1/session").json()["owner"]
+    job = make_job(stack.settings, owner=owner, status="running", attempts=1,
+                   started_at=utcnow(), params={"iterations": 12})  # fmt: skip
+    client = redis.Redis.from_url(stack.settings.redis_url)
+    stream = ProgressStream(client)
+
+    def entry(i: int) -> dict[str, float]:
+        return {"iteration": i, "loss": 100.0 - i, "content": 1, "style": 2, "tv": 3,
+                "elapsed": i}  # fmt: skip
+
+    try:
+        ids = [stream.append(job.id, entry(i)) for i in range(1, 9)]
+        page = context.new_page()
+        page.goto(f"/jobs/{job.id}")
+        page.wait_for_function("document.querySelector('#chart').dataset.points === '8'")
+        client.xdel(stream_key(job.id), *ids[6:])  # what the resumed attempt's trim does
+        stream.append_many(job.id, [entry(i) for i in range(7, 11)])
+        page.wait_for_function("document.querySelector('#chart').dataset.points === '10'")
+    finally:
+        client.delete(stream_key(job.id))
+        client.close()

@@ -225,6 +225,26 @@ def test_reset_deletes_the_stream(
     assert client.get(lock_key(JOB)) == TOKEN.encode()  # the lock is left alone
 
 
+def test_trim_after_keeps_entries_up_to_an_id_and_ids_keep_growing(
+    attempt: AttemptStream, stream: ProgressStream, client: redis.Redis
+) -> None:
+    """A resumed job keeps its stream up to the checkpoint's entry; the iterations after it
+    are computed again, and their new entries get ids above every earlier one."""
+    ids = [stream.append(JOB, entry(i)) for i in range(1, 6)]
+    stream.append("other", entry(4))
+    assert attempt.trim_after(ids[2]) == 2
+    kept = stream.read(JOB)[0]
+    assert [(e["id"], e["iteration"]) for e in kept] == [(ids[i], i + 1) for i in range(3)]
+    new_id, _ = attempt.append_checking_cancel(entry(4))
+    assert tuple(map(int, new_id.split("-"))) > tuple(map(int, ids[-1].split("-")))
+    assert attempt.trim_after(new_id) == 0
+    assert [e["iteration"] for e in stream.read("other")[0]] == [4]
+    client.set(lock_key(JOB), "someone-else")
+    with pytest.raises(Fenced):
+        attempt.trim_after(ids[0])
+    assert [e["iteration"] for e in stream.read(JOB)[0]] == [1, 2, 3, 4]
+
+
 def test_scripts_survive_a_script_flush(attempt: AttemptStream, client: redis.Redis) -> None:
     attempt.append_checking_cancel(entry(1))
     client.script_flush()  # Redis restarted, say: the scripts are loaded again

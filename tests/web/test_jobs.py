@@ -29,7 +29,8 @@ from tests.web.helpers import update_job as update
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 JOB_KEYS = {
     "id", "status", "terminal", "params", "preset", "weights", "iterations_done",
-    "iterations_total", "best_loss", "best_iteration", "result_available", "error",
+    "iterations_total", "resumed_from", "iterations_computed", "best_loss", "best_iteration",
+    "result_available", "error",
     "cancel_requested", "attempts", "worker", "width", "height", "n_styles", "snapshots",
     "created_at", "enqueued_at", "started_at", "finished_at", "duration_seconds", "links",
 }  # fmt: skip
@@ -43,6 +44,10 @@ def test_job_json(client, settings: Settings) -> None:
            weights="random", worker="gpu-0")  # fmt: skip
     job = client.get(f"/api/v1/jobs/{job_id}", headers=ALICE).get_json()
     assert set(job) == JOB_KEYS
+    assert (job["resumed_from"], job["iterations_computed"]) == (None, 0)
+    update(settings, job_id, resumed_from=2, iterations_computed=5)
+    job = client.get(f"/api/v1/jobs/{job_id}", headers=ALICE).get_json()
+    assert (job["resumed_from"], job["iterations_computed"]) == (2, 5)
     assert job["status"] == "running" and job["terminal"] is False
     assert job["iterations_done"] == 3 and job["best_iteration"] == 2
     assert job["best_loss"] is None  # NaN is not JSON

@@ -19,6 +19,8 @@ _EXPORTS = {
     "warm_up": "stylequeue.worker.engine.core",
     "TransferResult": "stylequeue.worker.engine.core",
     "IterationReport": "stylequeue.worker.engine.core",
+    "EngineState": "stylequeue.worker.engine.state",
+    "StateError": "stylequeue.worker.engine.state",
     "get_extractor": "stylequeue.worker.engine.extractor",
     "Extractor": "stylequeue.worker.engine.extractor",
     "WeightsUnavailable": "stylequeue.worker.engine.errors",
@@ -29,8 +31,10 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "EngineState",
     "Extractor",
     "IterationReport",
+    "StateError",
     "TransferResult",
     "WeightsUnavailable",
     "decode_image",
@@ -54,6 +58,7 @@ if TYPE_CHECKING:
     from stylequeue.worker.engine.errors import WeightsUnavailable
     from stylequeue.worker.engine.extractor import Extractor, get_extractor
     from stylequeue.worker.engine.imageio import decode_image, encode_png, load_image, resize_max
+    from stylequeue.worker.engine.state import EngineState, StateError
 
 
 def __getattr__(name: str) -> Any:

@@ -22,6 +22,7 @@ from stylequeue.shared.params import TransferParams
 from stylequeue.worker.engine import imageio, step_tf
 from stylequeue.worker.engine.extractor import Extractor, get_extractor, weights_key
 from stylequeue.worker.engine.losses import gram_matrix, hyper_vector, loss_terms
+from stylequeue.worker.engine.state import EngineState, StateError
 
 STYLE_CACHE_SIZE = 8  # style Gram sets kept per process (a few MB each at 512 px)
 
@@ -61,9 +62,9 @@ class TransferResult:
     image: np.ndarray  # best (lowest total loss) image, HxWx3 uint8
     best_iteration: int
     best_loss: float
-    iterations_done: int
+    iterations_done: int  # the last iteration's number (counting a resumed state's too)
     stopped: bool  # should_stop() ended it early
-    history: list[dict[str, Any]] = field(repr=False)
+    history: list[dict[str, Any]] = field(repr=False)  # this call's iterations only
     weights: str  # which weights made it
     params: TransferParams  # with .weights set to the weights actually used
     seconds: float
@@ -199,6 +200,26 @@ def _initial_image(job: _Job) -> np.ndarray:
     return job.content
 
 
+def _start_state(
+    job: _Job, resume: EngineState | None
+) -> tuple[Any, Any, Any, Any, float, int, float]:
+    """(x, m, v, best x, best loss, best iteration, elapsed) the loop starts from: the
+    initial image with Adam at rest, or a resumed state."""
+    if resume is None:
+        x = ops.convert_to_tensor(_initial_image(job)[None])
+        return x, ops.zeros_like(x), ops.zeros_like(x), x, math.inf, 0, 0.0
+    resume.check(job.content.shape)
+    if resume.iteration >= job.params.iterations:
+        raise StateError(
+            f"cannot resume at iteration {resume.iteration} of {job.params.iterations}"
+        )
+    x, m, v, best_x = (
+        ops.convert_to_tensor(a[None])
+        for a in (resume.image, resume.adam_m, resume.adam_v, resume.best_image)
+    )
+    return x, m, v, best_x, resume.best_loss, resume.best_iteration, resume.elapsed
+
+
 def _finish(x01: np.ndarray, job: _Job) -> np.ndarray:
     """Float [0, 1] image -> uint8, with the content's colours if preserve_colors."""
     if job.params.preserve_colors:
@@ -219,6 +240,9 @@ def transfer(
     should_stop: Callable[[], bool] | None = None,
     xla: bool = False,
     deterministic: bool | None = None,
+    resume: EngineState | None = None,
+    checkpoint_due: Callable[[int], bool] | None = None,
+    on_checkpoint: Callable[[EngineState], None] | None = None,
 ) -> TransferResult:
     """Stylise ``content`` (HxWx3 uint8 RGB, any size) after ``styles``.
 
@@ -231,6 +255,15 @@ def transfer(
 
     ``xla`` and ``deterministic`` are the host's knobs, not the job's (see
     :func:`step_tf.get_step`); the engine reads no settings, its callers pass them.
+
+    Checkpoints: after iteration ``k``'s callback (``k`` < ``params.iterations``),
+    ``checkpoint_due(k)`` is asked, and if it says yes ``on_checkpoint`` gets the loop's whole
+    state (:class:`EngineState`, NumPy copies); when and where to keep it is the caller's
+    business. ``resume`` continues from such a state: the loop goes on at its iteration + 1
+    with the same image, Adam moments and step, best image and loss, so on the same machine
+    and precision the result is bit-identical to the undisturbed run's. The state must come
+    from the same inputs and parameters (the caller checks that); a state of another size, or
+    one at or past ``params.iterations``, raises :class:`StateError`.
     """
     started = time.perf_counter()
     styles = list(styles)
@@ -243,30 +276,28 @@ def transfer(
         deterministic=deterministic,
     )
 
-    x = ops.convert_to_tensor(_initial_image(job)[None])
-    m = ops.zeros_like(x)
-    v = ops.zeros_like(x)
+    n = job.params.iterations
+    x, m, v, best_x, best_loss, best_iteration, elapsed_before = _start_state(job, resume)
+    first = 1 if resume is None else resume.iteration + 1
     content_targets = list(job.content_targets)
     style_targets = list(job.style_targets)
     content_lw = ops.convert_to_tensor(job.content_lw)
     style_lw = ops.convert_to_tensor(job.style_lw)
     hyper = ops.convert_to_tensor(job.hyper)
 
-    n = job.params.iterations
     every = job.params.snapshot_every
-    best_x, best_loss, best_iteration = x, math.inf, 0
     history: list[dict[str, Any]] = []
     stopped = False
-    done = 0
+    done = first - 1
     loop_start = time.perf_counter()
-    for k in range(1, n + 1):
+    for k in range(first, n + 1):
         previous = x
         t = ops.convert_to_tensor(np.float32(k))
         x, m, v, losses = step(
             x, m, v, t, content_targets, style_targets, content_lw, style_lw, hyper
         )
         total, c_loss, s_loss, tv_loss = (float(a) for a in ops.convert_to_numpy(losses))
-        elapsed = time.perf_counter() - loop_start
+        elapsed = elapsed_before + (time.perf_counter() - loop_start)
         done = k
         if not math.isfinite(total):
             raise FloatingPointError(
@@ -284,6 +315,8 @@ def transfer(
         history.append(report.as_dict())
         if on_iteration is not None:
             on_iteration(report)
+        if k < n and on_checkpoint is not None and checkpoint_due is not None and checkpoint_due(k):
+            on_checkpoint(_state(k, x, m, v, best_x, best_loss, best_iteration, elapsed))
         if k < n and should_stop is not None and should_stop():
             stopped = True
             break
@@ -299,6 +332,21 @@ def transfer(
         params=job.params,
         seconds=time.perf_counter() - started,
     )
+
+
+def _state(
+    k: int, x: Any, m: Any, v: Any, best_x: Any, best_loss: float, best_iteration: int,
+    elapsed: float,
+) -> EngineState:  # fmt: skip
+    """The loop's state after iteration ``k`` as NumPy float32 copies."""
+
+    def host(t: Any) -> np.ndarray:
+        return np.array(ops.convert_to_numpy(t)[0], dtype=np.float32)
+
+    return EngineState(
+        iteration=k, image=host(x), adam_m=host(m), adam_v=host(v), best_image=host(best_x),
+        best_loss=best_loss, best_iteration=best_iteration, elapsed=elapsed,
+    )  # fmt: skip
 
 
 def evaluate(

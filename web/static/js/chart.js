@@ -65,13 +65,22 @@ export class LossChart {
   add(entries) {
     let last = this.its.length ? this.its[this.its.length - 1] : -Infinity;
     for (const e of entries) {
-      // a re-delivered job restarts at iteration 1: start the curve again
-      if (e.iteration <= last) this.clear();
+      // a re-delivered job restarts at iteration 1, a resumed one after its checkpoint:
+      // drop the points from there on (those iterations are computed again)
+      if (e.iteration <= last) this.truncate(e.iteration);
       this.its.push(e.iteration);
       for (const s of SERIES) this.values[s.key].push(Number(e[s.key]));
       last = e.iteration;
     }
     if (entries.length) this.schedule();
+  }
+
+  /** Keep only the points before iteration `from`. */
+  truncate(from) {
+    let n = this.its.findIndex((it) => it >= from);
+    if (n < 0) n = this.its.length;
+    this.its.length = n;
+    for (const s of SERIES) this.values[s.key].length = n;
   }
 
   clear() {

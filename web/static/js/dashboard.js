@@ -26,7 +26,7 @@ for (const box of document.querySelectorAll("input[data-series]")) {
 
 function addEntries(entries) {
   if (!entries.length) return;
-  if (entries[0].iteration <= lastIteration) recent.length = 0; // restarted run
+  if (entries[0].iteration <= lastIteration) recent.length = 0; // restarted or resumed run
   chart.add(entries);
   for (const e of entries) {
     recent.push({ iteration: e.iteration, elapsed: e.elapsed });

@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 
 from stylequeue.shared.celery_app import enqueue_run_job
 from stylequeue.shared.models import Job
+from stylequeue.shared.scheduling import job_pixels, job_priority
 from stylequeue.shared.states import ACTIVE_VALUES, TERMINAL, JobStatus, transition, utcnow
 
 log = logging.getLogger(__name__)
@@ -188,6 +189,9 @@ def enqueue_job(sessions: Callable[[], Session], celery: Celery, job_id: str) ->
     """Send ``run_job(job_id)`` by name, then stamp ``enqueued_at``. Returns the stamp, or
     None when the row is no longer ``queued`` (canceled meanwhile, say): nothing is sent.
 
+    The message's priority is :func:`send_priority`'s: the job's cost class, or interactive
+    once a long job has waited long enough (shared/scheduling.py).
+
     ``sessions`` makes a new session (a ``sessionmaker``); the row is read in a session of
     its own, so a row the caller has not committed yet is not seen and
     :class:`JobNotCommitted` is raised before anything is sent: a worker never gets an id it
@@ -200,13 +204,14 @@ def enqueue_job(sessions: Callable[[], Session], celery: Celery, job_id: str) ->
     duplicate from a later sweep is harmless (``run_job`` ignores jobs already taken).
     """
     with sessions() as session:
-        status = session.scalar(select(Job.status).where(Job.id == job_id))
-    if status is None:
-        raise JobNotCommitted(f"job {job_id} has no committed row; not enqueued")
-    if status != JobStatus.QUEUED.value:
-        return None
+        job = session.get(Job, job_id)
+        if job is None:
+            raise JobNotCommitted(f"job {job_id} has no committed row; not enqueued")
+        if job.status != JobStatus.QUEUED.value:
+            return None
+        priority = send_priority(job, utcnow())
     try:
-        enqueue_run_job(celery, job_id)
+        enqueue_run_job(celery, job_id, priority)
     except Exception as exc:  # kombu/redis connection errors vary by transport
         raise EnqueueFailed(job_id, exc) from exc
     stamp = utcnow()
@@ -219,6 +224,13 @@ def enqueue_job(sessions: Callable[[], Session], celery: Celery, job_id: str) ->
         )
         session.commit()
     return stamp
+
+
+def send_priority(job: Job, now: datetime) -> int:
+    """The priority to send ``job`` at ``now`` (shared/scheduling.py)."""
+    max_size = int(job.params.get("max_size") or 0) if isinstance(job.params, dict) else 0
+    pixels = job_pixels(job.width, job.height, max_size)
+    return job_priority(job.iterations_total, pixels, job.created_at, now)
 
 
 # ---- cancelling ---------------------------------------------------------------------------

@@ -12,9 +12,10 @@ import redis
 
 from stylequeue.shared.celery_app import create_celery
 from stylequeue.shared.locks import JobLock, lock_key
+from stylequeue.shared.scheduling import AGE_AFTER_SECONDS, INTERACTIVE, LONG
 from stylequeue.shared.settings import Settings
 from stylequeue.shared.states import utcnow
-from stylequeue.shared.sweeper import SWEEP_LOCK_KEY, pending_job_ids, sweep
+from stylequeue.shared.sweeper import SWEEP_LOCK_KEY, pending_job_ids, pending_jobs, sweep
 from tests.broker_messages import run_job_ids, waiting
 from tests.factories import enqueue, get_job, make_job
 from tests.services import free_port
@@ -130,6 +131,8 @@ def test_recovered_job_whose_send_fails_stays_queued(wsettings: Settings, client
     orphan = make_job(wsettings, status="running", attempts=1, started_at=utcnow())
 
     class BrokenApp:
+        conf = create_celery(wsettings).conf  # the sweeper reads the broker layout from it
+
         def send_task(self, *args: Any, **kwargs: Any) -> None:
             raise ConnectionError("broker unreachable")
 
@@ -138,6 +141,58 @@ def test_recovered_job_whose_send_fails_stays_queued(wsettings: Settings, client
     after = get_job(wsettings, orphan.id)
     assert after.status == "queued" and after.enqueued_at is None
     assert not client.exists(lock_key(orphan.id))
+
+
+# ---- priority and aging --------------------------------------------------------------------
+
+BIG = {"iterations": 1000, "max_size": 512}  # ≈ 13 min on the reference machine: long
+
+
+def _steps(client: redis.Redis, job_id: str) -> list[int]:
+    """The priority steps of ``job_id``'s waiting messages, read without the sweeper's code."""
+    return [
+        m.step for m in waiting(client) if m.task == "stylequeue.run_job" and m.args == [job_id]
+    ]
+
+
+def test_messages_carry_the_cost_class(wsettings: Settings, app: Any, client: Any) -> None:
+    small = make_job(wsettings)
+    big = make_job(wsettings, params=BIG)
+    sweep(wsettings, app)  # both never sent: the sweep sends them, each at its class
+    assert INTERACTIVE < LONG
+    assert (_steps(client, small.id), _steps(client, big.id)) == ([INTERACTIVE], [LONG])
+    # The sweeper reads every priority list: neither is sent again.
+    assert pending_jobs(client, None) == {small.id: INTERACTIVE, big.id: LONG}
+    assert pending_job_ids(client) == {small.id, big.id}
+    assert sweep(wsettings, app).requeued == 0
+    assert sorted(run_job_ids(client)) == sorted([small.id, big.id])
+
+
+def test_a_long_job_past_the_aging_threshold_is_sent_again_first(
+    wsettings: Settings, app: Any, client: Any
+) -> None:
+    settings = replace(wsettings, queued_grace_seconds=3600)  # only aging may re-send here
+    now = utcnow()
+    aged = make_job(settings, params=BIG, created_at=now - timedelta(seconds=AGE_AFTER_SECONDS))
+    young = make_job(
+        settings, params=BIG, created_at=now - timedelta(seconds=AGE_AFTER_SECONDS - 60)
+    )
+    enqueue(settings, app, young.id)
+    _backdate(settings, aged.id, now - timedelta(seconds=AGE_AFTER_SECONDS - 60))
+    _send_at(app, aged.id, LONG)  # as it was sent when it was young
+    assert (_steps(client, aged.id), _steps(client, young.id)) == ([LONG], [LONG])
+
+    report = sweep(settings, app)
+    assert (report.promoted, report.requeued, report.errors) == (1, 0, [])
+    assert _steps(client, aged.id) == [INTERACTIVE, LONG]  # first in line now
+    assert _steps(client, young.id) == [LONG]  # not yet
+    assert sweep(settings, app).promoted == 0  # already waiting first: not sent again
+
+
+def _send_at(app: Any, job_id: str, priority: int) -> None:
+    from stylequeue.shared.celery_app import enqueue_run_job
+
+    enqueue_run_job(app, job_id, priority)
 
 
 # ---- helpers -----------------------------------------------------------------------------

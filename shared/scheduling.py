@@ -42,6 +42,10 @@ LONG = 6
 INTERACTIVE_MAX_SECONDS = 120.0  # cost at most this (reference machine): interactive
 AGE_AFTER_SECONDS = 900  # a long job waiting this long is promoted to INTERACTIVE
 
+# Fair share: at most this many of one owner's jobs in the broker at once (sent and
+# waiting, or running); see shared/jobs.py, top_up_owner.
+OWNER_SLOTS = 1
+
 
 def seconds_per_iteration(pixels: float) -> float:
     """The reference machine's seconds per iteration for a picture of ``pixels`` pixels."""

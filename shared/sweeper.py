@@ -2,10 +2,13 @@
 
 Two kinds of stuck rows are put back on the queue:
 
-1. ``queued`` rows never sent (the broker was down at submit: ``enqueued_at`` is NULL) or sent
-   longer than ``queued_grace_seconds`` ago whose message is no longer waiting in the broker
-   (lost with a Redis restart, say). Rows whose message is still waiting are left alone, so a
-   long backlog does not fill the queue with duplicates.
+1. ``queued`` rows sent longer than ``queued_grace_seconds`` ago whose message is no longer
+   waiting in the broker (lost with a Redis restart, say). Rows whose message is still
+   waiting are left alone, so a long backlog does not fill the queue with duplicates.
+   ``queued`` rows never sent (``enqueued_at`` NULL: the broker was down at submit, or the
+   per-owner bound held them back, shared/jobs.py ``top_up_owner``) are sent as their owner
+   has room: each owner is topped up to the bound, owners whose oldest unsent job is oldest
+   first.
 2. ``running`` rows whose per-job lock is gone: the runner died (its lock stopped being
    renewed and expired). They go back to ``queued`` and are enqueued again; the next runner
    restarts the job from iteration 1.
@@ -34,13 +37,13 @@ from datetime import timedelta
 
 import redis
 from celery import Celery
-from sqlalchemy import or_, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from stylequeue.shared.broker import BrokerLayout, broker_layout, run_job_id
 from stylequeue.shared.celery_app import QUEUE
 from stylequeue.shared.db import get_sessionmaker, session_scope
-from stylequeue.shared.jobs import EnqueueFailed, JobNotCommitted, enqueue_job
+from stylequeue.shared.jobs import EnqueueFailed, JobNotCommitted, enqueue_job, top_up_owner
 from stylequeue.shared.locks import lock_exists, release_if_held
 from stylequeue.shared.models import Job
 from stylequeue.shared.redis_client import redis_client
@@ -146,13 +149,20 @@ def _recover_orphans(
 def _requeue_stale(
     settings: Settings, app: Celery, client: redis.Redis, report: SweepReport
 ) -> None:
+    _resend_lost(settings, app, client, report)
+    _top_up_owners(settings, app, client, report)
+
+
+def _resend_lost(settings: Settings, app: Celery, client: redis.Redis, report: SweepReport) -> None:
+    """Rows sent longer than the grace ago whose message is no longer waiting."""
     cutoff = utcnow() - timedelta(seconds=settings.queued_grace_seconds)
     with session_scope(settings.database_url) as session:
         stale = session.scalars(
             select(Job.id)
             .where(
                 Job.status == JobStatus.QUEUED.value,
-                or_(Job.enqueued_at.is_(None), Job.enqueued_at <= cutoff),
+                Job.enqueued_at.is_not(None),
+                Job.enqueued_at <= cutoff,
             )
             .order_by(Job.created_at)
             .limit(BATCH)
@@ -167,6 +177,32 @@ def _requeue_stale(
             return
         if job_id in report.sent:
             report.requeued += 1
+
+
+def _top_up_owners(
+    settings: Settings, app: Celery, client: redis.Redis, report: SweepReport
+) -> None:
+    """Rows never sent (the broker was down at submit, or the per-owner bound held them
+    back): each owner with such rows is topped up to the bound (``top_up_owner``), owners
+    whose oldest unsent job is oldest first, so the broker gets them in that order."""
+    oldest = func.min(Job.created_at)
+    with session_scope(settings.database_url) as session:
+        owners = session.scalars(
+            select(Job.owner)
+            .where(Job.status == JobStatus.QUEUED.value, Job.enqueued_at.is_(None))
+            .group_by(Job.owner)
+            .order_by(oldest)
+            .limit(BATCH)
+        ).all()
+    sessions = get_sessionmaker(settings.database_url)
+    for owner in owners:
+        try:
+            sent = top_up_owner(sessions, app, owner, client)
+        except EnqueueFailed as exc:
+            report.errors.append(str(exc))
+            return
+        report.sent.update(sent)
+        report.requeued += len(sent)
 
 
 # ---- long jobs that have waited too long ----------------------------------------------------

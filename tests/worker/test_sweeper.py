@@ -157,7 +157,7 @@ def _steps(client: redis.Redis, job_id: str) -> list[int]:
 
 def test_messages_carry_the_cost_class(wsettings: Settings, app: Any, client: Any) -> None:
     small = make_job(wsettings)
-    big = make_job(wsettings, params=BIG)
+    big = make_job(wsettings, params=BIG, owner="web:big")
     sweep(wsettings, app)  # both never sent: the sweep sends them, each at its class
     assert INTERACTIVE < LONG
     assert (_steps(client, small.id), _steps(client, big.id)) == ([INTERACTIVE], [LONG])
@@ -187,6 +187,66 @@ def test_a_long_job_past_the_aging_threshold_is_sent_again_first(
     assert _steps(client, aged.id) == [INTERACTIVE, LONG]  # first in line now
     assert _steps(client, young.id) == [LONG]  # not yet
     assert sweep(settings, app).promoted == 0  # already waiting first: not sent again
+
+
+# ---- fair share: the per-owner bound --------------------------------------------------------
+
+
+def _ids_in_order(client: redis.Redis) -> list[str]:
+    return run_job_ids(client)  # in the order a worker takes them
+
+
+def _finish(settings: Settings, job_id: str) -> None:
+    from stylequeue.shared.db import session_scope
+    from stylequeue.shared.models import Job
+
+    with session_scope(settings.database_url) as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        job.status, job.finished_at = "succeeded", utcnow()
+
+
+def test_sweeper_honours_the_per_owner_bound(wsettings: Settings, app: Any, client: Any) -> None:
+    start = utcnow() - timedelta(minutes=5)
+    a = [
+        make_job(wsettings, owner="web:a", created_at=start + timedelta(seconds=i))
+        for i in range(3)
+    ]
+    b = make_job(wsettings, owner="web:b", created_at=start + timedelta(seconds=10))
+    busy = make_job(wsettings, owner="web:c", status="running", attempts=1, started_at=start)
+    held = make_job(wsettings, owner="web:c", created_at=start - timedelta(seconds=1))
+    lock = JobLock(client, busy.id, ttl_seconds=30)
+    assert lock.acquire()  # c's one slot is taken by its running job
+
+    report = sweep(wsettings, app)
+    assert (report.requeued, report.errors) == (2, [])
+    assert _ids_in_order(client) == [a[0].id, b.id]  # one each, the oldest owner first
+    assert get_job(wsettings, held.id).enqueued_at is None
+    assert all(get_job(wsettings, j.id).enqueued_at is None for j in a[1:])
+    assert sweep(wsettings, app).requeued == 0  # still full
+
+    client.delete("style")  # a[0] and b taken by workers...
+    _finish(wsettings, a[0].id)  # ...a[0] done; b's message gone: sent long ago, re-sent
+    _finish(wsettings, busy.id)
+    lock.release()
+    report = sweep(wsettings, app)
+    assert sorted(_ids_in_order(client)) == sorted([b.id, held.id, a[1].id])
+    assert get_job(wsettings, a[2].id).enqueued_at is None
+
+
+def test_end_of_job_and_submit_top_up_the_owner(wsettings: Settings, app: Any, client: Any) -> None:
+    from stylequeue.shared.db import get_sessionmaker
+    from stylequeue.shared.jobs import top_up_owner
+    from stylequeue.worker.tasks import top_up_after
+
+    sessions = get_sessionmaker(wsettings.database_url)
+    first, second = make_job(wsettings, owner="web:a"), make_job(wsettings, owner="web:a")
+    assert top_up_owner(sessions, app, "web:a", client) == [first.id]  # the submit's call
+    assert top_up_owner(sessions, app, "web:a", client) == []  # full
+    _finish(wsettings, first.id)
+    top_up_after(wsettings, app, first.id)  # what run_job does after the runner returns
+    assert _ids_in_order(client) == [first.id, second.id]
+    assert get_job(wsettings, second.id).enqueued_at is not None
 
 
 def _send_at(app: Any, job_id: str, priority: int) -> None:
@@ -225,7 +285,10 @@ def test_stylequeue_sweep_command(
     from tests.worker_process import settings_env
 
     job = make_job(wsettings)
-    orphan = make_job(wsettings, status="running", attempts=1, started_at=utcnow())
+    # Another owner's: one owner's orphan would fill its one slot in the broker.
+    orphan = make_job(
+        wsettings, owner="web:other", status="running", attempts=1, started_at=utcnow()
+    )
     env = {k: v for k, v in settings_env(wsettings).items() if k.startswith("STYLEQUEUE_")}
     for key, value in env.items():
         monkeypatch.setenv(key, value)

@@ -43,7 +43,8 @@ INTERACTIVE_MAX_SECONDS = 120.0  # cost at most this (reference machine): intera
 AGE_AFTER_SECONDS = 900  # a long job waiting this long is promoted to INTERACTIVE
 
 # Fair share: at most this many of one owner's jobs in the broker at once (sent and
-# waiting, or running); see shared/jobs.py, top_up_owner.
+# waiting, or running); see shared/jobs.py, top_up_owner. The default of the setting
+# STYLEQUEUE_OWNER_SLOTS.
 OWNER_SLOTS = 1
 
 

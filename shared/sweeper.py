@@ -197,7 +197,7 @@ def _top_up_owners(
     sessions = get_sessionmaker(settings.database_url)
     for owner in owners:
         try:
-            sent = top_up_owner(sessions, app, owner, client)
+            sent = top_up_owner(sessions, app, owner, client, settings.owner_slots)
         except EnqueueFailed as exc:
             report.errors.append(str(exc))
             return

@@ -221,7 +221,9 @@ def top_up(svc: Services, owner: str) -> list[str]:
     (shared.jobs.top_up_owner: at most OWNER_SLOTS of theirs at once, oldest first). A
     failure is logged, not raised: the rows stay queued and the sweeper sends them."""
     try:
-        return top_up_owner(svc.sessionmaker, svc.celery, owner, svc.redis)
+        return top_up_owner(
+            svc.sessionmaker, svc.celery, owner, svc.redis, svc.settings.owner_slots
+        )
     except EnqueueFailed as exc:
         log.warning(
             "job %s stays queued: the broker refused it (%s); the sweeper will send it",

@@ -50,7 +50,7 @@ def top_up_after(settings: Settings, app: Any, job_id: str) -> None:
             return
         client = redis_client(settings.redis_url)
         try:
-            top_up_owner(sessions, app, owner, client)
+            top_up_owner(sessions, app, owner, client, settings.owner_slots)
         finally:
             client.close()
     except Exception:  # never fail the task over it: the sweeper tops up too

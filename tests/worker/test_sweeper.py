@@ -234,6 +234,16 @@ def test_sweeper_honours_the_per_owner_bound(wsettings: Settings, app: Any, clie
     assert get_job(wsettings, a[2].id).enqueued_at is None
 
 
+def test_the_bound_is_a_setting(wsettings: Settings, app: Any, client: Any) -> None:
+    settings = replace(wsettings, owner_slots=2)
+    start = utcnow() - timedelta(minutes=5)
+    a = [
+        make_job(settings, owner="web:a", created_at=start + timedelta(seconds=i)) for i in range(3)
+    ]
+    assert sweep(settings, app).requeued == 2
+    assert _ids_in_order(client) == [a[0].id, a[1].id]
+
+
 def test_end_of_job_and_submit_top_up_the_owner(wsettings: Settings, app: Any, client: Any) -> None:
     from stylequeue.shared.db import get_sessionmaker
     from stylequeue.shared.jobs import top_up_owner

@@ -1,6 +1,6 @@
 """The sweeper: nothing submitted is lost, whatever happened to the broker or a worker.
 
-Two kinds of stuck rows are put back on the queue:
+Three kinds of rows are (re-)sent to the broker:
 
 1. ``queued`` rows sent longer than ``queued_grace_seconds`` ago whose message is no longer
    waiting in the broker (lost with a Redis restart, say). Rows whose message is still
@@ -12,7 +12,6 @@ Two kinds of stuck rows are put back on the queue:
 2. ``running`` rows whose per-job lock is gone: the runner died (its lock stopped being
    renewed and expired). They go back to ``queued`` and are enqueued again; the next runner
    restarts the job from iteration 1.
-
 3. ``queued`` long jobs that have waited past the aging threshold while their message waits
    at a long job's priority: sent again at the interactive priority (shared/scheduling.py),
    so a steady stream of small jobs cannot starve them. The old message stays; when a worker

@@ -14,6 +14,7 @@ from typing import Any
 from celery import Celery
 from kombu import Queue
 
+from stylequeue.shared.scheduling import INTERACTIVE, PRIORITY_SEP, PRIORITY_STEPS
 from stylequeue.shared.settings import Settings, get_settings
 
 QUEUE = "style"
@@ -57,6 +58,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "unacked_restore_throttle": 1,
             "socket_timeout": 10,
             "socket_connect_timeout": 5,
+            # One list per priority step; a worker takes the lowest step first (0 runs
+            # first). Which job gets which step: shared/scheduling.py. The broker readers
+            # (shared/broker.py, the sweeper) take the steps from here.
+            "priority_steps": list(PRIORITY_STEPS),
+            "sep": PRIORITY_SEP,
+            "queue_order_strategy": "priority",
         },
         # Only for those who run `celery beat`; the default sweeper is its own process
         # (`stylequeue sweep --every 30`), which never waits behind a long job.
@@ -79,12 +86,14 @@ def create_celery(settings: Settings | None = None, name: str = "stylequeue") ->
     return app
 
 
-def enqueue_run_job(app: Celery, job_id: str) -> None:
-    """Send ``run_job(job_id)`` by name. Call only after the job row is committed."""
+def enqueue_run_job(app: Celery, job_id: str, priority: int = INTERACTIVE) -> None:
+    """Send ``run_job(job_id)`` by name at ``priority`` (kombu's Redis transport: lower runs
+    first). Call only after the job row is committed."""
     app.send_task(
         RUN_JOB,
         args=[job_id],
         queue=QUEUE,
+        priority=priority,
         task_id=f"run-{job_id}-{secrets.token_hex(4)}",  # one id per send: re-sends differ
         retry=True,
         retry_policy={

@@ -9,6 +9,10 @@
   stamps ``enqueued_at``; the submission and the sweeper both call it. The row must be
   committed first; :func:`enqueue_job` checks that it is (it reads the row in a session of
   its own) and sends nothing otherwise.
+- **Fair share**: :func:`top_up_owner` keeps at most :data:`~.scheduling.OWNER_SLOTS` of
+  an owner's jobs in the broker (sent and waiting, or running); the rest of the owner's
+  queued jobs wait in the database, unsent, and are sent oldest first as slots free up (by
+  the submit, the end of a job, and the sweeper).
 - **An owner's active jobs**: :func:`count_active_jobs`; :func:`insert_job_within_limit`
   counts and inserts atomically, so concurrent submits never exceed the limit.
 - **Cancelling**: :func:`request_cancel` makes the state change and tells the worker, and
@@ -17,6 +21,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import uuid
@@ -28,11 +33,14 @@ from typing import Protocol
 
 import redis
 from celery import Celery
-from sqlalchemy import Select, func, select, update
+from redis.exceptions import LockError
+from sqlalchemy import Select, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from stylequeue.shared.celery_app import enqueue_run_job
 from stylequeue.shared.models import Job
+from stylequeue.shared.redis_keys import top_up_lock_key
+from stylequeue.shared.scheduling import OWNER_SLOTS, job_pixels, job_priority
 from stylequeue.shared.states import ACTIVE_VALUES, TERMINAL, JobStatus, transition, utcnow
 
 log = logging.getLogger(__name__)
@@ -188,6 +196,9 @@ def enqueue_job(sessions: Callable[[], Session], celery: Celery, job_id: str) ->
     """Send ``run_job(job_id)`` by name, then stamp ``enqueued_at``. Returns the stamp, or
     None when the row is no longer ``queued`` (canceled meanwhile, say): nothing is sent.
 
+    The message's priority is :func:`send_priority`'s: the job's cost class, or interactive
+    once a long job has waited long enough (shared/scheduling.py).
+
     ``sessions`` makes a new session (a ``sessionmaker``); the row is read in a session of
     its own, so a row the caller has not committed yet is not seen and
     :class:`JobNotCommitted` is raised before anything is sent: a worker never gets an id it
@@ -200,13 +211,14 @@ def enqueue_job(sessions: Callable[[], Session], celery: Celery, job_id: str) ->
     duplicate from a later sweep is harmless (``run_job`` ignores jobs already taken).
     """
     with sessions() as session:
-        status = session.scalar(select(Job.status).where(Job.id == job_id))
-    if status is None:
-        raise JobNotCommitted(f"job {job_id} has no committed row; not enqueued")
-    if status != JobStatus.QUEUED.value:
-        return None
+        job = session.get(Job, job_id)
+        if job is None:
+            raise JobNotCommitted(f"job {job_id} has no committed row; not enqueued")
+        if job.status != JobStatus.QUEUED.value:
+            return None
+        priority = send_priority(job, utcnow())
     try:
-        enqueue_run_job(celery, job_id)
+        enqueue_run_job(celery, job_id, priority)
     except Exception as exc:  # kombu/redis connection errors vary by transport
         raise EnqueueFailed(job_id, exc) from exc
     stamp = utcnow()
@@ -219,6 +231,107 @@ def enqueue_job(sessions: Callable[[], Session], celery: Celery, job_id: str) ->
         )
         session.commit()
     return stamp
+
+
+def send_priority(job: Job, now: datetime) -> int:
+    """The priority to send ``job`` at ``now`` (shared/scheduling.py)."""
+    max_size = int(job.params.get("max_size") or 0) if isinstance(job.params, dict) else 0
+    pixels = job_pixels(job.width, job.height, max_size)
+    return job_priority(job.iterations_total, pixels, job.created_at, now)
+
+
+# ---- fair share: a bounded number of each owner's jobs in the broker ------------------------
+
+TOP_UP_LOCK_SECONDS = 10
+TOP_UP_WAIT_SECONDS = 5
+
+
+def in_broker(owner: str) -> Select[int]:
+    """How many of ``owner``'s jobs are in the broker: queued and sent (``enqueued_at``
+    set), or running (with acks late a running job's message is unacked in the broker)."""
+    return (
+        select(func.count())
+        .select_from(Job)
+        .where(
+            Job.owner == owner,
+            or_(
+                Job.status == JobStatus.RUNNING.value,
+                and_(Job.status == JobStatus.QUEUED.value, Job.enqueued_at.is_not(None)),
+            ),
+        )
+    )
+
+
+def oldest_unsent(owner: str) -> Select[str]:
+    """``owner``'s queued jobs never sent (or held back by the bound), oldest first."""
+    return (
+        select(Job.id)
+        .where(Job.owner == owner, Job.status == JobStatus.QUEUED.value, Job.enqueued_at.is_(None))
+        .order_by(Job.created_at, Job.id)
+    )
+
+
+def top_up_owner(
+    sessions: Callable[[], Session],
+    celery: Celery,
+    owner: str,
+    lock_client: redis.Redis | None,
+    slots: int | None = None,
+) -> list[str]:
+    """Send ``owner``'s oldest unsent queued jobs (:func:`enqueue_job`: committed rows only)
+    while fewer than ``slots`` (default :data:`~.scheduling.OWNER_SLOTS`) of theirs are in
+    the broker; returns the ids sent, oldest first.
+
+    Why a bound: the broker is FIFO within a priority, so an owner who queued eight jobs
+    would otherwise be eight messages ahead of the next owner's one. With one slot, another
+    owner's job waits behind at most one of theirs.
+
+    The count and the sends run under a short per-owner Redis lock (``lock_client``), so
+    the submit, the end of a job and the sweeper never both see the last slot free. Without
+    Redis (``lock_client`` None, or unreachable) it goes ahead unlocked: the broker is
+    Redis too, so the send fails and the row stays for the sweeper. Raises
+    :class:`EnqueueFailed` like :func:`enqueue_job` (what was sent before stays sent).
+    """
+    limit = OWNER_SLOTS if slots is None else slots
+    lock = None
+    if lock_client is not None:
+        lock = lock_client.lock(
+            top_up_lock_key(owner),
+            timeout=TOP_UP_LOCK_SECONDS,
+            blocking_timeout=TOP_UP_WAIT_SECONDS,
+        )
+        try:
+            if not lock.acquire():
+                log.warning("top-up of %s: its lock is held too long; the sweeper sends", owner)
+                return []
+        except redis.RedisError:
+            lock = None
+    try:
+        return _top_up(sessions, celery, owner, limit)
+    finally:
+        if lock is not None:
+            with contextlib.suppress(redis.RedisError, LockError):
+                lock.release()
+
+
+def _top_up(sessions: Callable[[], Session], celery: Celery, owner: str, limit: int) -> list[str]:
+    sent: list[str] = []
+    tried: set[str] = set()
+    while True:
+        with sessions() as session:
+            if (session.scalar(in_broker(owner)) or 0) >= limit:
+                return sent
+            candidates = session.scalars(oldest_unsent(owner).limit(len(tried) + 1)).all()
+        job_id = next((c for c in candidates if c not in tried), None)
+        if job_id is None:
+            return sent
+        tried.add(job_id)
+        try:
+            stamp = enqueue_job(sessions, celery, job_id)
+        except JobNotCommitted:
+            continue  # deleted meanwhile
+        if stamp is not None:
+            sent.append(job_id)
 
 
 # ---- cancelling ---------------------------------------------------------------------------

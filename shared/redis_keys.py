@@ -26,6 +26,15 @@ def lock_key(job_id: str) -> str:
     return f"{NAMESPACE}lock:job:{job_id}"
 
 
+# ---- per owner -----------------------------------------------------------------------------
+
+
+def top_up_lock_key(owner: str) -> str:
+    """Serialises the sends of one owner's jobs, so the per-owner bound holds
+    (``shared.jobs.top_up_owner``)."""
+    return f"{NAMESPACE}lock:top-up:{owner}"
+
+
 # ---- process-wide --------------------------------------------------------------------------
 
 SWEEP_LOCK_KEY = f"{NAMESPACE}lock:sweep"  # one sweeper pass at a time

@@ -21,6 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from stylequeue.shared import bounds
+from stylequeue.shared.scheduling import OWNER_SLOTS
 from stylequeue.shared.text import parse_bool
 
 PREFIX = "STYLEQUEUE_"
@@ -34,7 +35,8 @@ ENV_VARS: tuple[str, ...] = tuple(
         "API_TOKENS", "COOKIE_SECURE", "MAX_UPLOAD_BYTES", "MAX_IMAGE_PIXELS", "MAX_SIZE",
         "MAX_ITERATIONS", "MAX_STYLES", "MAX_ACTIVE_JOBS", "JOB_SOFT_TIME_LIMIT",
         "JOB_TIME_LIMIT", "PROGRESS_MAXLEN", "PROGRESS_TTL_SECONDS", "LOCK_TTL_SECONDS",
-        "QUEUED_GRACE_SECONDS", "CHECKPOINT_SECONDS", "VAR_DIR", "METRICS_TOKEN", "ADMIN_TOKENS",
+        "QUEUED_GRACE_SECONDS", "CHECKPOINT_SECONDS", "VAR_DIR", "METRICS_TOKEN",
+        "ADMIN_TOKENS", "OWNER_SLOTS",
         # the engine (worker and `stylequeue transfer`)
         "VGG19_WEIGHTS", "PRECISION", "ENGINE_XLA", "ENGINE_DETERMINISTIC",
         # `stylequeue submit` and `stylequeue fleet`
@@ -99,6 +101,8 @@ class Settings:
     lock_ttl_seconds: int = 60  # per-job lock, renewed while the job runs
     queued_grace_seconds: int = 60  # sweeper re-enqueues rows queued longer than this
     checkpoint_seconds: int = 30  # a running job's state goes to storage this often; 0: never
+    # fair share: at most this many of one owner's jobs in the broker (shared/scheduling.py)
+    owner_slots: int = OWNER_SLOTS
     var_dir: str = "./var"
     cookie_secure: bool = False  # session cookie only over HTTPS (set behind TLS)
     # bearer token for GET /metrics; None: only loopback callers may scrape
@@ -253,6 +257,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         lock_ttl_seconds=_int(env, "LOCK_TTL_SECONDS", 60, 2),
         queued_grace_seconds=_int(env, "QUEUED_GRACE_SECONDS", 60, 0),
         checkpoint_seconds=_int(env, "CHECKPOINT_SECONDS", 30, 0),
+        owner_slots=_int(env, "OWNER_SLOTS", OWNER_SLOTS, 1),
         var_dir=var_dir,
         precision=engine.precision,
         engine_xla=engine.xla,

@@ -1,14 +1,21 @@
 """The sweeper: nothing submitted is lost, whatever happened to the broker or a worker.
 
-Two kinds of stuck rows are put back on the queue:
+Three kinds of rows are (re-)sent to the broker:
 
-1. ``queued`` rows never sent (the broker was down at submit: ``enqueued_at`` is NULL) or sent
-   longer than ``queued_grace_seconds`` ago whose message is no longer waiting in the broker
-   (lost with a Redis restart, say). Rows whose message is still waiting are left alone, so a
-   long backlog does not fill the queue with duplicates.
+1. ``queued`` rows sent longer than ``queued_grace_seconds`` ago whose message is no longer
+   waiting in the broker (lost with a Redis restart, say). Rows whose message is still
+   waiting are left alone, so a long backlog does not fill the queue with duplicates.
+   ``queued`` rows never sent (``enqueued_at`` NULL: the broker was down at submit, or the
+   per-owner bound held them back, shared/jobs.py ``top_up_owner``) are sent as their owner
+   has room: each owner is topped up to the bound, owners whose oldest unsent job is oldest
+   first.
 2. ``running`` rows whose per-job lock is gone: the runner died (its lock stopped being
    renewed and expired). They go back to ``queued`` and are enqueued again; the next runner
    restarts the job from iteration 1.
+3. ``queued`` long jobs that have waited past the aging threshold while their message waits
+   at a long job's priority: sent again at the interactive priority (shared/scheduling.py),
+   so a steady stream of small jobs cannot starve them. The old message stays; when a worker
+   takes it, the job is running or finished and it is dropped.
 
 Terminal rows are never touched. A duplicate delivery is harmless: ``run_job`` ignores
 terminal rows and jobs whose lock a live runner holds. Several sweepers may run at once
@@ -20,7 +27,6 @@ Runs from the ``stylequeue.sweep_queued`` task (Celery beat, every 30 s) and fro
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import logging
@@ -30,16 +36,23 @@ from datetime import timedelta
 
 import redis
 from celery import Celery
-from sqlalchemy import or_, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from stylequeue.shared.celery_app import QUEUE, RUN_JOB
+from stylequeue.shared.broker import BrokerLayout, broker_layout, run_job_id
+from stylequeue.shared.celery_app import QUEUE
 from stylequeue.shared.db import get_sessionmaker, session_scope
-from stylequeue.shared.jobs import EnqueueFailed, JobNotCommitted, enqueue_job
+from stylequeue.shared.jobs import EnqueueFailed, JobNotCommitted, enqueue_job, top_up_owner
 from stylequeue.shared.locks import lock_exists, release_if_held
 from stylequeue.shared.models import Job
 from stylequeue.shared.redis_client import redis_client
 from stylequeue.shared.redis_keys import SWEEP_LOCK_KEY
+from stylequeue.shared.scheduling import (
+    AGE_AFTER_SECONDS,
+    INTERACTIVE,
+    PRIORITY_SEP,
+    PRIORITY_STEPS,
+)
 from stylequeue.shared.settings import Settings
 from stylequeue.shared.states import JobStatus, transition, utcnow
 
@@ -47,16 +60,13 @@ log = logging.getLogger("stylequeue.sweeper")
 
 SWEEP_LOCK_SECONDS = 25
 BATCH = 500
-# kombu's Redis transport keeps a queue's waiting messages in one list per priority step
-# (default steps 0, 3, 6, 9; step 0 is the bare queue name).
-_PRIORITY_SEP = "\x06\x16"
-_PRIORITY_STEPS = (3, 6, 9)
 
 
 @dataclass
 class SweepReport:
     requeued: int = 0  # queued rows sent to the broker again
     recovered: int = 0  # running rows of dead runners put back on the queue
+    promoted: int = 0  # long jobs past the aging threshold sent again at high priority
     skipped: bool = False  # another sweep held the sweep lock
     errors: list[str] = field(default_factory=list)
     sent: set[str] = field(default_factory=set)  # job ids enqueued by this pass
@@ -79,6 +89,7 @@ def sweep(settings: Settings, celery_app: Celery) -> SweepReport:
     try:
         _recover_orphans(settings, celery_app, client, report)
         _requeue_stale(settings, celery_app, client, report)
+        _promote_aged(settings, celery_app, client, report)
     except redis.RedisError as exc:  # Redis went away mid-pass: the next pass carries on
         report.errors.append(f"redis unavailable: {exc}")
     except SQLAlchemyError as exc:  # so did the database: same, never kill the sweep loop
@@ -87,11 +98,12 @@ def sweep(settings: Settings, celery_app: Celery) -> SweepReport:
         with contextlib.suppress(redis.RedisError):  # else it expires on its own
             release_if_held(client, SWEEP_LOCK_KEY, token)
         client.close()
-    if report.requeued or report.recovered or report.errors:
+    if report.requeued or report.recovered or report.promoted or report.errors:
         log.info(
-            "sweep: re-enqueued %d queued, recovered %d orphaned%s",
+            "sweep: re-enqueued %d queued, recovered %d orphaned, promoted %d aged%s",
             report.requeued,
             report.recovered,
+            report.promoted,
             f", errors: {'; '.join(report.errors)}" if report.errors else "",
         )
     return report
@@ -136,20 +148,27 @@ def _recover_orphans(
 def _requeue_stale(
     settings: Settings, app: Celery, client: redis.Redis, report: SweepReport
 ) -> None:
+    _resend_lost(settings, app, client, report)
+    _top_up_owners(settings, app, client, report)
+
+
+def _resend_lost(settings: Settings, app: Celery, client: redis.Redis, report: SweepReport) -> None:
+    """Rows sent longer than the grace ago whose message is no longer waiting."""
     cutoff = utcnow() - timedelta(seconds=settings.queued_grace_seconds)
     with session_scope(settings.database_url) as session:
         stale = session.scalars(
             select(Job.id)
             .where(
                 Job.status == JobStatus.QUEUED.value,
-                or_(Job.enqueued_at.is_(None), Job.enqueued_at <= cutoff),
+                Job.enqueued_at.is_not(None),
+                Job.enqueued_at <= cutoff,
             )
             .order_by(Job.created_at)
             .limit(BATCH)
         ).all()
     if not stale:
         return
-    waiting = pending_job_ids(client)
+    waiting = pending_job_ids(client, broker_layout(app))
     for job_id in stale:
         if job_id in waiting or job_id in report.sent:
             continue  # still waiting in the broker, or sent by this very pass
@@ -157,6 +176,67 @@ def _requeue_stale(
             return
         if job_id in report.sent:
             report.requeued += 1
+
+
+def _top_up_owners(
+    settings: Settings, app: Celery, client: redis.Redis, report: SweepReport
+) -> None:
+    """Rows never sent (the broker was down at submit, or the per-owner bound held them
+    back): each owner with such rows is topped up to the bound (``top_up_owner``), owners
+    whose oldest unsent job is oldest first, so the broker gets them in that order."""
+    oldest = func.min(Job.created_at)
+    with session_scope(settings.database_url) as session:
+        owners = session.scalars(
+            select(Job.owner)
+            .where(Job.status == JobStatus.QUEUED.value, Job.enqueued_at.is_(None))
+            .group_by(Job.owner)
+            .order_by(oldest)
+            .limit(BATCH)
+        ).all()
+    sessions = get_sessionmaker(settings.database_url)
+    for owner in owners:
+        try:
+            sent = top_up_owner(sessions, app, owner, client, settings.owner_slots)
+        except EnqueueFailed as exc:
+            report.errors.append(str(exc))
+            return
+        report.sent.update(sent)
+        report.requeued += len(sent)
+
+
+# ---- long jobs that have waited too long ----------------------------------------------------
+
+
+def _promote_aged(
+    settings: Settings, app: Celery, client: redis.Redis, report: SweepReport
+) -> None:
+    """Send again, at the interactive priority, every queued job submitted at least
+    ``AGE_AFTER_SECONDS`` ago whose message waits only at a lower priority (a long job).
+    ``enqueue_job`` picks the priority (aged: interactive); the old message is dropped by
+    the worker that takes it after the job has run."""
+    cutoff = utcnow() - timedelta(seconds=AGE_AFTER_SECONDS)
+    with session_scope(settings.database_url) as session:
+        aged = session.scalars(
+            select(Job.id)
+            .where(
+                Job.status == JobStatus.QUEUED.value,
+                Job.enqueued_at.is_not(None),
+                Job.created_at <= cutoff,
+            )
+            .order_by(Job.created_at)
+            .limit(BATCH)
+        ).all()
+    if not aged:
+        return
+    waiting = pending_jobs(client, broker_layout(app))
+    for job_id in aged:
+        if job_id in report.sent or waiting.get(job_id, INTERACTIVE) <= INTERACTIVE:
+            continue  # sent by this pass, not waiting (the stale pass's), or already first
+        if not _send(settings, app, job_id, report):
+            return
+        if job_id in report.sent:
+            report.promoted += 1
+            log.info("sweep: job %s waited past the aging threshold; sent at top priority", job_id)
 
 
 def _send(settings: Settings, app: Celery, job_id: str, report: SweepReport) -> bool:
@@ -174,37 +254,45 @@ def _send(settings: Settings, app: Celery, job_id: str, report: SweepReport) -> 
     return True
 
 
-def pending_job_ids(client: redis.Redis, queue: str = QUEUE) -> set[str]:
-    """Job ids of ``run_job`` messages waiting (not yet delivered) in the Redis broker.
+def pending_jobs(client: redis.Redis, layout: BrokerLayout | None = None) -> dict[str, int]:
+    """{job id: lowest priority step it waits at} for the ``run_job`` messages waiting (not
+    yet delivered) in the Redis broker: every priority list of every queue of ``layout``
+    (by default the ``style`` queue with the configured steps; the sweep passes the app's).
 
-    Best effort: reads kombu's Redis transport lists; an unreadable message is ignored, so
-    the worst case is a duplicate message, which ``run_job`` shrugs off.
+    Best effort: an unreadable message is ignored, and a Redis error reads as nothing
+    waiting, so the worst case is a duplicate message, which ``run_job`` shrugs off.
     """
-    ids: set[str] = set()
-    keys = [queue] + [f"{queue}{_PRIORITY_SEP}{step}" for step in _PRIORITY_STEPS]
+    layout = layout or _DEFAULT_LAYOUT
+    lists = [
+        (layout.list_key(q, step), step) for q in layout.queues for step in layout.priority_steps
+    ]
+    found: dict[str, int] = {}
     try:
         pipe = client.pipeline(transaction=False)
-        for key in keys:
+        for key, _step in lists:
             pipe.lrange(key, 0, -1)
         batches = pipe.execute()
     except redis.RedisError:
-        return ids
-    for raw in (item for batch in batches for item in batch):
-        job_id = _job_id_of(raw)
-        if job_id:
-            ids.add(job_id)
-    return ids
+        return found
+    for (_key, step), batch in zip(lists, batches, strict=True):
+        for raw in batch:
+            job_id = _job_id_of(raw)
+            if job_id and step < found.get(job_id, step + 1):
+                found[job_id] = step
+    return found
+
+
+def pending_job_ids(client: redis.Redis, layout: BrokerLayout | None = None) -> set[str]:
+    """Job ids of ``run_job`` messages waiting in the broker, at any priority."""
+    return set(pending_jobs(client, layout))
+
+
+_DEFAULT_LAYOUT = BrokerLayout(queues=(QUEUE,), priority_steps=PRIORITY_STEPS, sep=PRIORITY_SEP)
 
 
 def _job_id_of(raw: bytes) -> str | None:
     try:
         message = json.loads(raw)
-        if message.get("headers", {}).get("task") != RUN_JOB:
-            return None
-        body = message["body"]
-        if message.get("properties", {}).get("body_encoding") == "base64":
-            body = base64.b64decode(body)
-        args = json.loads(body)[0]
-        return str(args[0]) if args else None
-    except (ValueError, KeyError, IndexError, TypeError):
+    except ValueError:
         return None
+    return run_job_id(message) if isinstance(message, dict) else None

@@ -5,7 +5,10 @@ them here, from the protocol's description, so a bug in that parser cannot hide 
 Celery message protocol v2 on kombu's Redis transport: each waiting message is a JSON
 envelope pushed (LPUSH) onto a list named after the queue; its ``headers`` carry ``task``
 and ``id``; its ``body`` (base64 when ``properties.body_encoding`` says so) is the JSON
-``[args, kwargs, embed]``.
+``[args, kwargs, embed]``. A message sent with a priority goes to the list of its priority
+step instead: ``<queue>\x06\x16<step>`` (steps 0, 3, 6, 9 as the app configures them; step 0
+is the bare queue name); ``properties.priority`` carries the number sent. Workers ``BRPOP``
+the lists lowest step first.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from typing import Any
 import redis
 
 RUN_JOB_TASK = "stylequeue.run_job"
+PRIORITY_STEPS = (0, 3, 6, 9)
+SEP = "\x06\x16"
 SWEEP_TASK = "stylequeue.sweep_queued"
 
 
@@ -30,9 +35,14 @@ class Message:
     embed: dict[str, Any]
     headers: dict[str, Any]
     properties: dict[str, Any]
+    step: int = 0  # the priority list it waits in
 
 
-def decode(raw: bytes | str) -> Message:
+def list_name(queue: str, step: int) -> str:
+    return f"{queue}{SEP}{step}" if step else queue
+
+
+def decode(raw: bytes | str, step: int = 0) -> Message:
     envelope = json.loads(raw)
     assert envelope["content-type"] == "application/json", envelope
     properties = envelope["properties"]
@@ -43,12 +53,17 @@ def decode(raw: bytes | str) -> Message:
     headers = envelope["headers"]
     assert isinstance(headers["task"], str) and headers["task"], headers
     assert isinstance(headers["id"], str) and headers["id"] == properties["correlation_id"]
-    return Message(headers["task"], headers["id"], args, kwargs, embed, headers, properties)
+    return Message(headers["task"], headers["id"], args, kwargs, embed, headers, properties, step)
 
 
 def waiting(client: redis.Redis, queue: str = "style") -> list[Message]:
-    """The messages waiting in ``queue``, oldest first (consumers BRPOP the list's tail)."""
-    return [decode(raw) for raw in reversed(client.lrange(queue, 0, -1))]
+    """The messages waiting in ``queue``, in the order a worker takes them: lowest priority
+    step first, oldest first within a step (consumers BRPOP the list's tail)."""
+    return [
+        decode(raw, step)
+        for step in PRIORITY_STEPS
+        for raw in reversed(client.lrange(list_name(queue, step), 0, -1))
+    ]
 
 
 def run_job_ids(client: redis.Redis, queue: str = "style") -> list[str]:

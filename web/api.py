@@ -40,7 +40,7 @@ from stylequeue.web.media import (
     thumb_response,
 )
 from stylequeue.web.progress_reader import parse_after, parse_limit, read_progress
-from stylequeue.web.submission import check_active_limit, parse_submission, submit_job
+from stylequeue.web.submission import check_active_limit, parse_submission, submit_job, top_up
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 # What anyone may see of a worker (the pages' banners); the rest is the operators' fleet view.
@@ -176,6 +176,8 @@ def cancel_job(job_id: str) -> tuple[Response, int]:
             "job_finished",
             f"the job has already {done.job.status}; there is nothing to cancel",
         )
+    if done.outcome is CancelOutcome.CANCELED:
+        top_up(svc, done.job.owner)  # it may have held the owner's slot in the broker
     if done.outcome is CancelOutcome.REQUESTED and not done.worker_told:
         raise ApiError(
             503,

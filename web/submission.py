@@ -8,7 +8,9 @@ The order is the contract (DESIGN, "One job, end to end"):
 3. the ``queued`` row is committed, in the transaction that counts the owner's active jobs
    (a submit that lost the race for the last slot deletes its inputs: 429, no row); only
    then is ``run_job`` sent, so a worker never gets an id it cannot find
-   (:func:`stylequeue.shared.jobs.enqueue_job`, the sweeper's too);
+   (:func:`stylequeue.shared.jobs.enqueue_job`, the sweeper's too), and only while the
+   owner has fewer than ``OWNER_SLOTS`` jobs in the broker (fair share,
+   :func:`stylequeue.shared.jobs.top_up_owner`): else the row waits, unsent, its turn;
 4. a broker that is down is logged, not an error: the row stays ``queued`` with
    ``enqueued_at`` NULL and the sweeper sends it later.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.datastructures import FileStorage, ImmutableMultiDict
 
@@ -27,8 +30,8 @@ from stylequeue.shared.jobs import (
     ActiveJobLimitReached,
     EnqueueFailed,
     count_active_jobs,
-    enqueue_job,
     insert_job_within_limit,
+    top_up_owner,
 )
 from stylequeue.shared.models import Job, new_id
 from stylequeue.shared.params import PUBLIC_PARAMETERS, ParamError, TransferParams
@@ -213,23 +216,31 @@ def _forget_inputs(svc: Services, job_id: str) -> None:
         log.exception("could not delete the partial inputs of job %s", job_id)
 
 
-def _enqueue(svc: Services, job: Job) -> None:
-    """Send the committed job (shared.jobs.enqueue_job); a failure is logged, not raised:
-    the row stays queued and the sweeper sends it."""
+def top_up(svc: Services, owner: str) -> list[str]:
+    """Send the owner's next jobs while they have room in the broker
+    (shared.jobs.top_up_owner: at most OWNER_SLOTS of theirs at once, oldest first). A
+    failure is logged, not raised: the rows stay queued and the sweeper sends them."""
     try:
-        stamp = enqueue_job(svc.sessionmaker, svc.celery, job.id)
+        return top_up_owner(
+            svc.sessionmaker, svc.celery, owner, svc.redis, svc.settings.owner_slots
+        )
     except EnqueueFailed as exc:
         log.warning(
             "job %s stays queued: the broker refused it (%s); the sweeper will send it",
-            job.id,
+            exc.job_id,
             exc.cause,
         )
-        return
     except SQLAlchemyError:
-        log.exception("job %s: the enqueue failed in the database; the sweeper sends it", job.id)
-        return
-    if stamp is not None:
-        job.enqueued_at = stamp
+        log.exception("%s: the enqueue failed in the database; the sweeper sends it", owner)
+    return []
+
+
+def _enqueue(svc: Services, job: Job) -> None:
+    """Top up the owner (:func:`top_up`), which sends this job if the owner has room;
+    otherwise it waits, unsent, for the end of one of the owner's jobs or the sweeper."""
+    if job.id in top_up(svc, job.owner):
+        with svc.db() as session:
+            job.enqueued_at = session.scalar(select(Job.enqueued_at).where(Job.id == job.id))
 
 
 def submit_job(svc: Services, owner: str, sub: Submission) -> Job:

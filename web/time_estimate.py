@@ -1,20 +1,20 @@
 """How long a preset takes, as the form says it ("≈ 40 s on a 2-core CPU").
 
-Rough time per iteration on the reference machine of the form's estimates (the 2-core
-build VM, precision auto): a fixed part plus a part per pixel, fitted to the measurements
-in bench/RESULTS.md ("Form time estimates"). A GPU is far faster.
+The cost model (seconds per iteration on the reference machine: a fixed part plus a part
+per pixel, fitted to bench/RESULTS.md, "Form time estimates") lives in
+``shared/scheduling.py``: the scheduler orders jobs by the same figures. A GPU is far
+faster.
 """
 
 from __future__ import annotations
 
+from stylequeue.shared import scheduling
+
 ESTIMATE_MACHINE = "a 2-core CPU"
-ESTIMATE_FIXED_S = 0.02
-ESTIMATE_PER_PIXEL_S = 4.2e-6
 
 
 def seconds_per_iteration(max_size: int) -> float:
-    pixels = max_size * max_size * 2 / 3  # a 3:2 photo
-    return ESTIMATE_FIXED_S + ESTIMATE_PER_PIXEL_S * pixels
+    return scheduling.seconds_per_iteration(max_size * max_size * 2 / 3)  # a 3:2 photo
 
 
 def _human(seconds: float) -> str:

@@ -6,6 +6,7 @@ explicit settings and know nothing of Celery requests.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from typing import Any
@@ -13,7 +14,9 @@ from typing import Any
 from celery import Task, shared_task
 
 from stylequeue.shared.celery_app import RUN_JOB, SWEEP
-from stylequeue.shared.settings import get_settings
+from stylequeue.shared.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
 
 
 @shared_task(name=RUN_JOB, bind=True, acks_late=True, reject_on_worker_lost=True)
@@ -23,8 +26,35 @@ def run_job(self: Task, job_id: str) -> str:
     from stylequeue.worker import runner
 
     node = getattr(self.request, "hostname", None) or socket.gethostname()
-    outcome = runner.execute(job_id, get_settings(), worker_name=f"{node}/{os.getpid()}")
+    settings = get_settings()
+    outcome = runner.execute(job_id, settings, worker_name=f"{node}/{os.getpid()}")
+    top_up_after(settings, self.app, job_id)
     return outcome.action
+
+
+def top_up_after(settings: Settings, app: Any, job_id: str) -> None:
+    """The job's owner may have room in the broker now (fair share): send their next jobs
+    (``shared.jobs.top_up_owner``), before this message is acked and the worker takes the
+    next one. Best effort: any failure is logged and left to the sweeper."""
+    from stylequeue.shared.db import get_sessionmaker
+    from stylequeue.shared.jobs import top_up_owner
+    from stylequeue.shared.models import Job
+    from stylequeue.shared.redis_client import redis_client
+
+    try:
+        sessions = get_sessionmaker(settings.database_url)
+        with sessions() as session:
+            job = session.get(Job, job_id)
+            owner = job.owner if job is not None else None
+        if owner is None:
+            return
+        client = redis_client(settings.redis_url)
+        try:
+            top_up_owner(sessions, app, owner, client, settings.owner_slots)
+        finally:
+            client.close()
+    except Exception:  # never fail the task over it: the sweeper tops up too
+        log.warning("job %s: topping up its owner's jobs failed", job_id, exc_info=True)
 
 
 @shared_task(name=SWEEP, bind=True, ignore_result=True)

@@ -35,6 +35,7 @@ def test_key_names_are_namespaced_and_distinct() -> None:
         redis_keys.lock_key(job),
         redis_keys.SWEEP_LOCK_KEY,
         redis_keys.worker_key("w1@host"),
+        redis_keys.top_up_lock_key("web:alice"),
     ]
     assert all(name.startswith("stylequeue:") for name in names)
     assert len(set(names)) == len(names)

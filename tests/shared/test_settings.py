@@ -44,6 +44,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert s.progress_maxlen == 20_000
     assert s.progress_ttl_seconds == 3 * 24 * 3600
     assert (s.lock_ttl_seconds, s.queued_grace_seconds) == (60, 60)
+    assert s.owner_slots == 1
     assert s.cookie_secure is False
 
 
@@ -86,6 +87,7 @@ def test_overrides() -> None:
         "STYLEQUEUE_JOB_TIME_LIMIT": "130",
         "STYLEQUEUE_LOCK_TTL_SECONDS": "5",
         "STYLEQUEUE_QUEUED_GRACE_SECONDS": "0",
+        "STYLEQUEUE_OWNER_SLOTS": "3",
         "STYLEQUEUE_COOKIE_SECURE": "true",
     })  # fmt: skip
     assert s.var_dir == "/srv/sq"
@@ -100,6 +102,7 @@ def test_overrides() -> None:
     assert (s.progress_maxlen, s.progress_ttl_seconds) == (100, 60)
     assert (s.job_soft_time_limit, s.job_time_limit) == (100, 130)
     assert (s.lock_ttl_seconds, s.queued_grace_seconds) == (5, 0)
+    assert s.owner_slots == 3
     assert s.cookie_secure is True
 
 

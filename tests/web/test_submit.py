@@ -114,6 +114,27 @@ def test_row_is_committed_before_enqueue(settings: Settings) -> None:
     assert load_job(settings, response.get_json()["id"]).enqueued_at is not None
 
 
+def test_an_owner_has_one_job_in_the_broker_at_a_time(client, settings: Settings) -> None:
+    """Fair share: while the owner's first job waits in the broker, the second is committed
+    but not sent (shared.jobs.top_up_owner); it is sent when the first is done."""
+    first = submit(client).get_json()
+    second = submit(client).get_json()
+    assert first["enqueued_at"] is not None
+    assert second["status"] == "queued" and second["enqueued_at"] is None
+    assert [
+        json.loads(base64.b64decode(m["body"]))[0] for m in broker_messages(settings.redis_url)
+    ] == [[first["id"]]]
+
+
+def test_canceling_the_waiting_job_sends_the_next(client, settings: Settings) -> None:
+    first = submit(client).get_json()["id"]
+    second = submit(client).get_json()["id"]
+    assert load_job(settings, second).enqueued_at is None
+    response = client.post(f"/api/v1/jobs/{first}/cancel", headers=ALICE)
+    assert response.status_code == 202
+    assert load_job(settings, second).enqueued_at is not None  # its slot was freed
+
+
 def test_broker_down_keeps_the_job_queued(settings: Settings) -> None:
     dead = create_celery(replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0"))
     client = create_app(settings, celery=dead).test_client()

@@ -76,6 +76,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             },
         },
         "worker_hijack_root_logger": False,
+        # SIGTERM (warm shutdown): worker.app tells the running job to checkpoint and go back
+        # to the queue, which takes an iteration or so. A second signal (or Ctrl-C twice)
+        # still gives the job this long before Celery cancels it (soft, then cold shutdown).
+        "worker_soft_shutdown_timeout": float(settings.shutdown_grace_seconds),
     }
 
 

@@ -58,6 +58,9 @@ class Job(Base):
     width: Mapped[int | None] = mapped_column(Integer)
     height: Mapped[int | None] = mapped_column(Integer)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # attempts that ended because their worker shut down (checkpointed, back to queued): not
+    # crashes, so attempts - preemptions is what counts towards the crash limit
+    preemptions: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     iterations_done: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     iterations_total: Mapped[int] = mapped_column(Integer, nullable=False)
     # iterations run across all attempts (a resumed attempt recomputes those after its

@@ -35,8 +35,8 @@ ENV_VARS: tuple[str, ...] = tuple(
         "API_TOKENS", "COOKIE_SECURE", "MAX_UPLOAD_BYTES", "MAX_IMAGE_PIXELS", "MAX_SIZE",
         "MAX_ITERATIONS", "MAX_STYLES", "MAX_ACTIVE_JOBS", "JOB_SOFT_TIME_LIMIT",
         "JOB_TIME_LIMIT", "PROGRESS_MAXLEN", "PROGRESS_TTL_SECONDS", "LOCK_TTL_SECONDS",
-        "QUEUED_GRACE_SECONDS", "CHECKPOINT_SECONDS", "VAR_DIR", "METRICS_TOKEN",
-        "ADMIN_TOKENS", "OWNER_SLOTS",
+        "QUEUED_GRACE_SECONDS", "CHECKPOINT_SECONDS", "SHUTDOWN_GRACE_SECONDS", "VAR_DIR",
+        "METRICS_TOKEN", "ADMIN_TOKENS", "OWNER_SLOTS",
         # the engine (worker and `stylequeue transfer`)
         "VGG19_WEIGHTS", "PRECISION", "ENGINE_XLA", "ENGINE_DETERMINISTIC",
         # `stylequeue submit` and `stylequeue fleet`
@@ -101,6 +101,9 @@ class Settings:
     lock_ttl_seconds: int = 60  # per-job lock, renewed while the job runs
     queued_grace_seconds: int = 60  # sweeper re-enqueues rows queued longer than this
     checkpoint_seconds: int = 30  # a running job's state goes to storage this often; 0: never
+    # a worker told to stop (SIGTERM) gives its running job this long to checkpoint and go
+    # back to the queue (Celery's worker_soft_shutdown_timeout); compose waits a bit longer
+    shutdown_grace_seconds: int = 10
     # fair share: at most this many of one owner's jobs in the broker (shared/scheduling.py)
     owner_slots: int = OWNER_SLOTS
     var_dir: str = "./var"
@@ -257,6 +260,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         lock_ttl_seconds=_int(env, "LOCK_TTL_SECONDS", 60, 2),
         queued_grace_seconds=_int(env, "QUEUED_GRACE_SECONDS", 60, 0),
         checkpoint_seconds=_int(env, "CHECKPOINT_SECONDS", 30, 0),
+        shutdown_grace_seconds=_int(env, "SHUTDOWN_GRACE_SECONDS", 10, 1),
         owner_slots=_int(env, "OWNER_SLOTS", OWNER_SLOTS, 1),
         var_dir=var_dir,
         precision=engine.precision,

@@ -22,6 +22,8 @@ import jsonschema
 import pytest
 from ruamel.yaml import YAML
 
+from stylequeue.shared.settings import Settings
+
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
@@ -241,6 +243,41 @@ def test_worker_reserves_one_gpu(doc: Doc) -> None:
     for name, service in doc["services"].items():
         if name != "worker":
             assert "deploy" not in service, f"{name} should not reserve devices"
+
+
+def duration_seconds(value: str) -> float:
+    """Compose's duration (``20s``, ``1m30s``, ``500ms``) in seconds."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, "us": 1e-6}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)", value)
+    if not parts or "".join(n + u for n, u in parts) != value:
+        raise ValueError(f"not a duration: {value!r}")
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def stop_grace_problems(service: Doc) -> list[str]:
+    """Docker must wait longer than the worker's shutdown grace before it SIGKILLs the
+    worker, or a preempted job dies without its last checkpoint."""
+    env = service.get("environment") or {}
+    grace = float(env.get("STYLEQUEUE_SHUTDOWN_GRACE_SECONDS") or Settings.shutdown_grace_seconds)
+    period = service.get("stop_grace_period")
+    if period is None:
+        return ["worker has no stop_grace_period (Docker's default is 10s)"]
+    if duration_seconds(str(period)) <= grace:
+        return [f"worker stop_grace_period {period} is not above the {grace:g}s shutdown grace"]
+    return []
+
+
+def test_worker_stop_grace_exceeds_shutdown_grace(doc: Doc) -> None:
+    assert stop_grace_problems(doc["services"]["worker"]) == []
+
+
+def test_stop_grace_checker_catches_mistakes(doc: Doc) -> None:
+    worker = copy.deepcopy(doc["services"]["worker"])
+    worker["stop_grace_period"] = "10s"
+    assert stop_grace_problems(worker)
+    del worker["stop_grace_period"]
+    assert stop_grace_problems(worker)
+    assert duration_seconds("1m30s") == 90.0
 
 
 def test_web_image_has_no_tensorflow() -> None:

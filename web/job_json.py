@@ -84,7 +84,17 @@ def job_json(job: Job) -> dict[str, Any]:
         "result_available": bool(job.result_key),
         "error": job.error,
         "cancel_requested": bool(job.cancel_requested),
+        # attempts started, and how many of them ended by a worker's clean shutdown (the
+        # rest that did not finish were crashes; only those count towards the crash limit)
         "attempts": job.attempts,
+        "preemptions": job.preemptions or 0,
+        # queued after an attempt that got somewhere: the iteration the next runner goes on
+        # at (from a checkpoint; exact after a preemption, which checkpoints last thing)
+        "resumes_at": (
+            job.iterations_done + 1
+            if status is JobStatus.QUEUED and (job.iterations_done or 0) > 0
+            else None
+        ),
         "worker": job.worker,
         "width": job.width,
         "height": job.height,

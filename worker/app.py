@@ -6,24 +6,40 @@ GPU memory growth on, warms the VGG19 extractor (so the first job does not pay f
 announces itself in the fleet registry every ~30 s until it shuts down: its weights and
 precision, the device it computes on, and its memory at each beat (GPU memory in use where
 it runs on a GPU, else the process's resident memory), for the fleet view.
+
+Preemption: SIGTERM reaches only the parent (Celery's warm shutdown: stop consuming, wait
+for the running task; the pool child does not get the signal). The parent's
+``worker_shutting_down`` hook sends SIGUSR2 to its pool children; a child's handler sets the
+process-wide preempt flag (``worker.stop_signal``), so its running job checkpoints at the
+next iteration, goes back to ``queued`` and is re-sent (``worker.runner``,
+``worker.tasks``); the task returns, and the worker exits.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import resource
+import signal
 import socket
 import threading
 import time
 from dataclasses import replace
 from typing import Any
 
-from celery.signals import celeryd_after_setup, worker_process_init, worker_process_shutdown
+from celery.signals import (
+    celeryd_after_setup,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_shutting_down,
+)
 
 import stylequeue.worker.tasks  # noqa: F401  (registers run_job and sweep_queued)
 from stylequeue.shared.celery_app import create_celery
 from stylequeue.shared.settings import EngineSettings, get_settings
+from stylequeue.worker.stop_signal import request_preempt
 
 log = logging.getLogger("stylequeue.worker")
 
@@ -33,12 +49,14 @@ celery = create_celery()
 celery.conf.worker_proc_alive_timeout = 600.0
 
 HEARTBEAT_SECONDS = 30.0
+PREEMPT_SIGNAL = signal.SIGUSR2  # parent -> pool child: checkpoint and requeue your job
 
 
 class _ChildState:
     """What this process knows about itself, for the fleet registry."""
 
     nodename: str = ""  # set in the parent before the fork (celeryd_after_setup)
+    worker: Any = None  # the parent's WorkController (worker_init), for its pool's pids
     info: dict[str, Any] = {}
     stop = threading.Event()
 
@@ -48,9 +66,39 @@ def _remember_nodename(sender: str, **_: Any) -> None:
     _ChildState.nodename = sender
 
 
+@worker_init.connect
+def _remember_worker(sender: Any, **_: Any) -> None:
+    _ChildState.worker = sender
+
+
+@worker_shutting_down.connect
+def _preempt_children(how: str = "", **_: Any) -> None:
+    """In the parent, from its signal handler: a warm shutdown (SIGTERM) asks each pool
+    child to preempt its running job. Best effort: a cold shutdown kills them anyway."""
+    if how != "Warm":
+        return
+    for pid in pool_pids(_ChildState.worker):
+        with contextlib.suppress(OSError):  # exited meanwhile
+            os.kill(pid, PREEMPT_SIGNAL)
+
+
+def pool_pids(worker: Any) -> list[int]:
+    """The prefork pool's child pids ([] before the pool is up, or another pool)."""
+    try:
+        return [int(p.pid) for p in worker.pool._pool._pool if p.pid]
+    except AttributeError:
+        return []
+
+
+def _on_preempt_signal(signum: int, frame: Any) -> None:
+    request_preempt()
+
+
 @worker_process_init.connect
 def _init_child(**_: Any) -> None:
     from stylequeue.shared.db import dispose_all
+
+    signal.signal(PREEMPT_SIGNAL, _on_preempt_signal)  # first: the parent may send it now
 
     dispose_all()  # never share a parent's sockets with the child
     settings = get_settings()

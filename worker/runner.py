@@ -14,12 +14,15 @@ State machine of an attempt::
                                              to expire and unreferenced attempts' files
                                              deleted (it may have ended outside a runner)
     cancel requested (row or Redis flag) .. -> canceled
-    attempts >= MAX_ATTEMPTS .............. -> failed "worker lost N times"
+    attempts - preemptions >= MAX_ATTEMPTS  -> failed "worker lost N times" (crashes only)
     otherwise ............................. -> running (attempts + 1; from the newest valid
                                              checkpoint if any, else from iteration 1)
         engine finished ................... -> succeeded
         stopped by cancel ................. -> canceled (best-so-far saved as the result)
         stopped by the soft deadline ...... -> failed "time limit reached ..." (best saved)
+        stopped by preemption ............. -> queued (preemptions + 1): a final checkpoint
+                                             is written first; the lock is released and
+                                             the task re-sends the message (worker.tasks)
         SoftTimeLimitExceeded ............. -> failed, latest snapshot saved as the result
         any other exception ............... -> failed with a one-line reason
         lock lost (we were presumed dead) . leave the row alone: the new runner owns it
@@ -80,7 +83,7 @@ from stylequeue.shared.states import JobStatus, transition
 from stylequeue.shared.storage import ObjectNotFound, Storage, get_storage
 from stylequeue.worker.checkpoints import Checkpoint, CheckpointStore, fingerprint
 from stylequeue.worker.progress_sink import ProgressSink
-from stylequeue.worker.stop_signal import StopReason, StopSignal
+from stylequeue.worker.stop_signal import StopReason, StopSignal, preempt_requested
 
 if TYPE_CHECKING:
     import numpy as np
@@ -105,6 +108,7 @@ class Action(StrEnum):
     CANCELED = "canceled"  # canceled before it started
     GAVE_UP = "gave_up"  # lost MAX_ATTEMPTS times: failed without running
     LOST = "lost"  # presumed dead, the job restarted elsewhere: left to the new runner
+    PREEMPTED = "preempted"  # the worker is shutting down: checkpointed, back to queued
 
 
 @dataclass
@@ -333,10 +337,13 @@ class _Attempt:
                 log.info("job %s: canceled before it started", self.job_id)
                 self.unreferenced = keys.unreferenced_attempts(job)
                 return Outcome(Action.CANCELED, job.status)
-            if job.attempts >= MAX_ATTEMPTS:
+            # Preemptions (a worker shut down cleanly) are not crashes: only runners that
+            # died without warning count towards the limit.
+            crashes = job.attempts - (job.preemptions or 0)
+            if crashes >= MAX_ATTEMPTS:
                 transition(
                     job, JobStatus.FAILED,
-                    error=f"worker lost {job.attempts} times; giving up on this job",
+                    error=f"worker lost {crashes} times; giving up on this job",
                 )  # fmt: skip
                 self.unreferenced = keys.unreferenced_attempts(job)
                 return Outcome(Action.GAVE_UP, job.status, error=job.error)
@@ -453,6 +460,8 @@ class _Attempt:
         )  # fmt: skip
         if self.fence.lost:
             return self._lost()
+        if result.stopped and self.stop.reason is StopReason.PREEMPT:
+            return self._preempted()
         result_key = keys.result_key(self.job_id, attempt=self.attempt)
         self.storage.put(result_key, engine.encode_png(result.image), "image/png")
         history = self._save_history()
@@ -496,6 +505,29 @@ class _Attempt:
         return Outcome(
             Action.RAN, status.value, iterations=int(fields.get("iterations_done", 0)), error=error
         )
+
+    def _preempted(self) -> Outcome:
+        """The worker is shutting down: the engine stopped after a final checkpoint (see
+        :meth:`_Checkpointer.due`); the row goes back to ``queued`` with ``preemptions + 1``
+        (fenced), keeping its progress, stream, snapshots and checkpoints for the next
+        runner. The caller releases the lock; the task re-sends the message."""
+        recorder = self.recorder
+        assert recorder is not None
+        with self.fence.row() as job:
+            if job is None:
+                return self._lost()
+            transition(
+                job, JobStatus.QUEUED,
+                preemptions=(job.preemptions or 0) + 1, worker=None,
+                iterations_done=recorder.iterations, iterations_computed=recorder.computed,
+                best_loss=recorder.best_loss, best_iteration=recorder.best_iteration,
+                snapshot_iterations=list(recorder.snapshots),
+            )  # fmt: skip
+        log.info(
+            "job %s: preempted at iteration %d (worker shutting down); back in the queue",
+            self.job_id, recorder.iterations,
+        )  # fmt: skip
+        return Outcome(Action.PREEMPTED, JobStatus.QUEUED.value, iterations=recorder.iterations)
 
     def _expire_stream(self) -> None:
         try:
@@ -701,6 +733,10 @@ class _Checkpointer:
         self.next_at = time.monotonic() + seconds
 
     def due(self, iteration: int) -> bool:
+        # Preempted: one last checkpoint before the engine stops (it asks should_stop next),
+        # so the next runner loses nothing; even with periodic checkpoints off.
+        if preempt_requested():
+            return True
         return self.seconds > 0 and time.monotonic() >= self.next_at
 
     def save(self, state: EngineState) -> None:

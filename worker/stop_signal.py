@@ -1,5 +1,7 @@
-"""When the engine should stop: a cancel (row or Redis flag), the soft deadline, or the
-attempt being lost (lock gone, or a fenced write refused).
+"""When the engine should stop: a cancel (row or Redis flag), the worker shutting down
+(preemption: :func:`request_preempt`, set by the worker's warm-shutdown hook in
+``worker.app``), the soft deadline, or the attempt being lost (lock gone, or a fenced write
+refused).
 
 The Redis cancel flag usually comes back with each iteration's XADD (:meth:`note_flag`); when
 it did not, :meth:`should_stop` reads it itself. The row's ``cancel_requested`` arrives with
@@ -8,15 +10,33 @@ each progress flush (:meth:`note_row_cancel`).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from enum import StrEnum
+
+# Process-wide: this worker is shutting down, the running job should checkpoint and go back
+# to the queue. Set from a signal handler (only an Event.set there).
+_PREEMPT = threading.Event()
+
+
+def request_preempt() -> None:
+    _PREEMPT.set()
+
+
+def clear_preempt() -> None:
+    _PREEMPT.clear()
+
+
+def preempt_requested() -> bool:
+    return _PREEMPT.is_set()
 
 
 class StopReason(StrEnum):
     CANCEL = "cancel"
     DEADLINE = "deadline"
     LOST = "lost"
+    PREEMPT = "preempt"  # the worker is shutting down: checkpoint, back to the queue
 
 
 class StopSignal:
@@ -53,6 +73,8 @@ class StopSignal:
             self.reason = StopReason.LOST
         elif self._cancel or self._poll_flag():
             self.reason = StopReason.CANCEL
+        elif preempt_requested():
+            self.reason = StopReason.PREEMPT
         elif time.monotonic() >= self.deadline:
             self.reason = StopReason.DEADLINE
         else:

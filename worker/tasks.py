@@ -28,8 +28,26 @@ def run_job(self: Task, job_id: str) -> str:
     node = getattr(self.request, "hostname", None) or socket.gethostname()
     settings = get_settings()
     outcome = runner.execute(job_id, settings, worker_name=f"{node}/{os.getpid()}")
+    if outcome.action is runner.Action.PREEMPTED:
+        requeue_preempted(settings, self.app, job_id)
     top_up_after(settings, self.app, job_id)
     return outcome.action
+
+
+def requeue_preempted(settings: Settings, app: Any, job_id: str) -> None:
+    """A preempted job is ``queued`` again (committed) and its lock released: send a fresh
+    message now, so another worker resumes it at once; this one is acked when we return.
+    (Rejecting it with requeue would put the same message back too, but kombu's Redis
+    transport restores a message to the head of its priority list, ahead of the interactive
+    order ``enqueue_job`` computes; a fresh send takes the job's own place.) Best effort: if
+    the broker refuses, the sweeper re-sends a queued row once its grace has passed."""
+    from stylequeue.shared.db import get_sessionmaker
+    from stylequeue.shared.jobs import enqueue_job
+
+    try:
+        enqueue_job(get_sessionmaker(settings.database_url), app, job_id)
+    except Exception:
+        log.warning("job %s: re-sending the preempted job failed", job_id, exc_info=True)
 
 
 def top_up_after(settings: Settings, app: Any, job_id: str) -> None:

@@ -31,7 +31,8 @@ JOB_KEYS = {
     "id", "status", "terminal", "params", "preset", "weights", "iterations_done",
     "iterations_total", "resumed_from", "iterations_computed", "best_loss", "best_iteration",
     "result_available", "error",
-    "cancel_requested", "attempts", "worker", "width", "height", "n_styles", "snapshots",
+    "cancel_requested", "attempts", "preemptions", "resumes_at", "worker", "width", "height",
+    "n_styles", "snapshots",
     "created_at", "enqueued_at", "started_at", "finished_at", "duration_seconds", "links",
 }  # fmt: skip
 
@@ -48,6 +49,12 @@ def test_job_json(client, settings: Settings) -> None:
     update(settings, job_id, resumed_from=2, iterations_computed=5)
     job = client.get(f"/api/v1/jobs/{job_id}", headers=ALICE).get_json()
     assert (job["resumed_from"], job["iterations_computed"]) == (2, 5)
+    assert (job["preemptions"], job["resumes_at"]) == (0, None)  # running: nothing to resume
+    update(settings, job_id, status="queued", preemptions=1, iterations_done=4)
+    job = client.get(f"/api/v1/jobs/{job_id}", headers=ALICE).get_json()
+    assert (job["preemptions"], job["resumes_at"]) == (1, 5)
+    update(settings, job_id, status="running", iterations_done=3)
+    job = client.get(f"/api/v1/jobs/{job_id}", headers=ALICE).get_json()
     assert job["status"] == "running" and job["terminal"] is False
     assert job["iterations_done"] == 3 and job["best_iteration"] == 2
     assert job["best_loss"] is None  # NaN is not JSON

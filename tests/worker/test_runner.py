@@ -22,7 +22,7 @@ from stylequeue.shared.redis_keys import stream_key
 from stylequeue.shared.settings import Settings
 from stylequeue.shared.states import utcnow
 from stylequeue.shared.storage import get_storage
-from stylequeue.worker import runner
+from stylequeue.worker import runner, stop_signal
 from tests.factories import get_job, make_job
 from tests.worker_process import check_finished_job, read_stream
 
@@ -110,6 +110,45 @@ def test_job_lost_too_often_fails(wsettings: Settings, client: Any) -> None:
     assert done.error.startswith(f"worker lost {runner.MAX_ATTEMPTS} times")
     # the last dead attempt's entries expire like any finished job's, not never
     assert 0 < client.ttl(stream_key(job.id)) <= wsettings.progress_ttl_seconds
+
+
+def test_preemptions_do_not_count_as_crashes(wsettings: Settings) -> None:
+    n = runner.MAX_ATTEMPTS
+    # n + 1 attempts, two of them preempted: n - 1 crashes, below the limit: it runs
+    job = make_job(wsettings, attempts=n + 1, preemptions=2, params={"iterations": 3})
+    outcome = runner.execute(job.id, wsettings, worker_name=WORKER)
+    assert (outcome.action, get_job(wsettings, job.id).status) == ("ran", "succeeded")
+    # one preempted: n crashes: it gives up, naming the crashes only
+    job = make_job(wsettings, attempts=n + 1, preemptions=1)
+    outcome = runner.execute(job.id, wsettings, worker_name=WORKER)
+    done = get_job(wsettings, job.id)
+    assert (outcome.action, done.status) == ("gave_up", "failed")
+    assert done.error.startswith(f"worker lost {n} times")
+
+
+def test_preempted_job_checkpoints_requeues_and_resumes(wsettings: Settings, client: Any) -> None:
+    settings = replace(wsettings, checkpoint_seconds=0)  # only the preemption's checkpoint
+    job = make_job(settings, params={"iterations": 7, "snapshot_every": 3})
+    stop_signal.request_preempt()
+    try:
+        outcome = runner.execute(job.id, settings, worker_name=WORKER)
+    finally:
+        stop_signal.clear_preempt()
+    # stopped after the first iteration, with a checkpoint of it
+    assert (outcome.action, outcome.status, outcome.iterations) == ("preempted", "queued", 1)
+    queued = get_job(settings, job.id)
+    assert queued.status == "queued" and queued.error is None and queued.worker is None
+    assert (queued.attempts, queued.preemptions, queued.iterations_done) == (1, 1, 1)
+    assert queued.started_at is None and queued.finished_at is None
+    assert [k for k in get_storage(settings).list(keys.checkpoint_prefix(job.id))]
+    assert not lock_exists(client, job.id)
+
+    outcome = runner.execute(job.id, settings, worker_name=WORKER)
+    done = get_job(settings, job.id)
+    assert (outcome.status, done.status) == ("succeeded", "succeeded")
+    assert (done.attempts, done.preemptions, done.resumed_from) == (2, 1, 1)
+    assert done.iterations_computed == 7  # nothing computed twice
+    check_finished_job(settings, job.id, 7, 3)
 
 
 def test_missing_weights_file_fails_with_a_readable_reason(wsettings: Settings) -> None:

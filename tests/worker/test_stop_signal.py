@@ -1,10 +1,11 @@
-"""StopSignal alone: why the engine stops (lost, cancel from the row or Redis, deadline)."""
+"""StopSignal alone: why the engine stops (lost, cancel from the row or Redis, preemption,
+deadline)."""
 
 from __future__ import annotations
 
 import time
 
-from stylequeue.worker.stop_signal import StopReason, StopSignal
+from stylequeue.worker.stop_signal import StopReason, StopSignal, clear_preempt, request_preempt
 
 
 class Flag:
@@ -57,3 +58,17 @@ def test_deadline_and_lost() -> None:
     assert late.should_stop() and late.reason is StopReason.DEADLINE
     lost = signal(Flag(True), lost=True)
     assert lost.should_stop() and lost.reason is StopReason.LOST  # lost wins over a cancel
+
+
+def test_preempt_stops_unless_lost_or_canceled() -> None:
+    request_preempt()
+    try:
+        stop = signal(Flag(), deadline=0.0)  # past its deadline too: preempt comes first
+        assert stop.should_stop() and stop.reason is StopReason.PREEMPT
+        canceled = signal(Flag(True))
+        assert canceled.should_stop() and canceled.reason is StopReason.CANCEL
+        lost = signal(Flag(), lost=True)
+        assert lost.should_stop() and lost.reason is StopReason.LOST
+    finally:
+        clear_preempt()
+    assert not signal(Flag()).should_stop()

@@ -168,6 +168,9 @@ function render() {
   let phase = PHASE[status] || status;
   if (job.cancel_requested && !terminal) phase = "Canceling…";
   if (status === "queued" && job.attempts > 0) phase = "Waiting for a worker (retrying)…";
+  if (status === "queued" && job.resumes_at) {
+    phase = `Waiting for a worker, resumes at iteration ${job.resumes_at}…`;
+  }
   $("phase").textContent = phase;
 
   const rate = speed();

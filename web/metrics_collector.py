@@ -75,6 +75,7 @@ class JobFigures:
     running: list[RunningJob] = field(default_factory=list)
     attempts: int = 0
     crashes: int = 0
+    preemptions: int = 0
 
 
 def read_job_figures(session: Session, now: datetime) -> JobFigures:
@@ -114,11 +115,19 @@ def read_job_figures(session: Session, now: datetime) -> JobFigures:
     figures.running = [
         RunningJob(job_id, worker, done, started) for job_id, worker, done, started in running
     ]
-    extra = case((Job.attempts > 1, Job.attempts - 1), else_=0)
-    attempts, crashes = session.execute(
-        select(func.coalesce(func.sum(Job.attempts), 0), func.coalesce(func.sum(extra), 0))
+    # Each attempt after the first followed either a preemption (the job was handed back) or a
+    # crash (its runner was lost): the ones the preemptions do not explain are crashes.
+    lost = Job.attempts - 1 - Job.preemptions
+    crashed = case((lost > 0, lost), else_=0)
+    attempts, crashes, preemptions = session.execute(
+        select(
+            func.coalesce(func.sum(Job.attempts), 0),
+            func.coalesce(func.sum(crashed), 0),
+            func.coalesce(func.sum(Job.preemptions), 0),
+        )
     ).one()
     figures.attempts, figures.crashes = int(attempts), int(crashes)
+    figures.preemptions = int(preemptions)
     return figures
 
 
@@ -304,14 +313,19 @@ def _event_counters(figures: JobFigures) -> Iterator[Metric]:
     yield CounterMetricFamily(
         PREFIX + "job_crashes",
         "Attempts that ended without their runner finishing them (the runner died or was "
-        "lost and the job was restarted): attempts beyond the first, summed over the jobs "
-        "in the database. Preemptions are not told apart yet",
+        "lost and the job was restarted): attempts beyond the first that no preemption "
+        "explains, summed over the jobs in the database",
         value=figures.crashes,
+    )
+    yield CounterMetricFamily(
+        PREFIX + "job_preemptions",
+        "Attempts handed back by a worker told to stop (SIGTERM): checkpointed and queued "
+        "again, summed over the jobs in the database (the jobs' preemptions column)",
+        value=figures.preemptions,
     )
     for name, what in (
         ("job_checkpoints", "Checkpoints saved"),
         ("job_resumes", "Attempts resumed from a checkpoint"),
-        ("job_preemptions", "Attempts stopped by a preemption"),
     ):
         yield CounterMetricFamily(
             PREFIX + name, f"{what}. Not recorded yet by this version: always 0", value=0

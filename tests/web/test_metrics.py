@@ -146,13 +146,24 @@ def test_queue_wait_and_run_time_histograms(settings: Settings, client: FlaskCli
     assert value(samples, run + "_sum", status="canceled") == pytest.approx(45, abs=0.01)
 
 
-def test_attempt_and_crash_counters(settings: Settings, client: FlaskClient) -> None:
-    for attempts, status in [(0, "queued"), (1, "succeeded"), (3, "failed"), (2, "running")]:
-        insert_job(settings, status=status, attempts=attempts, started_at=ago(5))
+def test_attempt_crash_and_preemption_counters(settings: Settings, client: FlaskClient) -> None:
+    rows = [  # (attempts, preemptions, status)
+        (0, 0, "queued"), (1, 0, "succeeded"), (3, 0, "failed"), (2, 0, "running"),
+        (3, 2, "succeeded"),  # two preemptions, no crash
+        (2, 1, "queued"),  # preempted, waiting to resume
+        (4, 1, "running"),  # one preemption and two crashes
+    ]  # fmt: skip
+    for attempts, preemptions, status in rows:
+        insert_job(
+            settings, status=status, attempts=attempts, preemptions=preemptions,
+            started_at=ago(5),
+        )  # fmt: skip
     samples = scrape(client)
-    assert value(samples, "stylequeue_job_attempts_total") == 6
-    assert value(samples, "stylequeue_job_crashes_total") == 3  # (3 - 1) + (2 - 1)
-    for name in ("checkpoints", "resumes", "preemptions"):
+    assert value(samples, "stylequeue_job_attempts_total") == 15
+    assert value(samples, "stylequeue_job_preemptions_total") == 4
+    # a later attempt after a preemption is no crash: (3-1) + (2-1) + 0 + 0 + (4-1-1)
+    assert value(samples, "stylequeue_job_crashes_total") == 5
+    for name in ("checkpoints", "resumes"):
         assert value(samples, f"stylequeue_job_{name}_total") == 0
 
 

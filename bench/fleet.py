@@ -149,7 +149,9 @@ class Event:
     sig: str
     worker: str
     job: str | None
-    iteration: int | None = None
+    iteration: int | None = None  # the job's last streamed iteration at the signal
+    reached: int | None = None  # the last iteration the signalled attempt computed
+    resumed: int | None = None  # where the job's next attempt resumed (0: from scratch)
 
 
 @dataclass
@@ -310,6 +312,7 @@ def run_fleet(
     kills = {w.log_path.name: t for w, t in ((w, fleet.kills.get(w.name)) for w in fleet.all) if t}
     attempts = attempt_intervals([w.log_path for w in fleet.all], kills, ids)
     first = {i: min((a[0] for a in attempts[i]), default=math.nan) for i in ids}
+    attribute(events, {w.name: w.log_path for w in fleet.all}, t0)
     return RunResult(
         ids=ids, submit_t0=t0, makespan=end - t0, rows=rows, results=results,
         attempts=attempts, events=events, stream_dupes=dupes, first_start=first,
@@ -326,7 +329,7 @@ def disturb_one(
         return None
     victim = rng.choice(busy)
     job = running.get(victim.nodename)
-    iteration = get_job(settings, job.id).iterations_done if job else None  # ~1 s stale
+    iteration = last_streamed(settings, job.id) if job else None
     fleet.workers.remove(victim)
     if sig == "SIGTERM":
         victim.kill(signal.SIGTERM)  # the main process: checkpoint, requeue, exit
@@ -335,9 +338,55 @@ def disturb_one(
         victim.kill(signal.SIGKILL)
         with suppress(ProcessLookupError, PermissionError):
             os.killpg(victim.pid, signal.SIGKILL)  # its child too, at once
+    # a killed attempt computed up to its last streamed iteration (a preempted one: its log)
+    reached = last_streamed(settings, job.id) if job and sig == "SIGKILL" else None
     fleet.start(wait=False)  # the restart policy: a fresh worker
     print(f"  t={now:5.1f}s {sig} -> {victim.name} (job {job.id[:8] if job else '-'})")
-    return Event(now, sig, victim.name, job.id if job else None, iteration)
+    return Event(now, sig, victim.name, job.id if job else None, iteration, reached)
+
+
+def last_streamed(settings: Settings, job_id: str) -> int:
+    entries = read_stream(settings, job_id)
+    return max((e["iteration"] for e in entries), default=0)
+
+
+RESUMED = re.compile(r"resumed from iteration (\d+)")
+PREEMPTED_AT = re.compile(r"preempted at iteration (\d+)")
+
+
+def attribute(events: list[Event], logs: dict[str, Path], t0: float) -> None:
+    """Fill each event's ``reached`` (SIGTERM: the preempted line in the victim's log) and
+    ``resumed`` (the job's next ``start`` line after the event, in any worker's log)."""
+    starts: dict[str, list[tuple[float, int]]] = {}
+    for path in logs.values():
+        for line in path.read_text(errors="replace").splitlines():
+            t = _log_time(line)
+            for e in events:
+                if t is None or e.job is None:
+                    continue
+                if f"job {e.job} start:" in line:
+                    m = RESUMED.search(line)
+                    starts.setdefault(e.job, []).append((t, int(m.group(1)) if m else 0))
+    for e in events:
+        if e.job is None:
+            continue
+        if e.sig == "SIGTERM" and e.worker in logs:
+            text = logs[e.worker].read_text(errors="replace")
+            marker = f"job {e.job}: preempted"
+            found = [
+                int(m.group(1))
+                for line in text.splitlines()
+                if marker in line and (m := PREEMPTED_AT.search(line))
+            ]
+            e.reached = found[-1] if found else None
+        later = sorted(x for x in set(starts.get(e.job, [])) if x[0] > t0 + e.at)
+        e.resumed = later[0][1] if later else None
+
+
+def recomputed(e: Event) -> float:
+    if e.reached is None or e.resumed is None:
+        return math.nan
+    return e.reached - e.resumed
 
 
 # ---- checkpoint cost at 512 px ----------------------------------------------------------------
@@ -452,16 +501,16 @@ def report(
     ev_lines, term_cost, kill_cost = [], [], []
     for e in dis.events:
         if e.job is None:
-            ev_lines.append(f"| {e.at:.1f} | {e.sig} | {e.worker} | idle | - | - | - |")
+            ev_lines.append(f"| {e.at:.1f} | {e.sig} | {e.worker} | idle | - | - | - | - | - |")
             continue
-        same_job = [x for x in dis.events if x.job == e.job]
-        cost = excess[e.job] if len(same_job) == 1 else math.nan
+        cost = recomputed(e)
         spec = by_job[e.job]
         bound = math.ceil(CHECKPOINT_SECONDS / pace[spec.kind])
         (term_cost if e.sig == "SIGTERM" else kill_cost).append(cost)
         ev_lines.append(
             f"| {e.at:.1f} | {e.sig} | {e.worker} | {spec.owner} {spec.kind} #{spec.index} | "
-            f"{e.iteration} | {'shared' if math.isnan(cost) else int(cost)} | {bound} |"
+            f"{e.iteration} | {e.reached} | {e.resumed} | "
+            f"{'?' if math.isnan(cost) else int(cost)} | {excess[e.job]} | {bound} |"
         )
     wr, wd = waits(ref, specs), waits(dis, specs)
     classes = sorted(set(wr))
@@ -531,13 +580,16 @@ def report(
         "",
         "## Disturbances",
         "",
-        "| t (s) | signal | worker | job hit | its iteration then | iterations recomputed "
-        "(job total) | 1 interval's worth |",
-        "|---:|---|---|---|---:|---:|---:|",
+        "| t (s) | signal | worker | job hit | streamed then | attempt reached | next resumed "
+        "from | recomputed | job's computed - total | 1 interval's worth |",
+        "|---:|---|---|---|---:|---:|---:|---:|---:|---:|",
         *ev_lines,
         "",
-        "Iterations recomputed = `iterations_computed - iterations_total` of the job hit "
-        '("shared" when two events hit the same job). One interval\'s worth = '
+        "Recomputed = the iteration the signalled attempt reached (SIGKILL: the job's last "
+        "streamed iteration right after the kill; SIGTERM: its `preempted at iteration` log "
+        "line) minus the iteration the job's next attempt resumed from (its `start` log line). "
+        "The job's `iterations_computed - iterations_total` (row) sums all events on the job. "
+        "One interval's worth = "
         f"{CHECKPOINT_SECONDS} s at the job kind's pace in the undisturbed run "
         f"({', '.join(f'{k}: {1000 * v:.0f} ms/iteration' for k, v in pace.items())}).",
         "",
@@ -566,7 +618,7 @@ def report(
 def fmt_list(xs: list[float]) -> str:
     if not xs:
         return "- (no job hit)"
-    return ", ".join("shared" if math.isnan(x) else str(int(x)) for x in xs)
+    return ", ".join("?" if math.isnan(x) else str(int(x)) for x in xs)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -77,10 +77,10 @@ from tests.worker_process import WorkerProcess, read_stream  # noqa: E402
 CHECKPOINT_SECONDS = 2
 LOCK_TTL_SECONDS = 5
 DEFAULT_CHECKPOINT_SECONDS = 30  # the setting's default
-THRESHOLD_ENV = "STYLEQUEUE_BENCH_INTERACTIVE_MAX_SECONDS"
+THRESHOLD_VAR = "SQBENCH_INTERACTIVE_MAX_SECONDS"  # the bench's own, not a setting
 SITECUSTOMIZE = f"""\
 import os
-_v = os.environ.get({THRESHOLD_ENV!r})
+_v = os.environ.get({THRESHOLD_VAR!r})
 if _v:
     from stylequeue.shared import scheduling
     scheduling.INTERACTIVE_MAX_SECONDS = float(_v)
@@ -212,7 +212,7 @@ class Fleet:
         self.settings, self.logs = settings, logs
         self.extra = {
             "PYTHONPATH": f"{site}{os.pathsep}{REPO}",
-            THRESHOLD_ENV: str(threshold),
+            THRESHOLD_VAR: str(threshold),
         }
         self.workers: list[WorkerProcess] = []
         self.all: list[WorkerProcess] = []

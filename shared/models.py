@@ -69,6 +69,12 @@ class Job(Base):
         Integer, nullable=False, default=0, server_default="0"
     )
     resumed_from: Mapped[int | None] = mapped_column(Integer)  # this attempt's checkpoint
+    # checkpoints saved and attempts resumed from one, across attempts (the metrics' counters)
+    checkpoints: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    resumes: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    # the newest checkpoint's iteration while the job has one: where a re-queued job resumes
+    # (after a crash the row's iterations_done is the dead runner's, later than this)
+    checkpoint_iteration: Mapped[int | None] = mapped_column(Integer)
     best_loss: Mapped[float | None] = mapped_column(Float)
     best_iteration: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)

@@ -178,6 +178,14 @@ class AttemptStream:
         rows = self.redis.xrange(stream_key(self.job_id), min=f"({last_id}", max="+") or []
         return [_decode(sid, fields) for sid, fields in rows if sid is not None and fields]
 
+    def last_iteration(self) -> int | None:
+        """The newest entry's iteration (None: an empty or missing stream)."""
+        rows = self.redis.xrevrange(stream_key(self.job_id), count=1) or []
+        for sid, fields in rows:
+            if sid is not None and fields:
+                return int(_decode(sid, fields)["iteration"])
+        return None
+
     def trim_after(self, last_id: str) -> int:
         """Keep the entries up to ``last_id`` and delete the later ones (a job resumed from a
         checkpoint recomputes those iterations); returns how many went. New entries still get

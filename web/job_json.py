@@ -37,6 +37,16 @@ def duration_seconds(job: Job) -> float | None:
     return round(max(0.0, (end - job.started_at).total_seconds()), 3)
 
 
+def resumes_at(job: Job, status: JobStatus) -> int | None:
+    """Where a queued job that ran before goes on: after its newest checkpoint, or from 1
+    when it has none (a crash before the first); None for a job that has not run yet."""
+    if status is not JobStatus.QUEUED:
+        return None
+    if job.checkpoint_iteration:
+        return job.checkpoint_iteration + 1
+    return 1 if (job.iterations_done or 0) > 0 else None
+
+
 def job_links(job: Job) -> dict[str, Any]:
     jid = job.id
     styles = job.input_keys.get("styles", []) if job.input_keys else []
@@ -90,11 +100,7 @@ def job_json(job: Job) -> dict[str, Any]:
         "preemptions": job.preemptions or 0,
         # queued after an attempt that got somewhere: the iteration the next runner goes on
         # at (from a checkpoint; exact after a preemption, which checkpoints last thing)
-        "resumes_at": (
-            job.iterations_done + 1
-            if status is JobStatus.QUEUED and (job.iterations_done or 0) > 0
-            else None
-        ),
+        "resumes_at": resumes_at(job, status),
         "worker": job.worker,
         "width": job.width,
         "height": job.height,

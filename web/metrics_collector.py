@@ -76,6 +76,8 @@ class JobFigures:
     attempts: int = 0
     crashes: int = 0
     preemptions: int = 0
+    checkpoints: int = 0
+    resumes: int = 0
 
 
 def read_job_figures(session: Session, now: datetime) -> JobFigures:
@@ -119,15 +121,19 @@ def read_job_figures(session: Session, now: datetime) -> JobFigures:
     # crash (its runner was lost): the ones the preemptions do not explain are crashes.
     lost = Job.attempts - 1 - Job.preemptions
     crashed = case((lost > 0, lost), else_=0)
-    attempts, crashes, preemptions = session.execute(
+    sums = session.execute(
         select(
             func.coalesce(func.sum(Job.attempts), 0),
             func.coalesce(func.sum(crashed), 0),
             func.coalesce(func.sum(Job.preemptions), 0),
+            func.coalesce(func.sum(Job.checkpoints), 0),
+            func.coalesce(func.sum(Job.resumes), 0),
         )
     ).one()
-    figures.attempts, figures.crashes = int(attempts), int(crashes)
-    figures.preemptions = int(preemptions)
+    (
+        figures.attempts, figures.crashes, figures.preemptions,
+        figures.checkpoints, figures.resumes,
+    ) = (int(n) for n in sums)  # fmt: skip
     return figures
 
 
@@ -323,13 +329,18 @@ def _event_counters(figures: JobFigures) -> Iterator[Metric]:
         "again, summed over the jobs in the database (the jobs' preemptions column)",
         value=figures.preemptions,
     )
-    for name, what in (
-        ("job_checkpoints", "Checkpoints saved"),
-        ("job_resumes", "Attempts resumed from a checkpoint"),
-    ):
-        yield CounterMetricFamily(
-            PREFIX + name, f"{what}. Not recorded yet by this version: always 0", value=0
-        )
+    yield CounterMetricFamily(
+        PREFIX + "job_checkpoints",
+        "Checkpoints saved by running jobs, summed over the jobs in the database (the jobs' "
+        "checkpoints column)",
+        value=figures.checkpoints,
+    )
+    yield CounterMetricFamily(
+        PREFIX + "job_resumes",
+        "Attempts that resumed from a checkpoint instead of iteration 1, summed over the jobs "
+        "in the database (the jobs' resumes column)",
+        value=figures.resumes,
+    )
 
 
 def queue_families(

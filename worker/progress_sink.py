@@ -74,6 +74,10 @@ class ProgressSink:
         must not stream after another's entries."""
         self.stream.reset()
 
+    def last_iteration(self) -> int | None:
+        """The stream's newest iteration (what a dead runner reached); raises Redis errors."""
+        return self.stream.last_iteration()
+
     def resume_after(self, last_id: str, next_iteration: int) -> tuple[list[dict[str, Any]], int]:
         """A job resumed from a checkpoint whose last entry is ``last_id``: keep the entries
         after it that go on from ``next_iteration`` one by one (the dead runner computed

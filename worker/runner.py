@@ -276,6 +276,7 @@ class _Attempt:
         self.unreferenced: list[int] = []  # attempts to delete when it ends without running
         self.checkpoints = CheckpointStore(self.storage, job_id)
         self.resume: Checkpoint | None = None  # what this attempt resumes from
+        self.prior = (0, 0)  # the row's (iterations_done, iterations_computed) before ours
         self.computed_before = 0  # iterations earlier attempts ran (the row's count)
         self.fingerprint = ""  # the job's, for its checkpoints (set by _start)
 
@@ -348,9 +349,13 @@ class _Attempt:
                 self.unreferenced = keys.unreferenced_attempts(job)
                 return Outcome(Action.GAVE_UP, job.status, error=job.error)
             resume = self.resume
+            # What the earlier attempts' row said, before ours overwrites it (see _restore).
+            self.prior = (job.iterations_done or 0, job.iterations_computed or 0)
             transition(
                 job, JobStatus.RUNNING,
                 attempts=job.attempts + 1, worker=self.worker_name,
+                resumes=(job.resumes or 0) + (1 if resume else 0),
+                checkpoint_iteration=resume.iteration if resume else None,
                 iterations_done=resume.iteration if resume else 0,
                 snapshot_iterations=[],  # the resumed ones once copied to this attempt
                 best_loss=resume.state.best_loss if resume else None,
@@ -387,8 +392,10 @@ class _Attempt:
         """Bring the stream, snapshots and row to the checkpoint resumed from (or clear the
         stream of earlier attempts' entries when starting from iteration 1)."""
         resume = self.resume
+        self._count_dead_work(recorder)
         if resume is None:
             self.sink.reset()  # a re-delivered job without a checkpoint restarts from 1
+            recorder.flush()
             return
         kept, dropped = self.sink.resume_after(str(resume.history[-1]["id"]), resume.iteration + 1)
         # The dead runner's entries after the checkpoint stay in the stream: those
@@ -408,6 +415,20 @@ class _Attempt:
             len(recorder.snapshots),
         )  # fmt: skip
         recorder.flush()
+
+    def _count_dead_work(self, recorder: _Recorder) -> None:
+        """Add the iterations a dead runner streamed after its last flush to the row (the
+        row lags it by up to a flush, and by everything when it died before its first
+        checkpoint): earlier attempts ran ``computed - done`` plus the last iteration
+        streamed, as the row's two fields move together."""
+        done, computed = self.prior
+        try:
+            streamed = self.sink.last_iteration()
+        except redis.RedisError as exc:  # the row's figure then, a flush behind at worst
+            log.warning("job %s: could not read the stream's last entry: %s", self.job_id, exc)
+            return
+        if streamed is not None and streamed > done:
+            recorder.computed_before = max(recorder.computed_before, computed - done + streamed)
 
     def _copy_snapshots(self, resume: Checkpoint) -> list[int]:
         """The checkpoint's snapshots, copied from its attempt's prefix into ours (the row
@@ -760,4 +781,17 @@ class _Checkpointer:
                 "job %s: checkpoint at iteration %d not written: %s",
                 recorder.job_id, state.iteration, exc,
             )  # fmt: skip
+        else:
+            self._count(state.iteration)
         self.next_at = time.monotonic() + self.seconds
+
+    def _count(self, iteration: int) -> None:
+        """The row learns of the checkpoint (counted, and where a re-queued job resumes);
+        best effort: the checkpoint itself is what a resume reads."""
+        try:
+            with self.recorder.fence.row() as job:
+                if job is not None:
+                    job.checkpoints = (job.checkpoints or 0) + 1
+                    job.checkpoint_iteration = iteration
+        except Exception as exc:
+            log.warning("job %s: checkpoint not counted: %s", self.recorder.job_id, exc)

@@ -50,9 +50,15 @@ def test_job_json(client, settings: Settings) -> None:
     job = client.get(f"/api/v1/jobs/{job_id}", headers=ALICE).get_json()
     assert (job["resumed_from"], job["iterations_computed"]) == (2, 5)
     assert (job["preemptions"], job["resumes_at"]) == (0, None)  # running: nothing to resume
-    update(settings, job_id, status="queued", preemptions=1, iterations_done=4)
+    update(settings, job_id, status="queued", preemptions=1, iterations_done=4,
+           checkpoint_iteration=4)  # fmt: skip
     job = client.get(f"/api/v1/jobs/{job_id}", headers=ALICE).get_json()
     assert (job["preemptions"], job["resumes_at"]) == (1, 5)
+    # re-queued after a crash: the dead runner reached 9, its newest checkpoint is at 6
+    update(settings, job_id, iterations_done=9, checkpoint_iteration=6)
+    assert client.get(f"/api/v1/jobs/{job_id}", headers=ALICE).get_json()["resumes_at"] == 7
+    update(settings, job_id, checkpoint_iteration=None)  # died before its first checkpoint
+    assert client.get(f"/api/v1/jobs/{job_id}", headers=ALICE).get_json()["resumes_at"] == 1
     update(settings, job_id, status="running", iterations_done=3)
     job = client.get(f"/api/v1/jobs/{job_id}", headers=ALICE).get_json()
     assert job["status"] == "running" and job["terminal"] is False

@@ -147,24 +147,25 @@ def test_queue_wait_and_run_time_histograms(settings: Settings, client: FlaskCli
 
 
 def test_attempt_crash_and_preemption_counters(settings: Settings, client: FlaskClient) -> None:
-    rows = [  # (attempts, preemptions, status)
-        (0, 0, "queued"), (1, 0, "succeeded"), (3, 0, "failed"), (2, 0, "running"),
-        (3, 2, "succeeded"),  # two preemptions, no crash
-        (2, 1, "queued"),  # preempted, waiting to resume
-        (4, 1, "running"),  # one preemption and two crashes
+    rows = [  # (attempts, preemptions, status, checkpoints, resumes)
+        (0, 0, "queued", 0, 0), (1, 0, "succeeded", 3, 0), (3, 0, "failed", 0, 0),
+        (2, 0, "running", 1, 1),
+        (3, 2, "succeeded", 4, 2),  # two preemptions, no crash
+        (2, 1, "queued", 2, 0),  # preempted, waiting to resume
+        (4, 1, "running", 5, 3),  # one preemption and two crashes
     ]  # fmt: skip
-    for attempts, preemptions, status in rows:
+    for attempts, preemptions, status, checkpoints, resumes in rows:
         insert_job(
             settings, status=status, attempts=attempts, preemptions=preemptions,
-            started_at=ago(5),
+            checkpoints=checkpoints, resumes=resumes, started_at=ago(5),
         )  # fmt: skip
     samples = scrape(client)
     assert value(samples, "stylequeue_job_attempts_total") == 15
     assert value(samples, "stylequeue_job_preemptions_total") == 4
     # a later attempt after a preemption is no crash: (3-1) + (2-1) + 0 + 0 + (4-1-1)
     assert value(samples, "stylequeue_job_crashes_total") == 5
-    for name in ("checkpoints", "resumes"):
-        assert value(samples, f"stylequeue_job_{name}_total") == 0
+    assert value(samples, "stylequeue_job_checkpoints_total") == 15
+    assert value(samples, "stylequeue_job_resumes_total") == 6
 
 
 # ---- the broker -----------------------------------------------------------------------------

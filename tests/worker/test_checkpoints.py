@@ -151,6 +151,35 @@ def test_work_lost_is_counted_though_the_row_lagged_behind(
     assert (done.resumed_from, done.iterations_computed) == (6, 7 + PARAMS["iterations"] - 6)
 
 
+def test_work_before_the_first_checkpoint_is_counted(
+    wsettings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runner died at 2, before its first checkpoint (due at 3) and before the row heard
+    of any iteration: the stream says what it ran, and the next attempt counts it."""
+    monkeypatch.setattr(runner, "DB_FLUSH_SECONDS", float("inf"))
+    job = make_job(wsettings, params=PARAMS)
+    _crash(wsettings, monkeypatch, job.id, at=2)
+    dead = get_job(wsettings, job.id)
+    assert (dead.iterations_done, dead.iterations_computed, dead.checkpoints) == (0, 0, 0)
+    assert get_storage(wsettings).list(keys.checkpoint_prefix(job.id)) == []
+    assert runner.execute(job.id, wsettings, worker_name=WORKER).status == "succeeded"
+    done = get_job(wsettings, job.id)
+    assert (done.resumed_from, done.resumes) == (None, 0)
+    assert done.iterations_computed == 2 + PARAMS["iterations"]
+
+
+def test_checkpoints_and_resumes_are_counted_on_the_row(
+    wsettings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = make_job(wsettings, params=PARAMS)
+    _crash(wsettings, monkeypatch, job.id)  # checkpoints at 3 and 6, dead at 8
+    dead = get_job(wsettings, job.id)
+    assert (dead.checkpoints, dead.checkpoint_iteration, dead.resumes) == (2, 6, 0)
+    assert runner.execute(job.id, wsettings, worker_name=WORKER).status == "succeeded"
+    done = get_job(wsettings, job.id)
+    assert (done.checkpoints, done.resumes) == (3, 1)  # and at 9 (none at the last, 12)
+
+
 def _checkpoint(settings: Settings, job_id: str) -> tuple[str, bytes, Checkpoint]:
     storage = get_storage(settings)
     (key,) = storage.list(keys.checkpoint_prefix(job_id))

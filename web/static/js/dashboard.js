@@ -168,8 +168,10 @@ function render() {
   let phase = PHASE[status] || status;
   if (job.cancel_requested && !terminal) phase = "Canceling…";
   if (status === "queued" && job.attempts > 0) phase = "Waiting for a worker (retrying)…";
-  if (status === "queued" && job.resumes_at) {
+  if (status === "queued" && job.resumes_at > 1) {
     phase = `Waiting for a worker, resumes at iteration ${job.resumes_at}…`;
+  } else if (status === "queued" && job.resumes_at === 1) {
+    phase = "Waiting for a worker, starts again at iteration 1 (no checkpoint yet)…";
   }
   $("phase").textContent = phase;
 

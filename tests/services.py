@@ -14,14 +14,34 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import redis
+
+
+@contextmanager
+def served(settings: Any, name: str = "test-server") -> Iterator[str]:
+    """``create_app(settings)`` served by werkzeug on a free port, in a thread: its URL."""
+    from werkzeug.serving import make_server
+
+    from stylequeue.web import create_app
+
+    server = make_server("127.0.0.1", 0, create_app(settings), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(10)
+        server.server_close()
 
 
 def free_port() -> int:

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 import redis
-from werkzeug.serving import make_server
 
 from stylequeue.cli.fleet import human_bytes, human_seconds, watch
 from stylequeue.cli.submit import ApiError, Unreachable
@@ -27,6 +26,7 @@ from stylequeue.shared.redis_keys import stream_key
 from stylequeue.shared.settings import PREFIX, Settings, parse_admin_tokens
 from stylequeue.shared.states import utcnow
 from tests.factories import insert_job
+from tests.services import served
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "fleet-admin-token"
@@ -41,18 +41,9 @@ WORKER = {
 
 @pytest.fixture
 def server(settings: Settings) -> Iterator[str]:
-    from stylequeue.web import create_app
-
-    app = create_app(replace(settings, admin_tokens=parse_admin_tokens(f"ops={TOKEN}")))
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, name="fleet-cli-server", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_port}"
-    finally:
-        httpd.shutdown()
-        thread.join(10)
-        httpd.server_close()
+    admins = replace(settings, admin_tokens=parse_admin_tokens(f"ops={TOKEN}"))
+    with served(admins, "fleet-cli-server") as url:
+        yield url
 
 
 @pytest.fixture

@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
 
 from stylequeue.shared.settings import Settings, load_settings
 from tests import services
 from tests.conftest import TEST_LIMITS
+from tests.services import served
 from tests.worker_process import WorkerProcess
 
 CHROMIUM = os.environ.get("STYLEQUEUE_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -68,17 +67,8 @@ def e2e_settings(tmp_path_factory: pytest.TempPathFactory, e2e_redis: str) -> Se
 @pytest.fixture(scope="session")
 def live_server(e2e_settings: Settings) -> Iterator[str]:
     """``stylequeue.web.create_app(settings)`` served by werkzeug on a free port, in a thread."""
-    from stylequeue.web import create_app
-
-    app = create_app(e2e_settings)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="e2e-live-server", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(10)
+    with served(e2e_settings, "e2e-live-server") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

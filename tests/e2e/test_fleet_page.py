@@ -3,9 +3,6 @@ an admin token, it shows a real worker and the job it runs, without a reload."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,30 +15,13 @@ from stylequeue.shared.progress import ProgressStream
 from stylequeue.shared.settings import Settings, parse_admin_tokens
 from tests.e2e.helpers import WAIT_MS
 from tests.factories import make_job
+from tests.services import served
 from tests.worker_process import wait_for_status
 
 pytestmark = pytest.mark.e2e
 
 TOKEN = "e2e-operator-token"
 OWNER = "web:e2e-fleet-owner-must-not-show"
-
-
-@contextmanager
-def _served(settings: Settings) -> Iterator[str]:
-    """The app for ``settings`` on a free port, in a thread (as the session's live_server)."""
-    from werkzeug.serving import make_server
-
-    from stylequeue.web import create_app
-
-    server = make_server("127.0.0.1", 0, create_app(settings), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="e2e-fleet-page", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(10)
-        server.server_close()
 
 
 def test_the_fleet_page_is_for_operators_and_shows_a_real_worker(
@@ -56,7 +36,7 @@ def test_the_fleet_page_is_for_operators_and_shows_a_real_worker(
     client = redis.Redis.from_url(settings.redis_url)
     client.flushdb()
     errors: list[object] = []
-    with _served(settings) as url:
+    with served(settings, "e2e-fleet-page") as url:
         context = browser.new_context(base_url=url)
         try:
             context.set_default_timeout(20_000)

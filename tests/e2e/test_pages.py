@@ -11,10 +11,7 @@ import io
 import json
 import os
 import re
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,6 +32,7 @@ from tests.e2e.helpers import (
     submit_form,
     wait_status,
 )
+from tests.services import served
 
 pytestmark = pytest.mark.e2e
 
@@ -466,24 +464,6 @@ def test_form_warns_when_a_worker_cannot_load_its_weights(page, stack: Stack) ->
 # ---- the fleet's banners follow the fleet -----------------------------------------------------
 
 
-@contextmanager
-def _served(settings) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    """Another app on a free port (as the session's live_server), for ``settings``."""
-    from werkzeug.serving import make_server
-
-    from stylequeue.web import create_app
-
-    server = make_server("127.0.0.1", 0, create_app(settings), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="e2e-fleet-server", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(10)
-        server.server_close()
-
-
 def test_the_banners_follow_the_fleet_without_a_reload(
     browser, e2e_settings, e2e_redis: str, start_worker
 ) -> None:  # type: ignore[no-untyped-def]
@@ -500,7 +480,7 @@ def test_the_banners_follow_the_fleet_without_a_reload(
     client.flushdb()
     client.close()
     errors: list[object] = []
-    with _served(settings) as url:
+    with served(settings, "e2e-fleet-server") as url:
         context = browser.new_context(base_url=url)
         try:
             context.set_default_timeout(20_000)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -26,11 +25,11 @@ import pytest
 import redis
 import requests
 from PIL import Image
-from werkzeug.serving import make_server
 
 from stylequeue.shared.settings import Settings, load_settings
 from tests import services
 from tests.conftest import POSTGRES_ENV, TEST_LIMITS
+from tests.services import served
 from tests.worker_process import WorkerProcess
 
 BACKENDS = ["sqlite"] + (["postgres"] if os.environ.get(POSTGRES_ENV) else [])
@@ -195,22 +194,14 @@ def build_settings(var_dir: Path, database_url: str, redis_url: str, **overrides
 def start_stack(settings: Settings, log_dir: Path) -> Iterator[Stack]:
     """Live server + warm worker for ``settings``; both stopped afterwards (worker log shown
     in the report of a failing test's teardown)."""
-    from stylequeue.web import create_app
-
-    app = create_app(settings)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="integration-server", daemon=True)
-    thread.start()
     worker = WorkerProcess(settings, log_dir)
-    try:
-        worker.start()
-        yield Stack(settings, f"http://127.0.0.1:{server.server_port}", worker)
-    finally:
-        print(worker.log_tail(200), file=sys.stderr)
-        worker.stop()
-        server.shutdown()
-        thread.join(10)
-        server.server_close()
+    with served(settings, "integration-server") as url:
+        try:
+            worker.start()
+            yield Stack(settings, url, worker)
+        finally:
+            print(worker.log_tail(200), file=sys.stderr)
+            worker.stop()
 
 
 # ---- fixtures ----------------------------------------------------------------------------

@@ -179,6 +179,39 @@ def settings(make_settings: Callable[..., Settings], database_url: str, redis_ur
     return make_settings(database_url=database_url, redis_url=redis_url)
 
 
+# ---- clients the tests open, closed at teardown ---------------------------------------------
+
+
+@pytest.fixture
+def redis_of() -> Iterator[Callable[[Settings], redis.Redis]]:
+    """``redis_of(settings)``: a client of that Redis (the test's or a worker's private one)."""
+    opened: list[redis.Redis] = []
+
+    def open_client(settings: Settings) -> redis.Redis:
+        opened.append(redis.Redis.from_url(settings.redis_url))
+        return opened[-1]
+
+    yield open_client
+    for client in opened:
+        client.close()
+
+
+@pytest.fixture
+def celery_of() -> Iterator[Callable[[Settings], object]]:
+    """``celery_of(settings)``: the project's Celery app for those settings (sends tasks)."""
+    from stylequeue.shared.celery_app import create_celery
+
+    made: list = []  # type: ignore[type-arg]
+
+    def make(settings: Settings) -> object:
+        made.append(create_celery(settings))
+        return made[-1]
+
+    yield make
+    for app in made:
+        app.close()
+
+
 # ---- real Celery workers (tests/worker_process.py) -------------------------------------------
 
 

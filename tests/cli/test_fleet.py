@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -47,10 +47,8 @@ def server(settings: Settings) -> Iterator[str]:
 
 
 @pytest.fixture
-def registry(settings: Settings) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(settings.redis_url)
-    yield client
-    client.close()
+def registry(settings: Settings, redis_of: Callable[[Settings], redis.Redis]) -> redis.Redis:
+    return redis_of(settings)
 
 
 def _env(**extra: str) -> dict[str, str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -57,17 +57,13 @@ def columns(job: Job) -> dict[str, Any]:
 
 
 @pytest.fixture
-def celery_app(settings: Settings) -> Iterator[Celery]:
-    app = create_celery(settings)
-    yield app
-    app.close()
+def celery_app(settings: Settings, celery_of: Callable[[Settings], Celery]) -> Celery:
+    return celery_of(settings)
 
 
 @pytest.fixture
-def broker(settings: Settings) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(settings.redis_url)
-    yield client
-    client.close()
+def broker(settings: Settings, redis_of: Callable[[Settings], redis.Redis]) -> redis.Redis:
+    return redis_of(settings)
 
 
 def dead_redis_url() -> str:

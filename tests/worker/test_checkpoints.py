@@ -8,6 +8,7 @@ A real worker SIGKILLed mid-job: test_worker_checkpoints.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -36,10 +37,8 @@ class Killed(BaseException):
 
 
 @pytest.fixture
-def client(wsettings: Settings) -> Any:
-    client = redis.Redis.from_url(wsettings.redis_url)
-    yield client
-    client.close()
+def client(wsettings: Settings, redis_of: Callable[[Settings], redis.Redis]) -> redis.Redis:
+    return redis_of(wsettings)
 
 
 @pytest.fixture(autouse=True)

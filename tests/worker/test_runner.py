@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -31,10 +32,8 @@ ENTRY = {"iteration": 1, "loss": 1.0, "content": 0, "style": 0, "tv": 0, "elapse
 
 
 @pytest.fixture
-def client(wsettings: Settings) -> Any:
-    client = redis.Redis.from_url(wsettings.redis_url)
-    yield client
-    client.close()
+def client(wsettings: Settings, redis_of: Callable[[Settings], redis.Redis]) -> redis.Redis:
+    return redis_of(wsettings)
 
 
 def test_job_runs_to_succeeded(wsettings: Settings, client: Any) -> None:

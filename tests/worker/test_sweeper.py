@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -22,17 +22,13 @@ from tests.services import free_port
 
 
 @pytest.fixture
-def app(wsettings: Settings) -> Iterator[Any]:
-    app = create_celery(wsettings)
-    yield app
-    app.close()
+def app(wsettings: Settings, celery_of: Callable[[Settings], Any]) -> Any:
+    return celery_of(wsettings)
 
 
 @pytest.fixture
-def client(wsettings: Settings) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(wsettings.redis_url)
-    yield client
-    client.close()
+def client(wsettings: Settings, redis_of: Callable[[Settings], redis.Redis]) -> redis.Redis:
+    return redis_of(wsettings)
 
 
 def test_never_sent_queued_row_is_enqueued(wsettings: Settings, app: Any, client: Any) -> None:

@@ -18,8 +18,9 @@ from typing import Any
 import click
 import requests
 
+from stylequeue.cli.options import server_option
 from stylequeue.cli.submit import API, ClientError, call, make_session
-from stylequeue.shared.settings import ClientSettings, load_client_settings
+from stylequeue.shared.settings import load_client_settings
 
 OUTAGE_GRACE = 60.0  # --watch: seconds of failed polls (server restarting) before giving up
 
@@ -171,12 +172,7 @@ def watch(
 
 
 @click.command()
-@click.option(
-    "--server",
-    default=lambda: load_client_settings().server,
-    show_default=f"$STYLEQUEUE_SERVER, else {ClientSettings.server}",
-    help="Base URL of the service.",
-)
+@server_option
 @click.option(
     "--token",
     default=lambda: load_client_settings().admin_token,

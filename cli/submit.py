@@ -21,7 +21,8 @@ from urllib.parse import urljoin
 import click
 import requests
 
-from stylequeue.shared.settings import ClientSettings, load_client_settings
+from stylequeue.cli.options import server_option
+from stylequeue.shared.settings import load_client_settings
 
 API = "/api/v1"
 POLL_INTERVAL = 1.0
@@ -239,12 +240,7 @@ def follow(
     metavar="STYLE [STYLE ...]",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
 )
-@click.option(
-    "--server",
-    default=lambda: load_client_settings().server,
-    show_default=f"$STYLEQUEUE_SERVER, else {ClientSettings.server}",
-    help="Base URL of the service.",
-)
+@server_option
 @click.option(
     "--token",
     default=lambda: load_client_settings().api_token,

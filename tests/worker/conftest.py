@@ -49,13 +49,18 @@ def module_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
+def emptied(redis_url: str) -> str:
+    """``redis_url`` after emptying its database (nothing left by an earlier test)."""
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    client.close()
+    return redis_url
+
+
 @pytest.fixture
 def wredis_url(module_redis: str) -> str:
     """The module's private Redis, emptied for this test (unit tests; no worker attached)."""
-    client = redis.Redis.from_url(module_redis)
-    client.flushdb()
-    client.close()
-    return module_redis
+    return emptied(module_redis)
 
 
 @pytest.fixture
@@ -85,10 +90,8 @@ def worker_db_url(
 def worker_settings(
     tmp_path_factory: pytest.TempPathFactory, worker_db_url: str, module_redis: str
 ) -> Settings:
-    client = redis.Redis.from_url(module_redis)
-    client.flushdb()  # nothing left over from the other backend's run of this module
-    client.close()
-    return build_settings(tmp_path_factory.mktemp("var"), worker_db_url, module_redis)
+    # emptied: nothing left over from the other backend's run of this module
+    return build_settings(tmp_path_factory.mktemp("var"), worker_db_url, emptied(module_redis))
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from stylequeue.shared import keys
 from stylequeue.shared.settings import Settings
@@ -24,7 +23,7 @@ from stylequeue.shared.storage import get_storage
 from stylequeue.shared.sweeper import sweep
 from tests.factories import get_job, submit
 from tests.services import wait_for
-from tests.worker.conftest import build_settings
+from tests.worker.conftest import build_settings, emptied
 from tests.worker_process import (
     WorkerProcess,
     check_finished_job,
@@ -42,11 +41,11 @@ INTERRUPTIONS = (("child", signal.SIGTERM), ("node", signal.SIGKILL))
 def worker_settings(
     tmp_path_factory: pytest.TempPathFactory, worker_db_url: str, module_redis: str
 ) -> Settings:
-    client = redis.Redis.from_url(module_redis)
-    client.flushdb()
-    client.close()
     return build_settings(
-        tmp_path_factory.mktemp("var"), worker_db_url, module_redis, checkpoint_seconds=1
+        tmp_path_factory.mktemp("var"),
+        worker_db_url,
+        emptied(module_redis),
+        checkpoint_seconds=1,
     )
 
 

@@ -25,7 +25,7 @@ from stylequeue.worker.runner import MAX_ATTEMPTS
 from tests.broker_messages import run_job_ids
 from tests.factories import get_job, submit
 from tests.services import wait_for
-from tests.worker.conftest import build_settings
+from tests.worker.conftest import build_settings, emptied
 from tests.worker_process import WorkerProcess, wait_for_iteration, wait_for_job, wait_for_status
 
 ITERATIONS = 2000
@@ -40,11 +40,11 @@ EXIT_WAIT = 120.0  # generous: the worker exits once the job is back in the queu
 def worker_settings(
     tmp_path_factory: pytest.TempPathFactory, worker_db_url: str, module_redis: str
 ) -> Settings:
-    client = redis.Redis.from_url(module_redis)
-    client.flushdb()
-    client.close()
     base = build_settings(
-        tmp_path_factory.mktemp("var"), worker_db_url, module_redis, checkpoint_seconds=1
+        tmp_path_factory.mktemp("var"),
+        worker_db_url,
+        emptied(module_redis),
+        checkpoint_seconds=1,
     )
     # the sweeper never runs here; nothing recovers the job but the preemption itself
     return replace(

@@ -39,3 +39,17 @@ def dots(h: int, w: int, period: int = 8) -> np.ndarray:
 
 # Fast parameters: the default balance, tiny size, few iterations, no snapshots.
 FAST = replace(TransferParams(), iterations=8, max_size=48, snapshot_every=0)
+
+# Content only, from noise, a large step and heavy momentum: the loss falls, then overshoots
+# and rises again, so the best iteration is in the middle (neither the first nor the last).
+OVERSHOOT = replace(
+    FAST,
+    content_layers=(("block2_conv1", 1.0),),
+    style_layers=(("block1_conv1", 1.0),),
+    style_weight=0.0,
+    tv_weight=0.0,
+    init="noise",
+    learning_rate=0.2,
+    beta_1=0.99,
+    iterations=6,
+)

@@ -8,23 +8,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from engine_samples import FAST
+from engine_samples import FAST, OVERSHOOT
 
 from stylequeue.worker.engine import EngineState, IterationReport, StateError, transfer
 
-# Loss falls, then rises again (see test_the_result_is_the_best_iterations_image_not_the_latest):
-# the best image is one from before the later checkpoints, so it must travel in the state.
-OVERSHOOT = replace(
-    FAST,
-    content_layers=(("block2_conv1", 1.0),),
-    style_layers=(("block1_conv1", 1.0),),
-    style_weight=0.0,
-    tv_weight=0.0,
-    init="noise",
-    learning_rate=0.2,
-    beta_1=0.99,
-    iterations=6,
-)
+# OVERSHOOT's loss falls, then rises again: the best image is one from before the later
+# checkpoints, so it must travel in the state.
 COMPARED = ("iteration", "loss", "content", "style", "tv")
 
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from engine_samples import FAST, dots, smooth_image, stripes
+from engine_samples import FAST, OVERSHOOT, dots, smooth_image, stripes
 
 from stylequeue.shared.params import ParamError, TransferParams
 from stylequeue.shared.settings import Limits
@@ -74,18 +74,7 @@ def test_the_result_is_the_best_iterations_image_not_the_latest(content, style, 
     """A run whose loss falls, then rises again (content only, from noise, a large step
     and heavy momentum overshoot the target): its best iteration is in the middle, and the
     result is the image measured there, neither the image its update made nor the last."""
-    params = replace(
-        fast,
-        content_layers=(("block2_conv1", 1.0),),
-        style_layers=(("block1_conv1", 1.0),),
-        style_weight=0.0,
-        tv_weight=0.0,
-        init="noise",
-        learning_rate=0.2,
-        beta_1=0.99,
-        iterations=6,
-        snapshot_every=1,
-    )
+    params = replace(OVERSHOOT, snapshot_every=1)
     reports: list[IterationReport] = []
     result = transfer(content, [style], params, weights="random", on_iteration=reports.append)
     losses = [r.loss for r in reports]

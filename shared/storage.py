@@ -6,6 +6,7 @@ Keys are ``/``-separated paths such as ``jobs/<id>/inputs/content.png``;
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -26,7 +27,11 @@ class Storage(Protocol):
     def get(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
     def list(self, prefix: str) -> list[str]: ...
-    def delete_prefix(self, prefix: str) -> int: ...
+    def delete_prefix(self, prefix: str, *, unfinished: bool = False) -> int:
+        """Delete the objects under ``prefix``; with ``unfinished`` also what writes that
+        never finished left there (a purge: nothing may write there any more)."""
+        ...
+
     def check(self) -> None:
         """Raise if the store cannot be reached (readiness)."""
 
@@ -36,6 +41,10 @@ def _check_key(key: str) -> str:
     if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
         raise ValueError(f"bad object key {key!r}")
     return key
+
+
+def _raise(exc: OSError) -> None:
+    raise exc
 
 
 class FileStorage:
@@ -49,8 +58,12 @@ class FileStorage:
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        except FileNotFoundError:  # a delete_prefix pruned the empty folder in between
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
@@ -72,17 +85,37 @@ class FileStorage:
         base = self.root.joinpath(*[p for p in prefix.split("/") if p])
         if not base.is_dir():
             return []
-        return sorted(
-            p.relative_to(self.root).as_posix()
-            for p in base.rglob("*")
-            if p.is_file() and not p.name.startswith(".tmp-")
-        )
+        found: list[str] = []
+        # os.walk raising, not rglob: an unreadable folder must fail the listing, not read
+        # as empty (a purge checks that nothing is left by listing)
+        for folder, _dirs, files in os.walk(base, onerror=_raise):
+            found.extend(
+                Path(folder, name).relative_to(self.root).as_posix()
+                for name in files
+                if not name.startswith(".tmp-")
+            )
+        return sorted(found)
 
-    def delete_prefix(self, prefix: str) -> int:
+    def delete_prefix(self, prefix: str, *, unfinished: bool = False) -> int:
+        """Delete the objects under ``prefix`` and the folders left empty (a bucket keeps no
+        folders either). Temporary files of writes under way are kept (not objects yet; the
+        write may still finish), unless ``unfinished``: then they go too, whoever wrote them."""
         keys = self.list(prefix)
         for key in keys:
             self._path(key).unlink(missing_ok=True)
+        self._prune(prefix, unfinished)
         return len(keys)
+
+    def _prune(self, prefix: str, unfinished: bool) -> None:
+        base = self.root.joinpath(*[p for p in prefix.split("/") if p])
+        if base == self.root or not base.is_dir():
+            return
+        for folder, _dirs, files in os.walk(base, topdown=False, onerror=_raise):
+            for name in files:
+                if unfinished and name.startswith(".tmp-"):
+                    Path(folder, name).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # not empty: a write landed meanwhile
+                os.rmdir(folder)
 
     def check(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -145,7 +178,8 @@ class S3Storage:
             keys.extend(obj["Key"][len(self.prefix) :] for obj in page.get("Contents", []))
         return sorted(keys)
 
-    def delete_prefix(self, prefix: str) -> int:
+    def delete_prefix(self, prefix: str, *, unfinished: bool = False) -> int:
+        # single-part puts (all we make) leave nothing half-written: ``unfinished`` adds nothing
         keys = self.list(prefix)
         for start in range(0, len(keys), 1000):
             chunk = [{"Key": self.prefix + k} for k in keys[start : start + 1000]]

@@ -241,6 +241,15 @@ class AttemptFence:
                 self.gone = session.get(Job, self.job_id) is None
         return self.gone
 
+    def gone_now(self) -> bool:
+        """:meth:`check_gone`, a database error reading as "still there" (the next row write
+        finds out)."""
+        try:
+            return self.check_gone()
+        except Exception as exc:
+            log.warning("job %s: could not look for its row: %s", self.job_id, exc)
+            return False
+
     def refused(self) -> None:
         """A fenced write was refused: the lock holds another runner's token."""
         if not self._refused:
@@ -602,7 +611,7 @@ class _Attempt:
         return self._fail(f"time limit reached after {n} iterations{saved}", **fields)
 
     def _lost(self) -> Outcome:
-        if self.fence.gone or self._row_gone():
+        if self.fence.gone_now():  # not: lost to another runner
             return self._deleted()
         log.error(
             "job %s: lost its lock (presumed dead and re-queued); leaving it to the new runner",
@@ -611,13 +620,6 @@ class _Attempt:
         self._tidy_after_lost()
         iterations = self.recorder.iterations if self.recorder is not None else 0
         return Outcome(Action.LOST, None, iterations=iterations)
-
-    def _row_gone(self) -> bool:
-        try:
-            return self.fence.check_gone()
-        except Exception as exc:  # the database is away: treat as lost, tidy what we can
-            log.warning("job %s: could not read the row: %s", self.job_id, exc)
-            return False
 
     def _deleted(self) -> Outcome:
         """The job was deleted while this attempt ran: nothing more is written (the fence
@@ -741,6 +743,8 @@ class _Recorder:
                 self.fence.refused()
                 return
             self.stop.note_flag(appended.cancel)
+            if appended.cancel and self.fence.gone_now():
+                return  # a delete sets the flag: the job is gone, store nothing more of it
             entry = {"id": appended.id, **entry}
         self.entries.append(entry)
         if report.is_best:

@@ -183,7 +183,15 @@ class S3Storage:
         keys = self.list(prefix)
         for start in range(0, len(keys), 1000):
             chunk = [{"Key": self.prefix + k} for k in keys[start : start + 1000]]
-            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
+            done = self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True}
+            )
+            if failed := done.get("Errors"):  # a bulk delete answers 200 even when keys fail
+                first = failed[0]
+                raise OSError(
+                    f"S3 kept {len(failed)} of {len(chunk)} objects under {prefix!r}, e.g. "
+                    f"{first.get('Key')}: {first.get('Code')} {first.get('Message')}"
+                )
         return len(keys)
 
     def check(self) -> None:

@@ -158,6 +158,34 @@ def test_a_runner_holding_the_lock_keeps_the_files_until_it_lets_go(settings: Se
 # ---- failing halfway, retried until nothing is left -------------------------------------------
 
 
+def test_an_object_that_lands_during_the_purge_keeps_the_item(
+    store_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The delete went through without an error, yet the prefix still lists an object (a
+    write that landed meanwhile, a key a bulk delete skipped): the purge checks by listing
+    again, so the to-do item stays and the next purge takes it."""
+    settings = store_settings
+    job = full_job(settings, status="succeeded")
+    storage = get_storage(settings)
+    real = storage.delete_prefix
+    late = keys.snapshot_key(job.id, 8, attempt=2)
+
+    def delete_then_a_late_write(prefix: str, *, unfinished: bool = False) -> int:
+        count = real(prefix, unfinished=unfinished)
+        if not storage.exists(late) and count > 1:  # once, after the first whole delete
+            storage.put(late, b"late")
+        return count
+
+    monkeypatch.setattr(storage, "delete_prefix", delete_then_a_late_write)
+    delete(settings, job.id)
+    assert run_purge(settings, job.id) is PurgeResult.FAILED
+    assert [key for key in everything(settings) if job.id in key] == [late]
+    item = tombstone(settings, job.id)
+    assert item is not None and "PurgeIncomplete" in (item.last_error or "")
+    assert run_purge(settings, job.id) is PurgeResult.PURGED
+    assert_nothing_left(settings, job.id)
+
+
 @contextmanager
 def frozen(folder: Path) -> Iterator[None]:
     """Nothing in ``folder`` can be removed or added: read-only for a user; for root (whom

@@ -221,3 +221,30 @@ def test_metrics_count_what_was_removed(settings: Settings, client: FlaskClient)
     assert value(after, "stylequeue_job_attempts_total") == attempts  # a counter never drops
     with session_scope(settings.database_url) as session:
         assert session.get(Job, job.id) is None and session.get(JobDeletion, job.id) is None
+
+
+def test_with_redis_down_the_delete_holds_and_the_sweeper_finishes_it(
+    settings: Settings, client: FlaskClient
+) -> None:
+    """Redis unreachable: the purge cannot take the job's lock, so it touches nothing (a
+    runner might be writing); the row is gone all the same and the sweeper, once Redis is
+    back, purges everything."""
+    from stylequeue.shared.celery_app import create_celery
+    from stylequeue.shared.sweeper import sweep
+    from tests.services import free_port
+
+    job = full_job(settings, owner=ALICE_OWNER, status="succeeded", finished_at=utcnow())
+    before = [key for key in everything(settings) if job.id in key]
+    down = create_app(replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+    response = down.test_client().delete(f"/api/v1/jobs/{job.id}", headers=ALICE)
+    assert response.status_code == 204
+    assert client.get(f"/api/v1/jobs/{job.id}", headers=ALICE).status_code == 404
+    assert [key for key in everything(settings) if job.id in key] == before
+    with session_scope(settings.database_url) as session:
+        item = session.get(JobDeletion, job.id)
+        assert item is not None and item.tries == 1 and "ConnectionError" in item.last_error
+    app = create_celery(settings)
+    report = sweep(settings, app)
+    app.close()
+    assert (report.purged, report.purge_pending) == (1, 0)
+    assert_nothing_left(settings, job.id)

@@ -44,7 +44,10 @@ def _check_key(key: str) -> str:
 
 
 def _raise(exc: OSError) -> None:
-    raise exc
+    """``os.walk``'s error hook: a folder removed meanwhile holds nothing; anything else
+    (an unreadable folder) must fail the walk rather than read as empty."""
+    if not isinstance(exc, FileNotFoundError):
+        raise exc
 
 
 class FileStorage:
@@ -87,7 +90,7 @@ class FileStorage:
             return []
         found: list[str] = []
         # os.walk raising, not rglob: an unreadable folder must fail the listing, not read
-        # as empty (a purge checks that nothing is left by listing)
+        # as empty (a purge checks that nothing is left by listing it)
         for folder, _dirs, files in os.walk(base, onerror=_raise):
             found.extend(
                 Path(folder, name).relative_to(self.root).as_posix()

@@ -100,9 +100,10 @@ class FileStorage:
         return sorted(found)
 
     def delete_prefix(self, prefix: str, *, unfinished: bool = False) -> int:
-        """Delete the objects under ``prefix`` and the folders left empty (a bucket keeps no
-        folders either). Temporary files of writes under way are kept (not objects yet; the
-        write may still finish), unless ``unfinished``: then they go too, whoever wrote them."""
+        """Delete the objects under ``prefix`` and the folders left empty, above it too (a
+        bucket keeps no folders either). Temporary files of writes under way are kept (not
+        objects yet; the write may still finish), unless ``unfinished``: then they go too,
+        whoever wrote them."""
         keys = self.list(prefix)
         for key in keys:
             self._path(key).unlink(missing_ok=True)
@@ -119,6 +120,13 @@ class FileStorage:
                     Path(folder, name).unlink(missing_ok=True)
             with contextlib.suppress(OSError):  # not empty: a write landed meanwhile
                 os.rmdir(folder)
+        for parent in base.parents:  # and the folders above it that it leaves empty
+            if parent == self.root or self.root not in parent.parents:
+                break
+            try:
+                parent.rmdir()
+            except OSError:  # not empty (or gone): the folders above are not either
+                break
 
     def check(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ import click
 COMMANDS: dict[str, str] = {
     "transfer": "stylequeue.cli.transfer:transfer",
     "submit": "stylequeue.cli.submit:submit",
+    "delete": "stylequeue.cli.delete:delete",
     "fleet": "stylequeue.cli.fleet:fleet",
     "dev": "stylequeue.cli.dev:dev",
     "migrate": "stylequeue.cli.admin:migrate",

@@ -84,7 +84,8 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # last send to the broker
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # indexed for the retention sweep (finished jobs older than STYLEQUEUE_RETENTION_DAYS)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
 
     @property
     def terminal(self) -> bool:
@@ -92,3 +93,40 @@ class Job(Base):
 
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.status} {self.iterations_done}/{self.iterations_total}>"
+
+
+# ---- deleted jobs (shared/deletion.py) -----------------------------------------------------
+
+
+class JobDeletion(Base):
+    """A deleted job whose files and stream may still be there: the to-do list of the purge.
+
+    Written in the transaction that deletes the job's row (so nothing shows the job any
+    more), removed once its storage prefix lists empty; the sweeper retries whatever is
+    left (storage down, a runner still holding the job's lock).
+    """
+
+    __tablename__ = "job_deletions"
+
+    job_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(80), nullable=False)
+    reason: Mapped[str] = mapped_column(String(16), nullable=False)  # deleted | expired
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    tries: Mapped[int] = mapped_column(Integer, nullable=False, default=0)  # failed purges
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class RemovedJobTotals(Base):
+    """What every removed job added up to, one row per reason: the jobs themselves, and their
+    attempts, crashes, preemptions, checkpoints and resumes, so the /metrics counters summed
+    over the jobs table do not go back when rows go."""
+
+    __tablename__ = "removed_job_totals"
+
+    reason: Mapped[str] = mapped_column(String(16), primary_key=True)
+    jobs: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    crashes: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    preemptions: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    checkpoints: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    resumes: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")

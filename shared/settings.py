@@ -36,7 +36,7 @@ ENV_VARS: tuple[str, ...] = tuple(
         "MAX_ITERATIONS", "MAX_STYLES", "MAX_ACTIVE_JOBS", "JOB_SOFT_TIME_LIMIT",
         "JOB_TIME_LIMIT", "PROGRESS_MAXLEN", "PROGRESS_TTL_SECONDS", "LOCK_TTL_SECONDS",
         "QUEUED_GRACE_SECONDS", "CHECKPOINT_SECONDS", "SHUTDOWN_GRACE_SECONDS", "VAR_DIR",
-        "METRICS_TOKEN", "ADMIN_TOKENS", "OWNER_SLOTS",
+        "METRICS_TOKEN", "ADMIN_TOKENS", "OWNER_SLOTS", "RETENTION_DAYS",
         # the engine (worker and `stylequeue transfer`)
         "VGG19_WEIGHTS", "PRECISION", "ENGINE_XLA", "ENGINE_DETERMINISTIC",
         # `stylequeue submit` and `stylequeue fleet`
@@ -106,6 +106,9 @@ class Settings:
     shutdown_grace_seconds: int = 10
     # fair share: at most this many of one owner's jobs in the broker (shared/scheduling.py)
     owner_slots: int = OWNER_SLOTS
+    # finished jobs are deleted (row, files, stream) this many days after they ended; 0: kept
+    # forever (shared/retention.py)
+    retention_days: int = 30
     var_dir: str = "./var"
     cookie_secure: bool = False  # session cookie only over HTTPS (set behind TLS)
     # bearer token for GET /metrics; None: only loopback callers may scrape
@@ -138,6 +141,19 @@ def _int(
             f"{PREFIX}{name} must be <= {maximum} (the most a job can ask for), got {value}"
         )
     return value
+
+
+MAX_RETENTION_DAYS = 36_500  # a century: further than any date the job JSON could show
+
+
+def _retention_days(env: Mapping[str, str]) -> int:
+    days = _int(env, "RETENTION_DAYS", 30, 0)
+    if days > MAX_RETENTION_DAYS:
+        raise SettingsError(
+            f"{PREFIX}RETENTION_DAYS must be <= {MAX_RETENTION_DAYS} (0 keeps jobs forever), "
+            f"got {days}"
+        )
+    return days
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -262,6 +278,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         checkpoint_seconds=_int(env, "CHECKPOINT_SECONDS", 30, 0),
         shutdown_grace_seconds=_int(env, "SHUTDOWN_GRACE_SECONDS", 10, 1),
         owner_slots=_int(env, "OWNER_SLOTS", OWNER_SLOTS, 1),
+        retention_days=_retention_days(env),
         var_dir=var_dir,
         precision=engine.precision,
         engine_xla=engine.xla,

@@ -18,6 +18,7 @@ from stylequeue.shared.fleet import list_workers
 from stylequeue.shared.fleet_status import fleet_status
 from stylequeue.shared.jobs import CancelOutcome, owned_jobs_page, request_cancel
 from stylequeue.shared.models import Job
+from stylequeue.web import job_removal
 from stylequeue.web.auth import (
     admin_only,
     csrf_token,
@@ -187,6 +188,15 @@ def cancel_job(job_id: str) -> tuple[Response, int]:
     return jsonify(job_json(done.job)), 202
 
 
+@bp.delete("/jobs/<job_id>")
+def delete_job(job_id: str) -> tuple[str, int]:
+    """The job goes, with its files and progress (web.job_removal); a running one is stopped
+    first. 204; then every path of the job is a 404. Not the caller's job: 404."""
+    if job_removal.delete_job(services(), job_id, current_owner()) is None:
+        raise JobNotFound()
+    return "", 204
+
+
 # ---- images ---------------------------------------------------------------------------------
 
 
@@ -272,4 +282,8 @@ def _thumb(
 ) -> Response:
     """The ``px`` thumbnail of ``key``; kept in storage only when the source cannot change."""
     cache_key = thumb_key(job.id, name, px) if immutable else None
-    return thumb_response(services(), key, missing, px, immutable=immutable, cache_key=cache_key)
+    svc = services()
+    return thumb_response(
+        svc, key, missing, px, immutable=immutable, cache_key=cache_key,
+        after_caching=lambda: job_removal.purge_if_deleted(svc, job.id),
+    )  # fmt: skip

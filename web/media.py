@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+from collections.abc import Callable
 
 from flask import Response, request
 from PIL import Image
@@ -141,9 +142,11 @@ def thumb_response(
     *,
     immutable: bool,
     cache_key: str | None = None,
+    after_caching: Callable[[], None] | None = None,
 ) -> Response:
     """The thumbnail of the object at ``key``; kept under ``cache_key`` when given (only
-    for sources that never change)."""
+    for sources that never change), then ``after_caching`` is called (the job may have been
+    deleted while we made it: the cached copy must not outlive it)."""
     if cache_key is not None and (cached := _read_cached(svc, cache_key)) is not None:
         etag, body = cached
         return _finish(Response(body, mimetype=THUMB_MIMETYPE), etag, immutable=immutable)
@@ -156,6 +159,8 @@ def thumb_response(
     if cache_key is not None:
         try:
             svc.storage.put(cache_key, _CACHE_MAGIC + etag.encode() + b"\n" + body)
+            if after_caching is not None:
+                after_caching()
         except Exception:
             log.warning("caching the thumbnail %s failed", cache_key, exc_info=True)
     return _finish(Response(body, mimetype=THUMB_MIMETYPE), etag, immutable=immutable)

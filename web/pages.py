@@ -122,8 +122,15 @@ def jobs() -> Page:
 @bp.get("/jobs/<job_id>")
 def dashboard(job_id: str) -> Page:
     data = job_json(get_job_or_404(job_id))
-    config = {"job": data, "urls": {"fleet": url_for("api.get_fleet")}}
-    return _render("pages/dashboard.html", nav="jobs", job=data, page_config=config)
+    days = services().settings.retention_days
+    config = {
+        "job": data,
+        "retention_days": days,
+        "urls": {"fleet": url_for("api.get_fleet"), "jobs": url_for("pages.jobs")},
+    }
+    return _render(
+        "pages/dashboard.html", nav="jobs", job=data, retention_days=days, page_config=config
+    )
 
 
 @bp.get("/fleet")

@@ -9,7 +9,8 @@ State machine of an attempt::
 
     lock held by a live runner ............ return "busy" (the message is acked; that
                                              runner finishes the job)
-    row missing ........................... return (the message is dropped)
+    row missing ........................... return (the message is dropped); under the
+                                             lock: purge what is left (a deleted job)
     row terminal .......................... return (duplicate delivery); its stream is set
                                              to expire and unreferenced attempts' files
                                              deleted (it may have ended outside a runner)
@@ -26,6 +27,8 @@ State machine of an attempt::
         SoftTimeLimitExceeded ............. -> failed, latest snapshot saved as the result
         any other exception ............... -> failed with a one-line reason
         lock lost (we were presumed dead) . leave the row alone: the new runner owns it
+        row gone (the job was deleted) .... write nothing more; purge the job's files and
+                                             stream (shared.deletion), then return
 
 Fencing: the sweeper may presume a runner dead (its lock expired, say during a Redis outage)
 and another runner start attempt N + 1 while the first still runs. Every write of an attempt
@@ -44,6 +47,12 @@ is therefore checked where it is written, not only by the lock renewer's ``lost`
   deleted then, under the lock (``shared.keys.unreferenced_attempts``).
 - The row: updated under ``SELECT ... FOR UPDATE`` only while it is ``running`` with this
   attempt's number (:class:`AttemptFence`).
+
+Deleting: ``DELETE /api/v1/jobs/<id>`` (or retention) removes the row at once and sets the
+cancel flag. The attempt notices at its next fenced row write (a flush, every second or
+snapshot) or by the flag, and before it stores a result it looks for the row once more:
+gone, it writes nothing more and purges the whole job under its lock (``shared.deletion``),
+files of earlier attempts and checkpoints included, so nothing of it is left.
 
 Checkpoints (``worker.checkpoints``): every ``STYLEQUEUE_CHECKPOINT_SECONDS`` the engine hands
 over its whole state and it goes to storage with the history and snapshot list so far (per
@@ -72,7 +81,8 @@ import redis
 from celery.exceptions import SoftTimeLimitExceeded
 
 from stylequeue.shared import keys
-from stylequeue.shared.db import session_scope
+from stylequeue.shared.db import get_sessionmaker, session_scope
+from stylequeue.shared.deletion import purge
 from stylequeue.shared.locks import JobLock
 from stylequeue.shared.models import Job
 from stylequeue.shared.params import TransferParams
@@ -109,6 +119,7 @@ class Action(StrEnum):
     GAVE_UP = "gave_up"  # lost MAX_ATTEMPTS times: failed without running
     LOST = "lost"  # presumed dead, the job restarted elsewhere: left to the new runner
     PREEMPTED = "preempted"  # the worker is shutting down: checkpointed, back to queued
+    DELETED = "deleted"  # the job was deleted while running: stopped, everything purged
 
 
 @dataclass
@@ -216,10 +227,28 @@ class AttemptFence:
         self.token = lock.value
         self.attempt = 0  # set once the row is marked running with this attempt's number
         self._refused = False
+        self.gone = False  # the row was found missing: the job was deleted
 
     @property
     def lost(self) -> bool:
-        return self._refused or self.lock.lost.is_set()
+        """Write nothing more: another runner has the job, or the job is gone."""
+        return self._refused or self.gone or self.lock.lost.is_set()
+
+    def check_gone(self) -> bool:
+        """Look for the row (a plain read); True, and :attr:`gone` set, when it is missing."""
+        if not self.gone:
+            with session_scope(self.database_url) as session:
+                self.gone = session.get(Job, self.job_id) is None
+        return self.gone
+
+    def gone_now(self) -> bool:
+        """:meth:`check_gone`, a database error reading as "still there" (the next row write
+        finds out)."""
+        try:
+            return self.check_gone()
+        except Exception as exc:
+            log.warning("job %s: could not look for its row: %s", self.job_id, exc)
+            return False
 
     def refused(self) -> None:
         """A fenced write was refused: the lock holds another runner's token."""
@@ -243,6 +272,8 @@ class AttemptFence:
         """The row locked for update while it is ours, else None (write nothing then)."""
         with session_scope(self.database_url) as session:
             job = session.get(Job, self.job_id, with_for_update=True)
+            if job is None:
+                self.gone = True
             yield job if self.holds(job) else None
 
 
@@ -290,7 +321,9 @@ class _Attempt:
         self.resume = self._find_checkpoint()
         started = self._start()
         if isinstance(started, Outcome):
-            if started.action in (Action.CANCELED, Action.GAVE_UP, Action.DUPLICATE):
+            if started.action is Action.MISSING:
+                self._purge_deleted(locked=True)  # deleted just now; we hold its lock
+            elif started.action in (Action.CANCELED, Action.GAVE_UP, Action.DUPLICATE):
                 self._expire_stream()  # a dead attempt's entries: expire like any job's
                 # Ended without running: earlier (dead) attempts' files the row does not
                 # point at go now, and its checkpoints; nobody else would delete them.
@@ -479,7 +512,8 @@ class _Attempt:
             resume=resume.state if resume else None,
             checkpoint_due=checkpointer.due, on_checkpoint=checkpointer.save,
         )  # fmt: skip
-        if self.fence.lost:
+        # deleted meanwhile (the cancel flag may have stopped us before any row write)?
+        if self.fence.lost or self.fence.check_gone():
             return self._lost()
         if result.stopped and self.stop.reason is StopReason.PREEMPT:
             return self._preempted()
@@ -598,6 +632,8 @@ class _Attempt:
         return self._fail(f"time limit reached after {n} iterations{saved}", **fields)
 
     def _lost(self) -> Outcome:
+        if self.fence.gone_now():  # not: lost to another runner
+            return self._deleted()
         log.error(
             "job %s: lost its lock (presumed dead and re-queued); leaving it to the new runner",
             self.job_id,
@@ -605,6 +641,27 @@ class _Attempt:
         self._tidy_after_lost()
         iterations = self.recorder.iterations if self.recorder is not None else 0
         return Outcome(Action.LOST, None, iterations=iterations)
+
+    def _deleted(self) -> Outcome:
+        """The job was deleted while this attempt ran: nothing more is written (the fence
+        says ``lost``), and everything of the job goes now, under its lock."""
+        log.info("job %s: deleted while running; stopped, purging what it left", self.job_id)
+        try:
+            held = self.fence.lock.owned()
+        except redis.RedisError:
+            held = False
+        self._purge_deleted(locked=held)
+        iterations = self.recorder.iterations if self.recorder is not None else 0
+        return Outcome(Action.DELETED, None, iterations=iterations)
+
+    def _purge_deleted(self, *, locked: bool) -> None:
+        """Purge the deleted job (``shared.deletion.purge``): ``locked`` when we still hold
+        its lock; otherwise the purge takes it (busy: whoever holds it purges). Never raises:
+        what fails is left to the sweeper."""
+        purge(
+            get_sessionmaker(self.settings.database_url), self.storage, self.client,
+            self.job_id, lock_ttl_seconds=self.settings.lock_ttl_seconds, locked=locked,
+        )  # fmt: skip
 
     def _tidy_after_lost(self) -> None:
         """Our files once a later attempt has started (it cleared the row's references to
@@ -707,6 +764,8 @@ class _Recorder:
                 self.fence.refused()
                 return
             self.stop.note_flag(appended.cancel)
+            if appended.cancel and self.fence.gone_now():
+                return  # a delete sets the flag: the job is gone, store nothing more of it
             entry = {"id": appended.id, **entry}
         self.entries.append(entry)
         if report.is_best:

@@ -77,8 +77,14 @@ def top_up_after(settings: Settings, app: Any, job_id: str) -> None:
 
 @shared_task(name=SWEEP, bind=True, ignore_result=True)
 def sweep_queued(self: Task) -> dict[str, Any]:
-    """Re-enqueue stuck ``queued`` rows and recover jobs of dead runners (beat, every 30 s)."""
+    """Re-enqueue stuck ``queued`` rows, recover jobs of dead runners, remove expired jobs
+    and purge removed ones (beat, every 30 s)."""
     from stylequeue.shared.sweeper import sweep
 
     report = sweep(get_settings(), self.app)
-    return {"requeued": report.requeued, "recovered": report.recovered}
+    return {
+        "requeued": report.requeued,
+        "recovered": report.recovered,
+        "expired": report.expired,
+        "purged": report.purged,
+    }

@@ -194,6 +194,7 @@ function render() {
 
   $("cancel").hidden = terminal;
   $("cancel").disabled = Boolean(job.cancel_requested);
+  renderExpiry(terminal);
   $("download").hidden = !job.result_available;
 
   const errorBox = $("error-box");
@@ -276,6 +277,51 @@ async function cancel() {
   if (timer.stopped) { job = await api(job.links.self); render(); }
 }
 $("cancel").addEventListener("click", cancel);
+
+// ---- deleting, and when retention does it ---------------------------------------------------
+
+/** "Deleted automatically on <date>" once the job has ended (the job JSON's expires_at). */
+function renderExpiry(terminal) {
+  const time = $("expires-at");
+  const days = config.retention_days;
+  let text = "Kept until you delete it.";
+  if (job.expires_at) text = "Deleted automatically on";
+  else if (!terminal && days > 0) text = `Deleted automatically ${days} days after it ends.`;
+  $("expiry-text").textContent = text;
+  time.hidden = !job.expires_at;
+  if (job.expires_at && time.getAttribute("datetime") !== job.expires_at) {
+    time.setAttribute("datetime", job.expires_at);
+  }
+  if (job.expires_at) time.textContent = absTime(job.expires_at);
+}
+
+const deleteDialog = $("delete-dialog");
+$("delete").addEventListener("click", () => {
+  deleteDialog.returnValue = "";
+  deleteDialog.showModal();
+});
+deleteDialog.addEventListener("close", () => {
+  if (deleteDialog.returnValue === "delete") deleteJob();
+});
+
+async function deleteJob() {
+  const button = $("delete");
+  button.setAttribute("aria-busy", "true");
+  button.disabled = true;
+  $("action-error").textContent = "";
+  try {
+    await api(job.links.self, { method: "DELETE" });
+  } catch (err) {
+    if (!(err instanceof ApiError && err.status === 404)) { // 404: gone already
+      $("action-error").textContent = `Could not delete: ${err.message}`;
+      button.disabled = false;
+      button.removeAttribute("aria-busy");
+      return;
+    }
+  }
+  timer.stop();
+  window.location.assign(`${config.urls.jobs}?deleted=${encodeURIComponent(job.id.slice(0, 8))}`);
+}
 
 // ---- the fleet's banners ------------------------------------------------------------------
 

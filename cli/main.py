@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "dev": "stylequeue.cli.dev:dev",
     "migrate": "stylequeue.cli.admin:migrate",
     "sweep": "stylequeue.cli.admin:sweep",
+    "webhook-secret": "stylequeue.cli.admin:webhook_secret",
 }
 
 

@@ -17,6 +17,9 @@ Three kinds of rows are (re-)sent to the broker:
    so a steady stream of small jobs cannot starve them. The old message stays; when a worker
    takes it, the job is running or finished and it is dropped.
 
+And webhook messages written but never sent to the ``webhooks`` queue (the broker was down
+when the job made the event): shared/webhook_outbox.py.
+
 Terminal rows are never touched. A duplicate delivery is harmless: ``run_job`` ignores
 terminal rows and jobs whose lock a live runner holds. Several sweepers may run at once
 (beat, ``stylequeue sweep``, tests); a short Redis lock lets only one work at a time.
@@ -55,6 +58,7 @@ from stylequeue.shared.scheduling import (
 )
 from stylequeue.shared.settings import Settings
 from stylequeue.shared.states import JobStatus, transition, utcnow
+from stylequeue.shared.webhook_outbox import send_unsent
 
 log = logging.getLogger("stylequeue.sweeper")
 
@@ -67,6 +71,7 @@ class SweepReport:
     requeued: int = 0  # queued rows sent to the broker again
     recovered: int = 0  # running rows of dead runners put back on the queue
     promoted: int = 0  # long jobs past the aging threshold sent again at high priority
+    webhooks: int = 0  # webhook messages sent that their writer had not sent
     skipped: bool = False  # another sweep held the sweep lock
     errors: list[str] = field(default_factory=list)
     sent: set[str] = field(default_factory=set)  # job ids enqueued by this pass
@@ -90,6 +95,13 @@ def sweep(settings: Settings, celery_app: Celery) -> SweepReport:
         _recover_orphans(settings, celery_app, client, report)
         _requeue_stale(settings, celery_app, client, report)
         _promote_aged(settings, celery_app, client, report)
+        report.webhooks = len(
+            send_unsent(
+                get_sessionmaker(settings.database_url),
+                celery_app,
+                settings.queued_grace_seconds,
+            )
+        )
     except redis.RedisError as exc:  # Redis went away mid-pass: the next pass carries on
         report.errors.append(f"redis unavailable: {exc}")
     except SQLAlchemyError as exc:  # so did the database: same, never kill the sweep loop
@@ -98,12 +110,14 @@ def sweep(settings: Settings, celery_app: Celery) -> SweepReport:
         with contextlib.suppress(redis.RedisError):  # else it expires on its own
             release_if_held(client, SWEEP_LOCK_KEY, token)
         client.close()
-    if report.requeued or report.recovered or report.promoted or report.errors:
+    if report.requeued or report.recovered or report.promoted or report.webhooks or report.errors:
         log.info(
-            "sweep: re-enqueued %d queued, recovered %d orphaned, promoted %d aged%s",
+            "sweep: re-enqueued %d queued, recovered %d orphaned, promoted %d aged, "
+            "sent %d webhooks%s",
             report.requeued,
             report.recovered,
             report.promoted,
+            report.webhooks,
             f", errors: {'; '.join(report.errors)}" if report.errors else "",
         )
     return report

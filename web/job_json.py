@@ -15,6 +15,7 @@ from flask import url_for
 from stylequeue.shared.models import Job
 from stylequeue.shared.states import JobStatus, utcnow
 from stylequeue.web.media import THUMB_LINK_SIZE
+from stylequeue.web.webhook_json import webhook_json
 
 
 def iso(dt: datetime | None) -> str | None:
@@ -105,5 +106,6 @@ def job_json(job: Job) -> dict[str, Any]:
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
         "duration_seconds": duration_seconds(job),
+        **webhook_json(job),  # webhook, webhook_events, webhook_deliveries
         "links": job_links(job),
     }

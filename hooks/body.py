@@ -16,6 +16,9 @@ from flask import Flask
 from stylequeue.shared.models import WebhookMessage
 from stylequeue.shared.settings import Settings
 from stylequeue.shared.webhook_outbox import job_from_snapshot
+from stylequeue.web import api
+from stylequeue.web.extensions import init_services
+from stylequeue.web.job_json import job_json
 
 _lock = threading.Lock()
 _apps: dict[tuple[str, str, str], Flask] = {}
@@ -27,9 +30,6 @@ def json_app(settings: Settings) -> Flask:
     with _lock:
         app = _apps.get(key)
         if app is None:
-            from stylequeue.web import api
-            from stylequeue.web.extensions import init_services
-
             app = Flask("stylequeue.hooks")
             init_services(app, settings)
             app.register_blueprint(api.bp)
@@ -40,8 +40,6 @@ def json_app(settings: Settings) -> Flask:
 
 def render(settings: Settings, message: WebhookMessage) -> str:
     """The body's text: ``{"event": ..., <the job JSON>}``, compact, ASCII only."""
-    from stylequeue.web.job_json import job_json
-
     job = job_from_snapshot(message.job_row)
     with json_app(settings).test_request_context():
         payload = {"event": message.event, **job_json(job)}

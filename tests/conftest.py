@@ -122,7 +122,8 @@ def _truncate(url: str) -> None:
     from stylequeue.shared.db import get_engine
 
     with get_engine(url).begin() as conn:
-        conn.execute(text("DELETE FROM jobs"))
+        conn.execute(text("DELETE FROM jobs"))  # and, by cascade, their webhook messages
+        conn.execute(text("DELETE FROM webhook_secrets"))
 
 
 # ---- object storage ------------------------------------------------------------------------

@@ -342,8 +342,8 @@ def test_restart_schedule_starts_over_after_the_process_stayed_up() -> None:
     assert restarts.count == 7
 
 
-def test_the_worker_and_sweeper_restart_the_web_and_redis_do_not() -> None:
-    assert set(dev.RESTARTED) == {"worker", "sweeper"}
+def test_the_workers_and_sweeper_restart_the_web_and_redis_do_not() -> None:
+    assert set(dev.RESTARTED) == {"worker", "hooks", "sweeper"}
     assert "web" not in dev.RESTARTED and "redis" not in dev.RESTARTED
 
 

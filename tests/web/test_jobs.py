@@ -34,6 +34,7 @@ JOB_KEYS = {
     "cancel_requested", "attempts", "preemptions", "resumes_at", "worker", "width", "height",
     "n_styles", "snapshots",
     "created_at", "enqueued_at", "started_at", "finished_at", "duration_seconds", "links",
+    "webhook", "webhook_events", "webhook_deliveries",
 }  # fmt: skip
 
 

@@ -41,6 +41,7 @@ from stylequeue.shared.webhook_targets import TargetRefused, check_target
 log = logging.getLogger("stylequeue.hooks")
 
 MAX_BACKOFF_SECONDS = 3600.0
+RESTORE_MARGIN_SECONDS = 600
 RETRIED_STATUSES = frozenset({408, 429})  # and every 5xx
 MAX_ERROR_CHARS = 255
 
@@ -68,10 +69,10 @@ class _Prepared:
 
 
 def max_backoff(settings: Settings) -> float:
-    """The longest wait between two attempts: an hour, and at most half the broker's
-    visibility timeout (a retry waits unacked in the worker; it must not be handed out
-    twice)."""
-    return min(MAX_BACKOFF_SECONDS, visibility_timeout(settings) / 2)
+    """The longest wait between two attempts: an hour, and ten minutes less than the
+    broker's visibility timeout (a retry waits unacked in the hooks worker until it is due;
+    the broker must not hand it out a second time meanwhile)."""
+    return float(min(MAX_BACKOFF_SECONDS, visibility_timeout(settings) - RESTORE_MARGIN_SECONDS))
 
 
 def backoff(settings: Settings, attempt: int, rng: Callable[[], float] = random.random) -> float:

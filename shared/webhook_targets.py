@@ -9,12 +9,12 @@ address, IPv4 inside IPv6 included, and none of the cloud metadata addresses tha
 public ones. Plain http is refused unless the operator allows it.
 
 Asked at submit (a 422 naming ``webhook``) and again by each delivery attempt, whose
-connection then goes to the very address checked here (:attr:`Target.address`, the Host
-header and TLS name stay the URL's): a name that resolved to a public address at submit
-and to 127.0.0.1 at delivery (DNS rebinding) is refused then, and cannot switch between the
-check and the connect. ``STYLEQUEUE_WEBHOOK_ALLOW_PRIVATE=true`` lifts the address rule (the
-tests' loopback receiver, ``make run``); ``STYLEQUEUE_WEBHOOK_ALLOW_HTTP=true`` the https
-rule.
+connection then goes to the very addresses checked here (:attr:`Target.addresses`, in the
+resolver's order; the Host header and TLS name stay the URL's): a name that resolved to a
+public address at submit and to 127.0.0.1 at delivery (DNS rebinding) is refused then, and
+cannot switch between the check and the connect. ``STYLEQUEUE_WEBHOOK_ALLOW_PRIVATE=true``
+lifts the address rule (the tests' loopback receiver, ``make run``);
+``STYLEQUEUE_WEBHOOK_ALLOW_HTTP=true`` the https rule.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class Target:
     host: str  # the URL's host name, for the Host header and TLS
     port: int
     path: str  # path and query, at least "/"
-    address: str  # the checked IP address the connection must go to
+    addresses: tuple[str, ...]  # the checked IP addresses the connection may go to
 
     @property
     def host_header(self) -> str:
@@ -138,4 +138,4 @@ def check_target(url: str, settings: WebhookSettings) -> Target:
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
-    return Target(url, scheme, host, port, path, str(addresses[0]))
+    return Target(url, scheme, host, port, path, tuple(str(a) for a in addresses))

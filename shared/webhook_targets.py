@@ -13,8 +13,9 @@ connection then goes to the very addresses checked here (:attr:`Target.addresses
 resolver's order; the Host header and TLS name stay the URL's): a name that resolved to a
 public address at submit and to 127.0.0.1 at delivery (DNS rebinding) is refused then, and
 cannot switch between the check and the connect. ``STYLEQUEUE_WEBHOOK_ALLOW_PRIVATE=true``
-lifts the address rule (the tests' loopback receiver, ``make run``);
-``STYLEQUEUE_WEBHOOK_ALLOW_HTTP=true`` the https rule.
+lifts the address rule (the tests' loopback receiver, ``make run``), except for the cloud
+metadata addresses, which no webhook may reach; ``STYLEQUEUE_WEBHOOK_ALLOW_HTTP=true`` the
+https rule.
 """
 
 from __future__ import annotations
@@ -68,6 +69,16 @@ class Target:
         host = f"[{self.host}]" if ":" in self.host else self.host
         default = 443 if self.scheme == "https" else 80
         return host if self.port == default else f"{host}:{self.port}"
+
+
+def metadata_refusal(address: IPAddress) -> str | None:
+    """Why ``address`` is refused even where private receivers are allowed: a cloud
+    metadata service (the instance's credentials)."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address in METADATA_ADDRESSES:
+        return f"{address} is a cloud metadata address"
+    return None
 
 
 def refusal(address: IPAddress) -> str | None:
@@ -130,11 +141,10 @@ def check_target(url: str, settings: WebhookSettings) -> Target:
     host = str(parts.hostname)
     port = parts.port or (443 if scheme == "https" else 80)
     addresses = resolve(host, port)
-    if not settings.allow_private:
-        for address in addresses:
-            reason = refusal(address)
-            if reason is not None:
-                raise TargetRefused(f"the host {host!r} resolves to {reason}")
+    for address in addresses:
+        reason = metadata_refusal(address) if settings.allow_private else refusal(address)
+        if reason is not None:
+            raise TargetRefused(f"the host {host!r} resolves to {reason}")
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query

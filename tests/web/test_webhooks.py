@@ -106,6 +106,8 @@ def test_private_and_http_receivers_where_the_operator_allows_them(settings: Set
     response = submit(client, fields={**SMALL, "webhook": "http://localhost:9/hook"})
     assert response.status_code == 201, response.get_json()
     assert response.get_json()["webhook_events"] == ["started", "progress", "completed"]
+    metadata = submit(client, fields={**SMALL, "webhook": "http://169.254.169.254/"})
+    assert "metadata" in error_of(metadata)["message"]  # never, whatever is allowed
     only_private = webhook_app(settings, allow_private=True).test_client()
     refused = submit(only_private, fields={**SMALL, "webhook": "http://localhost:9/hook"})
     assert error_of(refused)["field"] == "webhook"

@@ -1,4 +1,5 @@
-"""Operator commands: ``stylequeue migrate`` and ``stylequeue sweep``."""
+"""Operator commands: ``stylequeue migrate``, ``stylequeue sweep`` and ``stylequeue
+webhook-secret``."""
 
 from __future__ import annotations
 
@@ -54,3 +55,11 @@ def sweep(every: float | None) -> None:
         if every is None:
             return
         time.sleep(every)
+
+
+@click.command("webhook-secret")
+def webhook_secret() -> None:
+    """Print a new ``whsec_`` signing secret, for ``STYLEQUEUE_WEBHOOK_SECRET``."""
+    from stylequeue.shared.webhook_signing import new_secret
+
+    click.echo(new_secret())

@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "dev": "stylequeue.cli.dev:dev",
     "migrate": "stylequeue.cli.admin:migrate",
     "sweep": "stylequeue.cli.admin:sweep",
+    "webhook-secret": "stylequeue.cli.admin:webhook_secret",
 }
 
 

@@ -42,6 +42,7 @@ from stylequeue.shared.models import Job
 from stylequeue.shared.redis_keys import top_up_lock_key
 from stylequeue.shared.scheduling import OWNER_SLOTS, job_pixels, job_priority
 from stylequeue.shared.states import ACTIVE_VALUES, TERMINAL, JobStatus, transition, utcnow
+from stylequeue.shared.webhook_outbox import record_change
 
 log = logging.getLogger(__name__)
 
@@ -361,6 +362,9 @@ class CancelResult:
     # False when the worker could not be told (Redis unreachable). For a running job the
     # cancel is then only in the database, which the worker reads less often.
     worker_told: bool = True
+    # the ``completed`` webhook message of a queued job canceled here, for the caller to
+    # send after the commit (shared.webhook_outbox.send); a running job's comes from its runner
+    webhook_message: str | None = None
 
     @property
     def accepted(self) -> bool:
@@ -402,8 +406,10 @@ def request_cancel(
             else CancelOutcome.FINISHED
         )
         return CancelResult(outcome, job)
+    message = None
     if status is JobStatus.QUEUED:
         transition(job, JobStatus.CANCELED, cancel_requested=True)
+        message = record_change(session, job)
         outcome = CancelOutcome.CANCELED
     else:
         job.cancel_requested = True
@@ -413,10 +419,10 @@ def request_cancel(
         flag.request_cancel(job.id)
     except redis.RedisError:
         log.warning("cancel flag for job %s not set: Redis unreachable", job.id)
-        return CancelResult(outcome, job, worker_told=False)
+        return CancelResult(outcome, job, worker_told=False, webhook_message=message)
     if outcome is CancelOutcome.CANCELED:
         try:
             flag.expire(job.id, stream_ttl_seconds)
         except redis.RedisError as exc:
             log.warning("job %s: could not set its stream's expiry: %s", job.id, exc)
-    return CancelResult(outcome, job)
+    return CancelResult(outcome, job, webhook_message=message)

@@ -6,7 +6,18 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -86,6 +97,9 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # indexed for the retention sweep (finished jobs older than STYLEQUEUE_RETENTION_DAYS)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    # where to POST the job's events, and which (shared/webhook_outbox.py); NULL: none
+    webhook_url: Mapped[str | None] = mapped_column(String(2048))
+    webhook_events: Mapped[list[str] | None] = mapped_column(JSON)
 
     @property
     def terminal(self) -> bool:
@@ -130,3 +144,64 @@ class RemovedJobTotals(Base):
     preemptions: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     checkpoints: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     resumes: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+
+
+# ---- webhooks (shared/webhook_outbox.py, the hooks worker) ----------------------------------
+
+
+class WebhookMessage(Base):
+    """One event of a job to deliver: written in the transaction that made the event (an
+    outbox), sent to the ``webhooks`` queue after the commit. Its id is the ``webhook-id``
+    header of every attempt."""
+
+    __tablename__ = "webhook_messages"
+    __table_args__ = (Index("ix_webhook_messages_unsent", "enqueued_at", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    job_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    event: Mapped[str] = mapped_column(String(16), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    job_row: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)  # the job then
+    body: Mapped[str | None] = mapped_column(Text)  # as first sent; every retry sends it
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # sent to the broker
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # a 2xx answer
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # no more attempts
+
+
+class WebhookDelivery(Base):
+    """One attempt at delivering a message: what the receiver answered, or why not."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_job", "job_id", "attempted_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(
+        String(64),
+        ForeignKey("webhook_messages.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    )
+    job_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False
+    )
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False)
+    attempted_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    status_code: Mapped[int | None] = mapped_column(Integer)  # None: no HTTP answer
+    error: Mapped[str | None] = mapped_column(String(255))
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # None: last one
+
+
+class WebhookSecret(Base):
+    """An owner's signing secret (``whsec_...``). After a rotation the previous one still
+    signs too, until ``previous_until``, so receivers can switch without losing events."""
+
+    __tablename__ = "webhook_secrets"
+
+    owner: Mapped[str] = mapped_column(String(80), primary_key=True)
+    secret: Mapped[str] = mapped_column(String(128), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    previous_secret: Mapped[str | None] = mapped_column(String(128))
+    previous_until: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -12,6 +12,7 @@ functions with an explicit mapping (tests).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import re
@@ -37,6 +38,10 @@ ENV_VARS: tuple[str, ...] = tuple(
         "JOB_TIME_LIMIT", "PROGRESS_MAXLEN", "PROGRESS_TTL_SECONDS", "LOCK_TTL_SECONDS",
         "QUEUED_GRACE_SECONDS", "CHECKPOINT_SECONDS", "SHUTDOWN_GRACE_SECONDS", "VAR_DIR",
         "METRICS_TOKEN", "ADMIN_TOKENS", "OWNER_SLOTS", "RETENTION_DAYS",
+        # webhooks (shared/webhook_*.py, the hooks worker)
+        "WEBHOOK_SECRET", "WEBHOOK_PROGRESS_SECONDS", "WEBHOOK_ALLOW_PRIVATE",
+        "WEBHOOK_ALLOW_HTTP", "WEBHOOK_TIMEOUT_SECONDS", "WEBHOOK_BACKOFF_SECONDS",
+        "WEBHOOK_RETRY_WINDOW_SECONDS",
         # the engine (worker and `stylequeue transfer`)
         "VGG19_WEIGHTS", "PRECISION", "ENGINE_XLA", "ENGINE_DETERMINISTIC",
         # `stylequeue submit` and `stylequeue fleet`
@@ -82,6 +87,20 @@ class ClientSettings:
 
 
 @dataclass(frozen=True)
+class WebhookSettings:
+    """Job webhooks: signing, the progress throttle, where they may go, retries."""
+
+    # ``whsec_...``: signs every delivery when set (else each owner's own secret signs)
+    secret: str | None = field(default=None, repr=False)
+    progress_seconds: int = 5  # at most one ``progress`` event per job this often
+    allow_private: bool = False  # loopback/private receivers (tests, `make run`)
+    allow_http: bool = False  # plain-http receivers (else https only)
+    timeout_seconds: float = 10.0  # one attempt's whole request
+    backoff_seconds: float = 30.0  # the first retry's delay; doubled each time (capped)
+    retry_window_seconds: int = 24 * 3600  # no attempt later than this after the event
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str
     redis_url: str
@@ -116,6 +135,7 @@ class Settings:
     precision: str = "auto"  # engine precision of this worker: auto | float32 | mixed_bfloat16
     engine_xla: bool = False  # see EngineSettings
     engine_deterministic: bool | None = None
+    webhooks: WebhookSettings = field(default_factory=lambda: WebhookSettings())
 
     @property
     def engine(self) -> EngineSettings:
@@ -154,6 +174,19 @@ def _retention_days(env: Mapping[str, str]) -> int:
             f"got {days}"
         )
     return days
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(PREFIX + name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{PREFIX}{name} must be a number, got {raw!r}") from None
+    if not value >= minimum or value == float("inf"):
+        raise SettingsError(f"{PREFIX}{name} must be a finite number >= {minimum:g}, got {raw}")
+    return value
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -205,6 +238,41 @@ def _parse_tokens(raw: str, variable: str, kind: str) -> dict[str, str]:
             )
         tokens[token] = f"{kind}:{name}"
     return tokens
+
+
+WEBHOOK_SECRET_PREFIX = "whsec_"
+
+
+def parse_webhook_secret(raw: str | None) -> str | None:
+    """``whsec_`` and the base64 of 24 to 64 random bytes (the Standard Webhooks form)."""
+    raw = (raw or "").strip()
+    if not raw:
+        return None
+    make = "`stylequeue webhook-secret`"
+    if not raw.startswith(WEBHOOK_SECRET_PREFIX):
+        raise SettingsError(f"{PREFIX}WEBHOOK_SECRET must start with whsec_; make one with {make}")
+    try:
+        key = base64.b64decode(raw[len(WEBHOOK_SECRET_PREFIX) :], validate=True)
+    except ValueError:
+        raise SettingsError(f"{PREFIX}WEBHOOK_SECRET: whsec_ must be followed by base64") from None
+    if not 24 <= len(key) <= 64:
+        raise SettingsError(
+            f"{PREFIX}WEBHOOK_SECRET must hold 24 to 64 random bytes, got {len(key)}; "
+            f"make one with {make}"
+        )
+    return raw
+
+
+def load_webhook_settings(env: Mapping[str, str]) -> WebhookSettings:
+    return WebhookSettings(
+        secret=parse_webhook_secret(env.get(PREFIX + "WEBHOOK_SECRET")),
+        progress_seconds=_int(env, "WEBHOOK_PROGRESS_SECONDS", 5, 0),
+        allow_private=_bool(env, "WEBHOOK_ALLOW_PRIVATE", False),
+        allow_http=_bool(env, "WEBHOOK_ALLOW_HTTP", False),
+        timeout_seconds=_float(env, "WEBHOOK_TIMEOUT_SECONDS", 10.0, 0.1),
+        backoff_seconds=_float(env, "WEBHOOK_BACKOFF_SECONDS", 30.0, 0.01),
+        retry_window_seconds=_int(env, "WEBHOOK_RETRY_WINDOW_SECONDS", 24 * 3600, 0),
+    )
 
 
 def load_engine_settings(environ: Mapping[str, str] | None = None) -> EngineSettings:
@@ -285,6 +353,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         engine_deterministic=engine.deterministic,
         cookie_secure=_bool(env, "COOKIE_SECURE", False),
         metrics_token=(env.get(PREFIX + "METRICS_TOKEN") or "").strip() or None,
+        webhooks=load_webhook_settings(env),
     )
 
 

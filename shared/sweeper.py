@@ -26,6 +26,9 @@ Then what deleting asks for (shared/deletion.py):
    purged, at most :data:`PURGE_BATCH` a pass and for about :data:`PURGE_SECONDS`; a pass
    stops after :data:`PURGE_FAILURES` failures (storage is down: the next pass retries).
 
+And webhook messages written but never sent to the ``webhooks`` queue (the broker was down
+when the job made the event): shared/webhook_outbox.py.
+
 Terminal rows are never touched but by retention. A duplicate delivery is harmless:
 ``run_job`` ignores terminal rows and jobs whose lock a live runner holds. Several sweepers
 may run at once (beat, ``stylequeue sweep``, tests); a short Redis lock lets only one work
@@ -74,6 +77,7 @@ from stylequeue.shared.scheduling import (
 from stylequeue.shared.settings import Settings
 from stylequeue.shared.states import JobStatus, transition, utcnow
 from stylequeue.shared.storage import get_storage
+from stylequeue.shared.webhook_outbox import send_unsent
 
 log = logging.getLogger("stylequeue.sweeper")
 
@@ -93,6 +97,7 @@ class SweepReport:
     expired: int = 0  # finished jobs removed by retention (their files go with the purge)
     purged: int = 0  # removed jobs whose files and stream are now gone
     purge_pending: int = 0  # removed jobs left to purge after this pass (failed or busy)
+    webhooks: int = 0  # webhook messages sent that their writer had not sent
     skipped: bool = False  # another sweep held the sweep lock
     errors: list[str] = field(default_factory=list)
     sent: set[str] = field(default_factory=set)  # job ids enqueued by this pass
@@ -118,6 +123,13 @@ def sweep(settings: Settings, celery_app: Celery) -> SweepReport:
         _promote_aged(settings, celery_app, client, report)
         _expire_finished(settings, report)
         _purge_removed(settings, client, report)
+        report.webhooks = len(
+            send_unsent(
+                get_sessionmaker(settings.database_url),
+                celery_app,
+                settings.queued_grace_seconds,
+            )
+        )
     except redis.RedisError as exc:  # Redis went away mid-pass: the next pass carries on
         report.errors.append(f"redis unavailable: {exc}")
     except SQLAlchemyError as exc:  # so did the database: same, never kill the sweep loop
@@ -126,12 +138,14 @@ def sweep(settings: Settings, celery_app: Celery) -> SweepReport:
         with contextlib.suppress(redis.RedisError):  # else it expires on its own
             release_if_held(client, SWEEP_LOCK_KEY, token)
         client.close()
-    if report.requeued or report.recovered or report.promoted or report.errors:
+    if report.requeued or report.recovered or report.promoted or report.webhooks or report.errors:
         log.info(
-            "sweep: re-enqueued %d queued, recovered %d orphaned, promoted %d aged%s",
+            "sweep: re-enqueued %d queued, recovered %d orphaned, promoted %d aged, "
+            "sent %d webhooks%s",
             report.requeued,
             report.recovered,
             report.promoted,
+            report.webhooks,
             f", errors: {'; '.join(report.errors)}" if report.errors else "",
         )
     if report.expired or report.purged or report.purge_pending:

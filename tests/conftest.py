@@ -124,6 +124,8 @@ def _truncate(url: str) -> None:
     with get_engine(url).begin() as conn:
         for table in ("jobs", "job_deletions", "removed_job_totals"):
             conn.execute(text(f"DELETE FROM {table}"))
+        conn.execute(text("DELETE FROM jobs"))  # and, by cascade, their webhook messages
+        conn.execute(text("DELETE FROM webhook_secrets"))
 
 
 # ---- object storage ------------------------------------------------------------------------

@@ -210,7 +210,9 @@ def test_schema_valid(doc: Doc) -> None:
 
 
 def test_services_present(doc: Doc) -> None:
-    expected = {"postgres", "redis", "minio", "minio-init", "migrate", "web", "worker", "sweeper"}
+    expected = {
+        "postgres", "redis", "minio", "minio-init", "migrate", "web", "worker", "hooks", "sweeper"
+    }  # fmt: skip
     assert expected <= set(doc["services"])
     assert doc["services"]["flower"]["profiles"] == ["monitoring"]
     for name in ("postgres", "redis", "minio", "web"):

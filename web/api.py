@@ -18,6 +18,7 @@ from stylequeue.shared.fleet import list_workers
 from stylequeue.shared.fleet_status import fleet_status
 from stylequeue.shared.jobs import CancelOutcome, owned_jobs_page, request_cancel
 from stylequeue.shared.models import Job
+from stylequeue.shared.webhook_outbox import send as send_webhooks
 from stylequeue.web import job_removal
 from stylequeue.web.auth import (
     admin_only,
@@ -117,7 +118,9 @@ def create_job() -> tuple[Response, int, dict[str, str]]:
     owner = caller.owner if caller.via == "token" else ensure_session_owner()
     assert owner is not None
     check_active_limit(svc, owner)
-    submission = parse_submission(request.form, request.files, svc.settings.limits)
+    submission = parse_submission(
+        request.form, request.files, svc.settings.limits, svc.settings.webhooks
+    )
     job = submit_job(svc, owner, submission)
     location = url_for("api.get_job", job_id=job.id)
     return jsonify(job_json(job)), 201, {"Location": location}
@@ -178,6 +181,7 @@ def cancel_job(job_id: str) -> tuple[Response, int]:
             f"the job has already {done.job.status}; there is nothing to cancel",
         )
     if done.outcome is CancelOutcome.CANCELED:
+        send_webhooks(svc.sessionmaker, svc.celery, [done.webhook_message])  # completed
         top_up(svc, done.job.owner)  # it may have held the owner's slot in the broker
     if done.outcome is CancelOutcome.REQUESTED and not done.worker_told:
         raise ApiError(

@@ -13,12 +13,16 @@ The order is the contract (DESIGN, "One job, end to end"):
    :func:`stylequeue.shared.jobs.top_up_owner`): else the row waits, unsent, its turn;
 4. a broker that is down is logged, not an error: the row stays ``queued`` with
    ``enqueued_at`` NULL and the sweeper sends it later.
+
+A ``webhook`` is checked like a parameter (the table's ``url`` row), then against this
+server's rules: https unless http is allowed, and a host that resolves to public addresses
+only (``shared.webhook_targets``; the delivery checks again when it connects).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
@@ -34,9 +38,16 @@ from stylequeue.shared.jobs import (
     top_up_owner,
 )
 from stylequeue.shared.models import Job, new_id
-from stylequeue.shared.params import PUBLIC_PARAMETERS, ParamError, TransferParams
-from stylequeue.shared.settings import Limits
+from stylequeue.shared.params import (
+    JOB_PARAMETERS,
+    PUBLIC_PARAMETERS,
+    JobOptions,
+    ParamError,
+    TransferParams,
+)
+from stylequeue.shared.settings import Limits, WebhookSettings
 from stylequeue.shared.states import JobStatus, utcnow
+from stylequeue.shared.webhook_targets import TargetRefused, check_target
 from stylequeue.web.errors import ApiError
 from stylequeue.web.extensions import Services
 
@@ -56,6 +67,7 @@ class Submission:
     params: TransferParams
     content: CleanImage
     styles: list[CleanImage]
+    options: JobOptions = field(default_factory=JobOptions)  # the webhook
 
 
 def output_size(width: int, height: int, max_size: int) -> tuple[int, int]:
@@ -86,6 +98,38 @@ def parse_params(
     form: ImmutableMultiDict[str, str], n_styles: int, limits: Limits
 ) -> TransferParams:
     """Form fields -> validated params; every error names its field."""
+    values = _form_values(form)
+    transfer = {k: v for k, v in values.items() if k not in JOB_PARAMETERS}
+    try:
+        return TransferParams.from_inputs(transfer, limits=limits, n_styles=n_styles)
+    except ParamError as exc:
+        raise ApiError(422, "invalid_parameter", exc.message, field=exc.field) from None
+
+
+def parse_job_options(form: ImmutableMultiDict[str, str], webhooks: WebhookSettings) -> JobOptions:
+    """The job options (the table's job rows), checked; a webhook also against this
+    server's rules (:func:`~stylequeue.shared.webhook_targets.check_target`: resolves the
+    host). A refusal is a 422 naming ``webhook``."""
+    values = {k: v for k, v in _form_values(form).items() if k in JOB_PARAMETERS}
+    try:
+        options = JobOptions.from_inputs(values)
+    except ParamError as exc:
+        raise ApiError(422, "invalid_parameter", exc.message, field=exc.field) from None
+    if options.webhook is not None:
+        try:
+            check_target(options.webhook, webhooks)
+        except TargetRefused as exc:
+            raise ApiError(
+                422,
+                "webhook_refused",
+                f"this server will not call it: {exc.reason}",
+                field="webhook",
+            ) from None
+    return options
+
+
+def _form_values(form: ImmutableMultiDict[str, str]) -> dict[str, str]:
+    """The parameter fields of the form, one value each; unknown or repeated: 400."""
     values: dict[str, str] = {}
     for name in form:
         if name in IGNORED_FIELDS:
@@ -103,10 +147,7 @@ def parse_params(
                 400, "duplicate_parameter", f"{name!r} is given {len(given)} times", field=name
             )
         values[name] = given[0]
-    try:
-        return TransferParams.from_inputs(values, limits=limits, n_styles=n_styles)
-    except ParamError as exc:
-        raise ApiError(422, "invalid_parameter", exc.message, field=exc.field) from None
+    return values
 
 
 def input_max_side(limits: Limits) -> int:
@@ -126,6 +167,7 @@ def parse_submission(
     form: ImmutableMultiDict[str, str],
     files: ImmutableMultiDict[str, FileStorage],
     limits: Limits,
+    webhooks: WebhookSettings,
 ) -> Submission:
     """Check the whole request (parts, parameters, images) without writing anything."""
     for name in FILE_FIELDS:
@@ -159,6 +201,7 @@ def parse_submission(
             field=STYLE_FIELD,
         )
     params = parse_params(form, len(styles), limits)
+    options = parse_job_options(form, webhooks)
     content = _clean(contents[0], CONTENT_FIELD, limits, "content image")
     cleaned = [
         _clean(
@@ -166,7 +209,7 @@ def parse_submission(
         )
         for i, data in enumerate(styles)
     ]
-    return Submission(params, content, cleaned)
+    return Submission(params, content, cleaned, options)
 
 
 def too_many_active_jobs(active: int, limit: int) -> ApiError:
@@ -266,6 +309,7 @@ def submit_job(svc: Services, owner: str, sub: Submission) -> Job:
         width=width,
         height=height,
         created_at=utcnow(),
+        **sub.options.to_columns(),
     )
     try:
         with svc.db() as session:

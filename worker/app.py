@@ -37,7 +37,7 @@ from celery.signals import (
 )
 
 import stylequeue.worker.tasks  # noqa: F401  (registers run_job and sweep_queued)
-from stylequeue.shared.celery_app import create_celery
+from stylequeue.shared.celery_app import WEBHOOKS_QUEUE, create_celery
 from stylequeue.shared.settings import EngineSettings, get_settings
 from stylequeue.worker.stop_signal import request_preempt
 
@@ -64,6 +64,16 @@ class _ChildState:
 @celeryd_after_setup.connect
 def _remember_nodename(sender: str, **_: Any) -> None:
     _ChildState.nodename = sender
+
+
+@celeryd_after_setup.connect
+def _never_take_webhooks(sender: str, instance: Any, **_: Any) -> None:
+    """A GPU worker never consumes the ``webhooks`` queue, whatever ``-Q`` says: a slow
+    receiver must not hold a GPU, and the light hooks worker delivers them."""
+    queues = instance.app.amqp.queues
+    if WEBHOOKS_QUEUE in queues.consume_from:
+        log.warning("%s: not consuming the %s queue (the hooks worker's)", sender, WEBHOOKS_QUEUE)
+        queues.deselect(WEBHOOKS_QUEUE)
 
 
 @worker_init.connect

@@ -79,6 +79,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy.orm import Session, object_session
 
 from stylequeue.shared import keys
 from stylequeue.shared.db import get_sessionmaker, session_scope
@@ -91,12 +92,15 @@ from stylequeue.shared.redis_client import redis_client
 from stylequeue.shared.settings import Settings
 from stylequeue.shared.states import JobStatus, transition
 from stylequeue.shared.storage import ObjectNotFound, Storage, get_storage
+from stylequeue.shared.webhook_outbox import PROGRESS, record, record_change
 from stylequeue.worker.checkpoints import Checkpoint, CheckpointStore, fingerprint
 from stylequeue.worker.progress_sink import ProgressSink
 from stylequeue.worker.stop_signal import StopReason, StopSignal, preempt_requested
+from stylequeue.worker.webhook_events import AttemptWebhooks
 
 if TYPE_CHECKING:
     import numpy as np
+    from celery import Celery
 
     from stylequeue.worker.engine.state import EngineState
 
@@ -156,8 +160,10 @@ def execute(
     worker_name: str,
     deadline: float | None = None,
     client: redis.Redis | None = None,
+    celery: Celery | None = None,
 ) -> Outcome:
-    """Run one attempt of ``job_id`` under its lock. Never raises for job errors."""
+    """Run one attempt of ``job_id`` under its lock. Never raises for job errors.
+    ``celery`` sends the job's webhook events (one is made from settings if not given)."""
     with session_scope(settings.database_url) as session:
         job = session.get(Job, job_id)
         # A cheap answer to duplicate deliveries, without touching the lock; _start re-checks
@@ -185,9 +191,11 @@ def execute(
             log.info("job %s: another runner holds its lock; not running it twice", job_id)
             return Outcome(Action.BUSY)
         lock.start_renewing()
+        webhooks = AttemptWebhooks(settings, celery)
         try:
-            return _Attempt(job_id, settings, worker_name, lock, client, deadline).run()
+            return _Attempt(job_id, settings, worker_name, lock, client, deadline, webhooks).run()
         finally:
+            webhooks.close()
             # Released only after the final state is committed: the sweeper reads "running
             # and no lock" as "runner died".
             lock.release()
@@ -213,6 +221,13 @@ def delete_attempts(storage: Storage, job_id: str, attempts: Iterable[int]) -> N
             storage.delete_prefix(keys.attempt_prefix(job_id, attempt))
         except Exception as exc:
             log.warning("job %s: could not delete attempt %d: %s", job_id, attempt, exc)
+
+
+def _session_of(job: Job) -> Session:
+    """The session a row from :meth:`AttemptFence.row` is in (its event goes with it)."""
+    session = object_session(job)
+    assert session is not None
+    return session
 
 
 class AttemptFence:
@@ -286,8 +301,10 @@ class _Attempt:
         lock: JobLock,
         client: redis.Redis,
         deadline: float | None,
+        webhooks: AttemptWebhooks,
     ) -> None:
         self.job_id = job_id
+        self.webhooks = webhooks
         self.settings = settings
         self.worker_name = worker_name
         self.client = client
@@ -320,6 +337,7 @@ class _Attempt:
     def run(self) -> Outcome:
         self.resume = self._find_checkpoint()
         started = self._start()
+        self.webhooks.send()  # started, or completed when it ended without running
         if isinstance(started, Outcome):
             if started.action is Action.MISSING:
                 self._purge_deleted(locked=True)  # deleted just now; we hold its lock
@@ -368,6 +386,7 @@ class _Attempt:
                 return Outcome(Action.DUPLICATE, job.status)
             if job.cancel_requested or self.sink.read_cancel_flag():
                 transition(job, JobStatus.CANCELED, cancel_requested=True)
+                self.webhooks.note(record_change(session, job))
                 log.info("job %s: canceled before it started", self.job_id)
                 self.unreferenced = keys.unreferenced_attempts(job)
                 return Outcome(Action.CANCELED, job.status)
@@ -379,6 +398,7 @@ class _Attempt:
                     job, JobStatus.FAILED,
                     error=f"worker lost {crashes} times; giving up on this job",
                 )  # fmt: skip
+                self.webhooks.note(record_change(session, job))
                 self.unreferenced = keys.unreferenced_attempts(job)
                 return Outcome(Action.GAVE_UP, job.status, error=job.error)
             resume = self.resume
@@ -396,6 +416,8 @@ class _Attempt:
                 resumed_from=resume.iteration if resume else None,
                 error=None, result_key=None, history_key=None,
             )  # fmt: skip
+            self.webhooks.note(record_change(session, job))  # started, on the first attempt
+            self.webhooks.watch(job)
             self.computed_before = job.iterations_computed or 0
             self.fingerprint = self._fingerprint(dict(job.params), dict(job.input_keys))
             params = TransferParams.from_dict(job.params)
@@ -493,6 +515,7 @@ class _Attempt:
         self.recorder = recorder = _Recorder(
             job_id=self.job_id, fence=self.fence, sink=self.sink, stop=self.stop,
             storage=self.storage, encode_png=engine.encode_png, params=params, weights=weights,
+            webhooks=self.webhooks,
             entries=list(resume.history) if resume else [],
             best_loss=resume.state.best_loss if resume else None,
             best_iteration=resume.state.best_iteration if resume else None,
@@ -552,6 +575,8 @@ class _Attempt:
                 # The sweeper presumed us dead and re-queued the job: the new runner owns it.
                 return self._lost()
             transition(job, status, error=error, **fields)
+            self.webhooks.note(record_change(_session_of(job), job))  # completed
+        self.webhooks.send()
         self._expire_stream()
         # Once the job is ours for good, the files of the attempts before ours go (a later
         # attempt cannot exist: the row is terminal), and its checkpoints.
@@ -728,6 +753,7 @@ class _Recorder:
     encode_png: Callable[[np.ndarray], bytes]
     params: TransferParams
     weights: str
+    webhooks: AttemptWebhooks
     entries: list[dict[str, Any]] = field(default_factory=list)
     snapshots: list[int] = field(default_factory=list)
     best_loss: float | None = None
@@ -781,11 +807,13 @@ class _Recorder:
             self.latest_snapshot = report.snapshot
             self.latest_snapshot_iteration = entry["iteration"]
             flush = True
-        if flush:
-            self.flush()
+        progress = self.webhooks.progress_due()
+        if flush or progress:
+            self.flush(progress=progress)
 
-    def flush(self) -> None:
-        """Write progress fields to the row while it is ours; read its cancel_requested."""
+    def flush(self, *, progress: bool = False) -> None:
+        """Write progress fields to the row while it is ours; read its cancel_requested.
+        With ``progress``, the job's ``progress`` webhook event goes with them."""
         self.last_flush = time.monotonic()
         with self.fence.row() as job:
             if job is None:
@@ -796,6 +824,10 @@ class _Recorder:
             job.best_iteration = self.best_iteration
             job.snapshot_iterations = list(self.snapshots)
             self.stop.note_row_cancel(bool(job.cancel_requested))
+            if progress:
+                self.webhooks.note(record(_session_of(job), job, PROGRESS))
+                self.webhooks.progress_recorded()
+        self.webhooks.send()
 
 
 class _Checkpointer:

@@ -27,7 +27,7 @@ def run_job(self: Task, job_id: str) -> str:
 
     node = getattr(self.request, "hostname", None) or socket.gethostname()
     settings = get_settings()
-    outcome = runner.execute(job_id, settings, worker_name=f"{node}/{os.getpid()}")
+    outcome = runner.execute(job_id, settings, worker_name=f"{node}/{os.getpid()}", celery=self.app)
     if outcome.action is runner.Action.PREEMPTED:
         requeue_preempted(settings, self.app, job_id)
     top_up_after(settings, self.app, job_id)

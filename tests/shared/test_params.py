@@ -11,11 +11,16 @@ from dataclasses import fields
 import pytest
 
 from stylequeue.shared.params import (
+    JOB_PARAMETERS,
     MAX_SEED,
     MAX_STYLES,
+    MAX_URL_CHARS,
     PARAMETERS,
     PRESETS,
     PUBLIC_PARAMETERS,
+    TRANSFER_PARAMETERS,
+    WEBHOOK_EVENTS,
+    JobOptions,
     ParamError,
     TransferParams,
 )
@@ -147,11 +152,13 @@ def test_limits_only_lower_the_intrinsic_bounds() -> None:
 
 
 def test_the_table_has_one_row_per_field_and_the_fields_defaults() -> None:
-    assert list(PARAMETERS) == [f.name for f in fields(TransferParams)]
-    default = TransferParams()
+    assert list(TRANSFER_PARAMETERS) == [f.name for f in fields(TransferParams)]
+    assert list(JOB_PARAMETERS) == [f.name for f in fields(JobOptions)]
+    assert list(PARAMETERS) == list(TRANSFER_PARAMETERS) + list(JOB_PARAMETERS)
+    defaults = {**vars(TransferParams()), **vars(JobOptions())}
     for name, param in PARAMETERS.items():
         assert param.name == name
-        assert getattr(default, name) == param.default, name
+        assert defaults[name] == param.default, name
         assert param.label, name
         assert param.limit is None or hasattr(Limits(), param.limit), name
         assert len(param.choice_labels) in (0, len(param.choices)), name
@@ -187,7 +194,7 @@ def test_public_parameters_are_the_preset_and_the_documented_knobs() -> None:
     assert set(PUBLIC_PARAMETERS) == {
         "preset", "iterations", "max_size", "content_weight", "style_weight", "tv_weight",
         "learning_rate", "seed", "snapshot_every", "preserve_colors", "weights",
-        "style_scale", "style_blend", "init",
+        "style_scale", "style_blend", "init", "webhook", "webhook_events",
     }  # fmt: skip
     assert PARAMETERS["seed"].high == MAX_SEED
 
@@ -196,3 +203,62 @@ def test_hints_show_the_range_in_force() -> None:
     assert PARAMETERS["iterations"].hint_for(SERVER).endswith("1 to 200.")
     assert PARAMETERS["max_size"].hint_for(None).startswith("16 to 32768.")
     assert PARAMETERS["style_scale"].hint_for(SERVER) == "Size of the brush strokes, 0.1 to 4."
+
+
+# ---- the job options: a webhook and its events --------------------------------------------
+
+
+def test_job_options_default_to_no_webhook_and_every_event() -> None:
+    assert JobOptions.from_inputs({}) == JobOptions(None, WEBHOOK_EVENTS)
+    assert JobOptions.from_inputs({"webhook": "", "webhook_events": ""}).webhook is None
+    assert JobOptions().to_columns() == {"webhook_url": None, "webhook_events": None}
+
+
+def test_job_options_take_a_url_and_some_events() -> None:
+    options = JobOptions.from_inputs(
+        {"webhook": " https://hooks.example.org/in?x=1 ", "webhook_events": "completed, started"}
+    )
+    assert options.webhook == "https://hooks.example.org/in?x=1"
+    assert options.webhook_events == ("completed", "started")
+    assert options.to_columns() == {
+        "webhook_url": "https://hooks.example.org/in?x=1",
+        "webhook_events": ["completed", "started"],
+    }
+    as_json = JobOptions.from_inputs(
+        {"webhook": "http://[2001:db8::1]:8080/", "webhook_events": ["progress"]}
+    )
+    assert as_json.webhook_events == ("progress",)
+
+
+BAD_OPTIONS: list[tuple[dict, str, str]] = [
+    ({"webhook": "ftp://example.org/"}, "webhook", "https or http URL"),
+    ({"webhook": "example.org/hook"}, "webhook", "https or http URL"),
+    ({"webhook": "https:///path"}, "webhook", "host"),
+    ({"webhook": "https://user:pw@example.org/"}, "webhook", "user name or password"),
+    ({"webhook": "https://example.org/#x"}, "webhook", "fragment"),
+    ({"webhook": "https://example.org:99999/"}, "webhook", "not a valid URL"),
+    ({"webhook": "https://example.org:0/"}, "webhook", "port 0"),
+    ({"webhook": "https://exa mple.org/"}, "webhook", "spaces"),
+    ({"webhook": "https://example.org/" + "a" * MAX_URL_CHARS}, "webhook", "at most 2048"),
+    ({"webhook": "https://example.org/", "webhook_events": "done"}, "webhook_events", "'done'"),
+    ({"webhook": "https://example.org/", "webhook_events": ","}, "webhook_events", "one or more"),
+    ({"webhook": "https://e.org/", "webhook_events": "started,started"}, "webhook_events", "twice"),
+    ({"webhook_events": "completed"}, "webhook_events", "give a webhook URL"),
+    ({"webhok": "https://example.org/"}, "webhok", "unknown job option"),
+]
+
+
+@pytest.mark.parametrize(("data", "field", "says"), BAD_OPTIONS)
+def test_bad_job_options_name_their_field(data: dict, field: str, says: str) -> None:
+    with pytest.raises(ParamError) as info:
+        JobOptions.from_inputs(data)
+    assert info.value.field == field
+    assert says in info.value.message
+
+
+def test_transfer_params_do_not_take_job_options() -> None:
+    """The engine's part of the table stays the transfer's: a webhook is not a picture's."""
+    with pytest.raises(ParamError) as info:
+        TransferParams.from_inputs({"webhook": "https://example.org/"})
+    assert info.value.field == "webhook"
+    assert "webhook" not in TransferParams().to_dict()

@@ -12,7 +12,7 @@ from stylequeue.shared.settings import Limits
 
 # Public parameters the form does not offer as a field: the preset is the radio row above
 # the fields; a blend needs several style images and the start image is for experiments.
-NOT_ON_THE_FORM = {"preset", "style_blend", "init"}
+NOT_ON_THE_FORM = {"preset", "style_blend", "init", "webhook", "webhook_events"}  # API only
 
 
 class _Form(HTMLParser):

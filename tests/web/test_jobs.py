@@ -35,6 +35,7 @@ JOB_KEYS = {
     "n_styles", "snapshots",
     "created_at", "enqueued_at", "started_at", "finished_at", "duration_seconds", "links",
     "expires_at",
+    "webhook", "webhook_events", "webhook_deliveries",
 }  # fmt: skip
 
 

@@ -31,7 +31,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from stylequeue.shared.bounds import MAX_ITERATIONS, MAX_SIZE, MAX_STYLES
-from stylequeue.shared.text import parse_bool
+from stylequeue.shared.text import parse_bool, parse_decimal, parse_int
 
 if TYPE_CHECKING:  # a deployment's caps are passed in; the engine never loads settings
     from stylequeue.shared.settings import Limits
@@ -486,13 +486,15 @@ def _to_int(value: Any) -> int:
         if not value.is_integer():
             raise ValueError
         return int(value)
-    return int(str(value).strip())
+    if isinstance(value, int):
+        return value
+    return parse_int(str(value).strip())  # ASCII digits only (shared/text.py)
 
 
 def _to_float(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError
-    return float(str(value).strip()) if isinstance(value, str) else float(value)
+    return parse_decimal(value.strip()) if isinstance(value, str) else float(value)
 
 
 def _to_bool(value: Any) -> bool:
@@ -501,7 +503,7 @@ def _to_bool(value: Any) -> bool:
 
 def _to_float_list(value: Any) -> tuple[float, ...]:
     items = value.split(",") if isinstance(value, str) else list(value)
-    return tuple(float(str(x).strip()) for x in items)
+    return tuple(_to_float(x) for x in items)
 
 
 def _to_layers(value: Any) -> LayerWeights:

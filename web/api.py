@@ -43,8 +43,6 @@ from stylequeue.web.progress_reader import parse_after, parse_limit, read_progre
 from stylequeue.web.submission import check_active_limit, parse_submission, submit_job, top_up
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
-# What anyone may see of a worker (the pages' banners); the rest is the operators' fleet view.
-PUBLIC_WORKER_FIELDS = ("name", "weights", "weights_ok", "weights_error", "precision")
 
 
 # ---- session, config, fleet -----------------------------------------------------------------
@@ -67,21 +65,18 @@ def get_config() -> Response:
 
 @bp.get("/fleet")
 def get_fleet() -> Response:
-    """Live workers and their weights. The pages show a banner when a worker runs ``random``
-    weights, cannot load its weights (its jobs will fail), or when no worker is online."""
+    """What the pages' banners need, and nothing more (no host, pid or path): a worker is
+    online, one runs ``random`` weights, one cannot load its weights (its jobs will fail).
+    Operators see the details at ``/api/v1/admin/fleet``."""
     try:
         workers = list_workers(services().redis)
     except redis.RedisError:
         raise ApiError(503, "redis_unavailable", "the worker registry cannot be read now") from None
-    broken = [w for w in workers if w.get("weights_ok") is False]
     return jsonify(
         {
-            "workers": [{k: w.get(k) for k in PUBLIC_WORKER_FIELDS} for w in workers],
+            "online": bool(workers),
             "random_weights": any(w.get("weights") == "random" for w in workers),
-            "weights_unavailable": bool(broken),
-            "weights_error": (broken[0].get("weights_error") or broken[0].get("error"))
-            if broken
-            else None,
+            "weights_unavailable": any(w.get("weights_ok") is False for w in workers),
         }
     )
 

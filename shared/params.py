@@ -626,3 +626,20 @@ _CHECKS: dict[str, Callable[[Param, Any, bool], None]] = {
     "float_list": _check_float_list,
     "layers": _check_layers,
 }
+
+
+# ---- what the network needs of a picture ----------------------------------------------------
+
+
+def min_side(layers: tuple[str, ...]) -> int:
+    """The shortest side, in pixels, a picture needs for VGG19 to reach the deepest of
+    ``layers``: each block before it halves the picture (block 5 needs 16 px). The engine
+    refuses a smaller content image; the web refuses such a job at submit."""
+    deepest = max(int(name[len("block")]) for name in layers)
+    return int(2 ** (deepest - 1))
+
+
+def job_min_side(params: TransferParams) -> int:
+    """:func:`min_side` of the layers a job uses (those with a weight above 0)."""
+    layers = params.content_layers + params.style_layers
+    return min_side(tuple(name for name, weight in layers if weight > 0))

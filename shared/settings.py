@@ -144,8 +144,9 @@ def _int(
     raw = env.get(PREFIX + name)
     if raw is None or raw == "":
         return default
+    text = raw.strip()
     try:
-        value = parse_int(raw.strip())
+        value = -parse_int(text[1:]) if text.startswith("-") else parse_int(text)
     except ValueError:
         raise SettingsError(
             f"{PREFIX}{name} must be an integer (digits 0-9), got {raw!r}"

@@ -33,8 +33,8 @@ from stylequeue.web.job_json import job_json
 from stylequeue.web.media import (
     THUMB_LINK_SIZE,
     download_arg,
+    image_response,
     load_object,
-    png_response,
     thumb_arg,
     thumb_key,
     thumb_response,
@@ -200,7 +200,7 @@ def job_result(job_id: str) -> Response:
         return _thumb(job, job.result_key, "result", thumb, missing, immutable=job.terminal)
     data = load_object(services(), job.result_key, missing)
     download = download_arg()
-    return png_response(
+    return image_response(
         data, immutable=job.terminal, download_name=f"stylequeue-{job.id}.png" if download else None
     )
 
@@ -233,7 +233,7 @@ def job_snapshot(job_id: str, iteration: int) -> Response:
     if thumb is not None:
         name = f"snapshot-{iteration:06d}"
         return _thumb(job, key, name, thumb, missing, immutable=job.terminal)
-    return png_response(load_object(services(), key, missing), immutable=job.terminal)
+    return image_response(load_object(services(), key, missing), immutable=job.terminal)
 
 
 @bp.get("/jobs/<job_id>/inputs/content")
@@ -244,7 +244,7 @@ def job_input_content(job_id: str) -> Response:
     missing = ApiError(404, "input_not_found", "no content image")
     if thumb is not None:
         return _thumb(job, key, "content", thumb, missing, immutable=True)
-    return png_response(load_object(services(), key, missing), immutable=True)
+    return image_response(load_object(services(), key, missing), immutable=True)
 
 
 @bp.get("/jobs/<job_id>/inputs/style/<int:index>")
@@ -259,7 +259,7 @@ def job_input_style(job_id: str, index: int) -> Response:
         raise missing
     if thumb is not None:
         return _thumb(job, styles[index], f"style-{index}", thumb, missing, immutable=True)
-    return png_response(load_object(services(), styles[index], missing), immutable=True)
+    return image_response(load_object(services(), styles[index], missing), immutable=True)
 
 
 def _thumb(

@@ -6,7 +6,7 @@ service takes a job. These need no TensorFlow.
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import pytest
 
@@ -196,3 +196,16 @@ def test_hints_show_the_range_in_force() -> None:
     assert PARAMETERS["iterations"].hint_for(SERVER).endswith("1 to 200.")
     assert PARAMETERS["max_size"].hint_for(None).startswith("16 to 32768.")
     assert PARAMETERS["style_scale"].hint_for(SERVER) == "Size of the brush strokes, 0.1 to 4."
+
+
+def test_min_side_is_what_the_deepest_layer_needs() -> None:
+    from stylequeue.shared.params import job_min_side, min_side
+
+    assert min_side(("block1_conv1",)) == 1 and min_side(("block3_conv4", "block1_conv1")) == 4
+    assert job_min_side(TransferParams()) == 16  # block5 layers: four halvings before them
+    shallow = replace(
+        TransferParams(),
+        content_layers=(("block2_conv2", 1.0), ("block5_conv2", 0.0)),  # weight 0: unused
+        style_layers=(("block1_conv1", 1.0), ("block3_conv1", 1.0)),
+    )
+    assert job_min_side(shallow) == 4

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -92,6 +93,13 @@ class Job(Base):
     worker: Mapped[str | None] = mapped_column(String(255))
     weights: Mapped[str | None] = mapped_column(String(255))  # the weights that made the result
     cancel_requested: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    # what the owner's storage quota counts: the bytes of its stored inputs (shared/quota.py)
+    input_bytes: Mapped[int] = mapped_column(
+        BigInteger, nullable=False, default=0, server_default="0"
+    )
+    # a keyed hash of the submitting browser's address, to count an address's active jobs;
+    # None for API tokens (web/limits.py client_key)
+    client_key: Mapped[str | None] = mapped_column(String(64), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # last send to the broker
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from stylequeue.shared.bounds import MAX_ITERATIONS, MAX_SIZE, MAX_STYLES
-from stylequeue.shared.text import parse_bool
+from stylequeue.shared.text import parse_bool, parse_decimal, parse_int
 
 if TYPE_CHECKING:  # a deployment's caps are passed in; the engine never loads settings
     from stylequeue.shared.settings import Limits
@@ -563,13 +563,15 @@ def _to_int(value: Any) -> int:
         if not value.is_integer():
             raise ValueError
         return int(value)
-    return int(str(value).strip())
+    if isinstance(value, int):
+        return value
+    return parse_int(str(value).strip())  # ASCII digits only (shared/text.py)
 
 
 def _to_float(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError
-    return float(str(value).strip()) if isinstance(value, str) else float(value)
+    return parse_decimal(value.strip()) if isinstance(value, str) else float(value)
 
 
 def _to_bool(value: Any) -> bool:
@@ -578,7 +580,7 @@ def _to_bool(value: Any) -> bool:
 
 def _to_float_list(value: Any) -> tuple[float, ...]:
     items = value.split(",") if isinstance(value, str) else list(value)
-    return tuple(float(str(x).strip()) for x in items)
+    return tuple(_to_float(x) for x in items)
 
 
 def _to_layers(value: Any) -> LayerWeights:
@@ -749,3 +751,20 @@ _CHECKS: dict[str, Callable[[Param, Any, bool], None]] = {
     "url": _check_url,
     "choice_list": _check_choice_list,
 }
+
+
+# ---- what the network needs of a picture ----------------------------------------------------
+
+
+def min_side(layers: tuple[str, ...]) -> int:
+    """The shortest side, in pixels, a picture needs for VGG19 to reach the deepest of
+    ``layers``: each block before it halves the picture (block 5 needs 16 px). The engine
+    refuses a smaller content image; the web refuses such a job at submit."""
+    deepest = max(int(name[len("block")]) for name in layers)
+    return int(2 ** (deepest - 1))
+
+
+def job_min_side(params: TransferParams) -> int:
+    """:func:`min_side` of the layers a job uses (those with a weight above 0)."""
+    layers = params.content_layers + params.style_layers
+    return min_side(tuple(name for name, weight in layers if weight > 0))

@@ -47,3 +47,9 @@ def worker_key(name: str) -> str:
 
 
 WORKER_PATTERN = _WORKER + "*"  # SCAN match for all of them
+
+# ---- rate limits (web/limits.py) ------------------------------------------------------------
+
+# Flask-Limiter's storage (the ``limits`` package) puts its keys under this prefix and a
+# colon: ``stylequeue:rate:LIMITS:LIMITER/<client address>/<scope>/...``.
+RATE_LIMIT_PREFIX = f"{NAMESPACE}rate"

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from stylequeue.shared import bounds
 from stylequeue.shared.scheduling import OWNER_SLOTS
-from stylequeue.shared.text import parse_bool
+from stylequeue.shared.text import FALSE_WORDS, parse_bool, parse_int
 
 PREFIX = "STYLEQUEUE_"
 # Every variable the loaders below read; the README's configuration table lists the same set
@@ -42,6 +42,9 @@ ENV_VARS: tuple[str, ...] = tuple(
         "WEBHOOK_SECRET", "WEBHOOK_PROGRESS_SECONDS", "WEBHOOK_ALLOW_PRIVATE",
         "WEBHOOK_ALLOW_HTTP", "WEBHOOK_TIMEOUT_SECONDS", "WEBHOOK_BACKOFF_SECONDS",
         "WEBHOOK_RETRY_WINDOW_SECONDS",
+        # a public deployment's bounds (web)
+        "ANONYMOUS", "ANONYMOUS_MAX_ACTIVE_JOBS", "MAX_ACTIVE_JOBS_PER_ADDRESS",
+        "STORAGE_QUOTA_BYTES", "SUBMIT_RATE_LIMIT", "AUTH_FAILURE_RATE_LIMIT", "TRUSTED_PROXIES",
         # the engine (worker and `stylequeue transfer`)
         "VGG19_WEIGHTS", "PRECISION", "ENGINE_XLA", "ENGINE_DETERMINISTIC",
         # `stylequeue submit` and `stylequeue fleet`
@@ -49,6 +52,12 @@ ENV_VARS: tuple[str, ...] = tuple(
     )
 )  # fmt: skip
 TOKEN_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# Flask-Limiter's (the ``limits`` package's) notation: "30/minute;300/hour", or "off"
+RATE_LIMIT_RE = re.compile(
+    r"\s*\d+\s*(/|per)\s*(\d+\s*)?(second|minute|hour|day|month|year)s?\s*"
+    r"([;,]\s*\d+\s*(/|per)\s*(\d+\s*)?(second|minute|hour|day|month|year)s?\s*)*",
+    re.ASCII,
+)
 
 
 class SettingsError(ValueError):
@@ -134,6 +143,14 @@ class Settings:
     metrics_token: str | None = None
     precision: str = "auto"  # engine precision of this worker: auto | float32 | mixed_bfloat16
     engine_xla: bool = False  # see EngineSettings
+    # ---- a public deployment's bounds (web/limits.py, shared/quota.py) ----
+    anonymous: bool = True  # False: submitting needs an API token (the pages say so)
+    anonymous_max_active_jobs: int = 50  # queued + running jobs of all browser sessions together
+    max_active_jobs_per_address: int = 10  # ... of the browser sessions of one client address
+    storage_quota_bytes: int = 500 * 1024 * 1024  # stored inputs per owner; 0: no quota
+    submit_rate_limit: str = "20/minute;200/hour"  # submissions per client address; "": none
+    auth_failure_rate_limit: str = "10/minute;100/hour"  # refused credentials per address
+    trusted_proxies: int = 0  # reverse proxies in front whose X-Forwarded-* headers count
     engine_deterministic: bool | None = None
     webhooks: WebhookSettings = field(default_factory=lambda: WebhookSettings())
 
@@ -150,10 +167,13 @@ def _int(
     raw = env.get(PREFIX + name)
     if raw is None or raw == "":
         return default
+    text = raw.strip()
     try:
-        value = int(raw)
+        value = -parse_int(text[1:]) if text.startswith("-") else parse_int(text)
     except ValueError:
-        raise SettingsError(f"{PREFIX}{name} must be an integer, got {raw!r}") from None
+        raise SettingsError(
+            f"{PREFIX}{name} must be an integer (digits 0-9), got {raw!r}"
+        ) from None
     if value < minimum:
         raise SettingsError(f"{PREFIX}{name} must be >= {minimum}, got {value}")
     if maximum is not None and value > maximum:
@@ -194,6 +214,21 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
         return parse_bool(env.get(PREFIX + name), PREFIX + name, default=default)
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
+
+
+def _rate(env: Mapping[str, str], name: str, default: str) -> str:
+    """A rate in Flask-Limiter's notation (``30/minute;300/hour``); ``off`` (or a word of
+    :data:`~.text.FALSE_WORDS`) turns it off (``""``)."""
+    raw = env.get(PREFIX + name)
+    if raw is None or raw.strip() == "":
+        return default
+    if raw.strip().lower() in FALSE_WORDS:
+        return ""
+    if not RATE_LIMIT_RE.fullmatch(raw):
+        raise SettingsError(
+            f"{PREFIX}{name} must be rates such as 30/minute;300/hour (or off), got {raw!r}"
+        )
+    return raw.strip()
 
 
 def _bool_or_auto(env: Mapping[str, str], name: str) -> bool | None:
@@ -354,6 +389,19 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         cookie_secure=_bool(env, "COOKIE_SECURE", False),
         metrics_token=(env.get(PREFIX + "METRICS_TOKEN") or "").strip() or None,
         webhooks=load_webhook_settings(env),
+        anonymous=_bool(env, "ANONYMOUS", True),
+        anonymous_max_active_jobs=_int(
+            env, "ANONYMOUS_MAX_ACTIVE_JOBS", Settings.anonymous_max_active_jobs, 1
+        ),
+        max_active_jobs_per_address=_int(
+            env, "MAX_ACTIVE_JOBS_PER_ADDRESS", Settings.max_active_jobs_per_address, 1
+        ),
+        storage_quota_bytes=_int(env, "STORAGE_QUOTA_BYTES", Settings.storage_quota_bytes, 0),
+        submit_rate_limit=_rate(env, "SUBMIT_RATE_LIMIT", Settings.submit_rate_limit),
+        auth_failure_rate_limit=_rate(
+            env, "AUTH_FAILURE_RATE_LIMIT", Settings.auth_failure_rate_limit
+        ),
+        trusted_proxies=_int(env, "TRUSTED_PROXIES", 0, 0, 5),
     )
 
 

@@ -327,9 +327,9 @@ def test_env_checker_catches_mistakes(text: str) -> None:
     assert env_example_problems(text, commented) == [
         "POSTGRES_PASSWORD is required but commented out in .env.example"
     ]
-    dropped = "\n".join(line for line in env.splitlines() if "WEB_PORT" not in line)
+    dropped = "\n".join(line for line in env.splitlines() if "HTTP_PORT" not in line)
     assert env_example_problems(text, dropped) == [
-        "WEB_PORT is used in docker-compose.yml but not in .env.example"
+        "HTTP_PORT is used in docker-compose.yml but not in .env.example"
     ]
 
 

@@ -35,8 +35,8 @@ from stylequeue.web.job_json import job_json
 from stylequeue.web.media import (
     THUMB_LINK_SIZE,
     download_arg,
+    image_response,
     load_object,
-    png_response,
     thumb_arg,
     thumb_key,
     thumb_response,
@@ -45,8 +45,6 @@ from stylequeue.web.progress_reader import parse_after, parse_limit, read_progre
 from stylequeue.web.submission import check_active_limit, parse_submission, submit_job, top_up
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
-# What anyone may see of a worker (the pages' banners); the rest is the operators' fleet view.
-PUBLIC_WORKER_FIELDS = ("name", "weights", "weights_ok", "weights_error", "precision")
 
 
 # ---- session, config, fleet -----------------------------------------------------------------
@@ -69,21 +67,18 @@ def get_config() -> Response:
 
 @bp.get("/fleet")
 def get_fleet() -> Response:
-    """Live workers and their weights. The pages show a banner when a worker runs ``random``
-    weights, cannot load its weights (its jobs will fail), or when no worker is online."""
+    """What the pages' banners need, and nothing more (no host, pid or path): a worker is
+    online, one runs ``random`` weights, one cannot load its weights (its jobs will fail).
+    Operators see the details at ``/api/v1/admin/fleet``."""
     try:
         workers = list_workers(services().redis)
     except redis.RedisError:
         raise ApiError(503, "redis_unavailable", "the worker registry cannot be read now") from None
-    broken = [w for w in workers if w.get("weights_ok") is False]
     return jsonify(
         {
-            "workers": [{k: w.get(k) for k in PUBLIC_WORKER_FIELDS} for w in workers],
+            "online": bool(workers),
             "random_weights": any(w.get("weights") == "random" for w in workers),
-            "weights_unavailable": bool(broken),
-            "weights_error": (broken[0].get("weights_error") or broken[0].get("error"))
-            if broken
-            else None,
+            "weights_unavailable": any(w.get("weights_ok") is False for w in workers),
         }
     )
 
@@ -219,7 +214,7 @@ def job_result(job_id: str) -> Response:
         return _thumb(job, job.result_key, "result", thumb, missing, immutable=job.terminal)
     data = load_object(services(), job.result_key, missing)
     download = download_arg()
-    return png_response(
+    return image_response(
         data, immutable=job.terminal, download_name=f"stylequeue-{job.id}.png" if download else None
     )
 
@@ -252,7 +247,7 @@ def job_snapshot(job_id: str, iteration: int) -> Response:
     if thumb is not None:
         name = f"snapshot-{iteration:06d}"
         return _thumb(job, key, name, thumb, missing, immutable=job.terminal)
-    return png_response(load_object(services(), key, missing), immutable=job.terminal)
+    return image_response(load_object(services(), key, missing), immutable=job.terminal)
 
 
 @bp.get("/jobs/<job_id>/inputs/content")
@@ -263,7 +258,7 @@ def job_input_content(job_id: str) -> Response:
     missing = ApiError(404, "input_not_found", "no content image")
     if thumb is not None:
         return _thumb(job, key, "content", thumb, missing, immutable=True)
-    return png_response(load_object(services(), key, missing), immutable=True)
+    return image_response(load_object(services(), key, missing), immutable=True)
 
 
 @bp.get("/jobs/<job_id>/inputs/style/<int:index>")
@@ -278,7 +273,7 @@ def job_input_style(job_id: str, index: int) -> Response:
         raise missing
     if thumb is not None:
         return _thumb(job, styles[index], f"style-{index}", thumb, missing, immutable=True)
-    return png_response(load_object(services(), styles[index], missing), immutable=True)
+    return image_response(load_object(services(), styles[index], missing), immutable=True)
 
 
 def _thumb(

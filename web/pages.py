@@ -31,7 +31,7 @@ from stylequeue.web.form_spec import (
     preset_values,
 )
 from stylequeue.web.job_json import job_json
-from stylequeue.web.static_assets import ONE_YEAR, asset, import_map
+from stylequeue.web.static_assets import ONE_YEAR, asset, import_map_json
 from stylequeue.web.time_estimate import preset_estimate
 
 
@@ -68,7 +68,7 @@ def _render(template: str, status: int = 200, **context: Any) -> Page:
     html = render_template(
         template,
         asset=asset,
-        import_map=import_map(),
+        import_map_json=import_map_json(),
         csrf_value=auth.csrf_token(),
         **context,
     )
@@ -97,6 +97,7 @@ def index() -> Page:
     return _render(
         "pages/index.html",
         nav="new",
+        anonymous=services().settings.anonymous,
         samples=SAMPLES,
         presets=presets,
         default_preset=DEFAULT_PRESET,

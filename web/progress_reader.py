@@ -18,6 +18,7 @@ import redis
 from stylequeue.shared.models import Job
 from stylequeue.shared.progress import FIELDS, STREAM_ID_RE
 from stylequeue.shared.storage import ObjectNotFound
+from stylequeue.shared.text import parse_int
 from stylequeue.web.errors import ApiError
 from stylequeue.web.extensions import Services
 from stylequeue.web.job_json import finite
@@ -56,11 +57,15 @@ def parse_after(raw: str | None) -> str | None:
 def parse_limit(raw: str | None) -> int:
     if raw is None or raw == "":
         return MAX_ENTRIES
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_ENTRIES:
+    try:
+        limit = parse_int(raw)  # ASCII digits only ("²" passes str.isdigit, then int fails)
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= MAX_ENTRIES:
         raise ApiError(
             400, "invalid_parameter", f"limit must be from 1 to {MAX_ENTRIES}", field="limit"
         )
-    return int(raw)
+    return limit
 
 
 def _id_key(stream_id: str) -> tuple[int, int]:

@@ -6,7 +6,7 @@ service takes a job. These need no TensorFlow.
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import pytest
 
@@ -262,3 +262,16 @@ def test_transfer_params_do_not_take_job_options() -> None:
         TransferParams.from_inputs({"webhook": "https://example.org/"})
     assert info.value.field == "webhook"
     assert "webhook" not in TransferParams().to_dict()
+
+
+def test_min_side_is_what_the_deepest_layer_needs() -> None:
+    from stylequeue.shared.params import job_min_side, min_side
+
+    assert min_side(("block1_conv1",)) == 1 and min_side(("block3_conv4", "block1_conv1")) == 4
+    assert job_min_side(TransferParams()) == 16  # block5 layers: four halvings before them
+    shallow = replace(
+        TransferParams(),
+        content_layers=(("block2_conv2", 1.0), ("block5_conv2", 0.0)),  # weight 0: unused
+        style_layers=(("block1_conv1", 1.0), ("block3_conv1", 1.0)),
+    )
+    assert job_min_side(shallow) == 4

@@ -31,7 +31,7 @@ def test_delete_a_running_job_after_confirming(new_context, stack: Stack) -> Non
     page = context.new_page()
     page.goto(f"/jobs/{job['id']}")
     page.wait_for_function(
-        "Number(document.querySelector('#it-done').textContent) > 5", timeout=WAIT_MS
+        "() => Number(document.querySelector('#it-done').textContent) > 5", timeout=WAIT_MS
     )
     expect(page.locator("#expiry-text")).to_have_text(
         f"Deleted automatically {stack.settings.retention_days} days after it ends."

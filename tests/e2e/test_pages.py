@@ -209,7 +209,7 @@ def test_cancel_a_running_job_from_the_page(page, content_png: Path) -> None:
     fill_form(page, content_png, sample="starry-night", iterations=5000, max_size=64)
     submit_form(page)
     page.wait_for_function(
-        "Number(document.querySelector('#it-done').textContent) > 0", timeout=WAIT_MS
+        "() => Number(document.querySelector('#it-done').textContent) > 0", timeout=WAIT_MS
     )
     assert status(page) == "running"
     assert page.locator("#cancel").is_visible()

@@ -41,7 +41,11 @@ def new_id() -> str:
 
 class Job(Base):
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_owner_created", "owner", "created_at"),)
+    __table_args__ = (
+        Index("ix_jobs_owner_created", "owner", "created_at"),
+        # one job per owner and Idempotency-Key (shared/idempotency.py); NULLs never clash
+        Index("uq_jobs_owner_idempotency_key", "owner", "idempotency_key", unique=True),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     owner: Mapped[str] = mapped_column(String(80), nullable=False)
@@ -79,6 +83,9 @@ class Job(Base):
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # last send to the broker
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # the submit's Idempotency-Key, and a hash of its inputs (shared/idempotency.py)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_fingerprint: Mapped[str | None] = mapped_column(String(64))
 
     @property
     def terminal(self) -> bool:

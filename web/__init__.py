@@ -23,7 +23,7 @@ SESSION_LIFETIME = timedelta(days=365)  # the browser's owner id: keep jobs find
 
 def create_app(settings: Settings | None = None, *, celery: Celery | None = None) -> Flask:
     """Build the app. ``celery`` replaces the one made from settings (tests, embedding)."""
-    from stylequeue.web import api, auth, errors, health, metrics, pages
+    from stylequeue.web import api, auth, errors, health, metrics, openapi, pages
     from stylequeue.web.extensions import init_services
 
     settings = settings or get_settings()
@@ -37,6 +37,7 @@ def create_app(settings: Settings | None = None, *, celery: Celery | None = None
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(openapi.bp)  # GET /api/v1/openapi.json: the API's contract
     app.register_blueprint(pages.bp)
     return app
 

@@ -50,9 +50,11 @@ CSRF_KEY = "csrf"
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
-# Endpoints that need no caller at all (probes, static files), and /metrics, which checks its
-# own token (STYLEQUEUE_METRICS_TOKEN, not an API token: web/metrics.py).
-PUBLIC_ENDPOINTS = frozenset({"health.healthz", "health.readyz", "metrics.metrics", "static"})
+# Endpoints that need no caller at all (probes, static files, the OpenAPI document), and
+# /metrics, which checks its own token (STYLEQUEUE_METRICS_TOKEN, not an API token).
+PUBLIC_ENDPOINTS = frozenset(
+    {"health.healthz", "health.readyz", "metrics.metrics", "static", "openapi.openapi_json"}
+)
 ADMIN_KEY = "admin"  # session: {"name", "fp", "since"} once an operator signed in
 ADMIN_SESSION_SECONDS = 12 * 3600
 ADMIN_VIEW_FLAG = "stylequeue_admin_only"

@@ -21,10 +21,11 @@ import logging
 from dataclasses import dataclass
 
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from werkzeug.datastructures import FileStorage, ImmutableMultiDict
 
 from stylequeue.shared import keys
+from stylequeue.shared.idempotency import release_expired_key
 from stylequeue.shared.images import CleanImage, ImageRejected, validate_image
 from stylequeue.shared.jobs import (
     ActiveJobLimitReached,
@@ -39,6 +40,7 @@ from stylequeue.shared.settings import Limits
 from stylequeue.shared.states import JobStatus, utcnow
 from stylequeue.web.errors import ApiError
 from stylequeue.web.extensions import Services
+from stylequeue.web.idempotency import KeyedSubmit
 
 log = logging.getLogger(__name__)
 
@@ -243,12 +245,22 @@ def _enqueue(svc: Services, job: Job) -> None:
             job.enqueued_at = session.scalar(select(Job.enqueued_at).where(Job.id == job.id))
 
 
-def submit_job(svc: Services, owner: str, sub: Submission) -> Job:
+class KeyTaken(Exception):
+    """Another submit with this Idempotency-Key inserted its job first (the unique index
+    refused ours); our inputs are deleted. ``web.idempotency.winner`` finds that job."""
+
+
+def submit_job(svc: Services, owner: str, sub: Submission, keyed: KeyedSubmit | None = None) -> Job:
     """Store, commit, enqueue. Returns the job as committed (plus ``enqueued_at``).
 
     The row is inserted only while the owner is under the active-job limit, counted in the
     insert's own transaction (:func:`~stylequeue.shared.jobs.insert_job_within_limit`); a
-    refused submit's stored inputs are deleted (429, no row, no object)."""
+    refused submit's stored inputs are deleted (429, no row, no object). With ``keyed``
+    (an Idempotency-Key) the row carries the key, and a concurrent submit's row with the
+    same key makes the insert fail: :class:`KeyTaken`, our inputs deleted."""
+    if keyed is not None:  # a key older than the window names no job any more
+        with svc.db() as session:
+            release_expired_key(session, owner, keyed.key)
     job_id = new_id()
     input_keys = _store_inputs(svc, job_id, sub)
     width, height = output_size(sub.content.width, sub.content.height, sub.params.max_size)
@@ -266,6 +278,8 @@ def submit_job(svc: Services, owner: str, sub: Submission) -> Job:
         width=width,
         height=height,
         created_at=utcnow(),
+        idempotency_key=keyed.key if keyed else None,
+        request_fingerprint=keyed.fingerprint if keyed else None,
     )
     try:
         with svc.db() as session:
@@ -274,6 +288,14 @@ def submit_job(svc: Services, owner: str, sub: Submission) -> Job:
         # Another submit of this owner's took the last slot since check_active_limit.
         _forget_inputs(svc, job_id)
         raise too_many_active_jobs(exc.active, exc.limit) from None
+    except IntegrityError:
+        _forget_inputs(svc, job_id)
+        if keyed is None:
+            log.exception("inserting job %s failed", job_id)
+            raise ApiError(
+                503, "database_unavailable", "the job could not be recorded; try again"
+            ) from None
+        raise KeyTaken() from None
     except SQLAlchemyError:
         log.exception("inserting job %s failed", job_id)
         _forget_inputs(svc, job_id)

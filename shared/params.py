@@ -479,6 +479,15 @@ assert tuple(PRESETS) == PRESET_NAMES
 # ---- coercion: form strings / JSON values into each kind ----------------------------------
 
 
+def _plain(text: str) -> str:
+    """A number as clients write it: ASCII, no ``_`` (Python's int() and float() also read
+    ``1_000`` and other scripts' digits, which no API client means)."""
+    text = text.strip()
+    if not text.isascii() or "_" in text:
+        raise ValueError(text)
+    return text
+
+
 def _to_int(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError
@@ -486,13 +495,13 @@ def _to_int(value: Any) -> int:
         if not value.is_integer():
             raise ValueError
         return int(value)
-    return int(str(value).strip())
+    return int(_plain(str(value)))
 
 
 def _to_float(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError
-    return float(str(value).strip()) if isinstance(value, str) else float(value)
+    return float(_plain(value)) if isinstance(value, str) else float(value)
 
 
 def _to_bool(value: Any) -> bool:
@@ -501,7 +510,7 @@ def _to_bool(value: Any) -> bool:
 
 def _to_float_list(value: Any) -> tuple[float, ...]:
     items = value.split(",") if isinstance(value, str) else list(value)
-    return tuple(float(str(x).strip()) for x in items)
+    return tuple(_to_float(x) for x in items)
 
 
 def _to_layers(value: Any) -> LayerWeights:

@@ -30,7 +30,7 @@ from stylequeue.shared.text import FALSE_WORDS, TRUE_WORDS
 from stylequeue.web.idempotency import KEY_HEADER, KEY_MAX_LENGTH, KEY_PATTERN, REPLAYED_HEADER
 from stylequeue.web.media import THUMB_SIZES
 from stylequeue.web.param_schema import submission_encoding
-from stylequeue.web.progress_reader import MAX_ENTRIES
+from stylequeue.web.progress_reader import AFTER_RE, MAX_ENTRIES
 
 Schema = dict[str, Any]
 
@@ -55,14 +55,17 @@ def header(description: str, schema: Schema | None = None) -> Schema:
     return {"description": description, "schema": schema or {"type": "string"}}
 
 
-def query(name: str, schema: Schema, description: str) -> Schema:
-    return {
+def query(name: str, schema: Schema, description: str, *, empty_is_absent: bool = False) -> Schema:
+    """A query parameter; ``empty_is_absent``: ``?name=`` means the default (the view
+    reads an empty value as no value)."""
+    parameter = {
         "name": name,
         "in": "query",
         "required": False,
         "schema": schema,
         "description": description,
     }
+    return {**parameter, "allowEmptyValue": True} if empty_is_absent else parameter
 
 
 NULLABLE_STRING = {"type": ["string", "null"]}
@@ -345,6 +348,7 @@ OPERATIONS: dict[str, Schema] = {
                 "page",
                 {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 1},
                 "the page, from 1",
+                empty_is_absent=True,
             ),
             query(
                 "per_page",
@@ -355,6 +359,7 @@ OPERATIONS: dict[str, Schema] = {
                     "default": DEFAULT_PER_PAGE,
                 },
                 "jobs per page",
+                empty_is_absent=True,
             ),
         ],
         "responses": {
@@ -374,13 +379,15 @@ OPERATIONS: dict[str, Schema] = {
         "parameters": [
             query(
                 "after",
-                {"type": "string", "pattern": STREAM_ID_RE},
+                {"type": "string", "pattern": AFTER_RE},
                 "the last_id of the previous answer",
+                empty_is_absent=True,
             ),
             query(
                 "limit",
                 {"type": "integer", "minimum": 1, "maximum": MAX_ENTRIES, "default": MAX_ENTRIES},
                 "entries at most",
+                empty_is_absent=True,
             ),
         ],
         "responses": {
@@ -409,6 +416,7 @@ OPERATIONS: dict[str, Schema] = {
                 "download",
                 {"type": "string", "enum": [*TRUE_WORDS, *FALSE_WORDS]},
                 "send it as an attachment",
+                empty_is_absent=True,
             ),
         ],
         "responses": IMAGE_RESPONSES,

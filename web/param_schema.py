@@ -24,7 +24,8 @@ CONTENT_FIELD = "content"  # web/submission.py reads the same names
 STYLE_FIELD = "style"
 CSRF_FIELD = "csrf_token"
 # A float list on a form: "0.7,0.3" (one number per style image), or empty (equal weights).
-FLOAT_LIST_PATTERN = r"^(\s*[^,\s][^,]*(,\s*[^,\s][^,]*)*)?$"
+_NUMBER = r"\s*(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*"
+FLOAT_LIST_PATTERN = rf"^({_NUMBER}(,{_NUMBER})*)?$"
 IMAGE_TYPES = ", ".join(ALLOWED_FORMATS.values())
 
 
@@ -39,7 +40,7 @@ def _range(param: Param, limits: Limits | None) -> dict[str, Any]:
 
 
 def _number(param: Param, limits: Limits | None) -> dict[str, Any]:
-    kind = "integer" if param.kind == "int" else "number"
+    kind = "integer" if param.kind == "int" else "number"  # float_list, layers: numbers
     return {"type": kind, **_range(param, limits)}
 
 
@@ -54,23 +55,24 @@ def _describe(param: Param, limits: Limits | None) -> str:
 
 
 def form_field_schema(param: Param, limits: Limits) -> dict[str, Any]:
-    """One multipart field of a submit, with this server's range."""
+    """One multipart field of a submit, with this server's range. Every field may also be
+    sent empty, which means the default (``TransferParams.from_inputs`` skips it)."""
     schema: dict[str, Any]
     description = _describe(param, limits)
     if param.kind in ("int", "float"):
-        schema = _number(param, limits)
+        schema = {"anyOf": [_number(param, limits), {"const": ""}]}
     elif param.kind == "bool":
-        schema = {"type": "string", "enum": [*TRUE_WORDS, *FALSE_WORDS]}
+        schema = {"type": "string", "enum": ["", *TRUE_WORDS, *FALSE_WORDS]}
     elif param.kind == "choice":
-        empty = [""] if param.null_label else []  # "": the null_label's meaning
-        schema = {"type": "string", "enum": [*empty, *param.choices]}
+        schema = {"type": "string", "enum": ["", *param.choices]}
     elif param.kind == "float_list":
         low, cap = fmt(param.low), fmt(param.high_within(limits))
         schema = {"type": "string", "pattern": FLOAT_LIST_PATTERN}
         description += f"; comma-separated numbers, each from {low} to {cap}"
     else:  # not public: never a form field
         raise ValueError(f"{param.name}: a {param.kind} parameter is not a form field")
-    schema["description"] = description
+    empty = param.null_label or "the default"
+    schema["description"] = f"{description} (empty: {empty[0].lower()}{empty[1:]})"
     if _has_default(param, limits):
         schema["default"] = _default(param)
     return schema
@@ -124,8 +126,23 @@ def submission_schema(limits: Limits) -> dict[str, Any]:
 
 
 def submission_encoding() -> dict[str, Any]:
-    """The file parts' content types (what the server decodes: by content, not by name)."""
-    return {name: {"contentType": IMAGE_TYPES} for name in (CONTENT_FIELD, STYLE_FIELD)}
+    """The file parts: their content types (the server decodes by content, not by name or
+    type) and a file name, which makes a part a file (a part without one is a text field:
+    a 400 naming it)."""
+    return {
+        name: {
+            "contentType": IMAGE_TYPES,
+            "headers": {
+                "Content-Disposition": {
+                    "description": "a file part: form-data with a filename",
+                    "required": True,
+                    "schema": {"type": "string"},
+                    "example": f'form-data; name="{name}"; filename="{name}.png"',
+                }
+            },
+        }
+        for name in (CONTENT_FIELD, STYLE_FIELD)
+    }
 
 
 def stored_value_schema(param: Param) -> dict[str, Any]:
@@ -141,15 +158,14 @@ def stored_value_schema(param: Param) -> dict[str, Any]:
         schema = {"type": "string"} if param.path_suffixes else {"enum": list(param.choices)}
     elif param.kind == "float_list":
         schema = {"type": "array", "items": {"type": "number", **_range(param, None)}}
-    else:  # layers: [[name, weight], ...]
+    else:  # layers: [[name, weight], ...] (a pair's two kinds, not prefixItems: see below)
         schema = {
             "type": "array",
             "items": {
                 "type": "array",
-                "prefixItems": [
-                    {"enum": list(param.choices)},
-                    {"type": "number", **_range(param, None)},
-                ],
+                # prefixItems would say which is which, but Schemathesis turns it into a
+                # draft-4 tuple it then refuses; anyOf says as much for a reader
+                "items": {"anyOf": [{"enum": list(param.choices)}, _number(param, None)]},
                 "minItems": 2,
                 "maxItems": 2,
             },

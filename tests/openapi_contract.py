@@ -15,8 +15,10 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema
+import requests
 from flask import Flask
 from flask.testing import FlaskClient
 from openapi_core import OpenAPI
@@ -104,13 +106,10 @@ class ContractClient(FlaskClient):
 
 
 def check_requests_response(document: dict[str, Any], response: Any) -> None:
-    """The same check for a ``requests`` response from a live server."""
-    from urllib.parse import urlsplit
-
+    """The same check for a ``requests`` response from a live server (read in full)."""
     path = urlsplit(response.request.url).path
     if not path.startswith(API_PREFIX + "/"):
         return
-    body = response.content if not response.raw or response._content_consumed else b""
     _validate(
         spec_of(document),
         RequestsOpenAPIRequest(response.request),
@@ -118,5 +117,35 @@ def check_requests_response(document: dict[str, Any], response: Any) -> None:
         response.request.method,
         path,
         response.status_code,
-        body,
+        response.content,
     )
+
+
+class RequestsContract:
+    """Patches ``requests.Session.request`` so that every response from a server's
+    ``/api/v1`` (not streamed: its body is the caller's to read) is checked against that
+    server's own document, fetched once per server."""
+
+    def __init__(self) -> None:
+        self.documents: dict[str, dict[str, Any]] = {}
+        self.real = requests.Session.request
+
+    def document(self, url: str) -> dict[str, Any]:
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        if origin not in self.documents:
+            answer = self.real(requests.Session(), "GET", f"{origin}{API_PREFIX}/openapi.json")
+            self.documents[origin] = answer.json()
+        return self.documents[origin]
+
+    def install(self, monkeypatch: Any) -> None:
+        contract = self
+
+        def request(session: requests.Session, method: str, url: str, *args: Any,
+                    **kwargs: Any) -> requests.Response:  # fmt: skip
+            response = contract.real(session, method, url, *args, **kwargs)
+            if not kwargs.get("stream") and urlsplit(url).path.startswith(API_PREFIX + "/"):
+                check_requests_response(contract.document(url), response)
+            return response
+
+        monkeypatch.setattr(requests.Session, "request", request)

@@ -162,3 +162,26 @@ def test_the_readme_points_to_the_document() -> None:
     section = readme.split("## The API (v1)", 1)[1].split("\n## ", 1)[0]
     assert DOCUMENT in section
     assert "| `POST /api/v1/jobs` |" not in section  # the table is gone: one source
+
+
+def test_the_live_server_check_catches_an_undocumented_key(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The integration tests' check (requests against a live server) works alike."""
+    import requests
+
+    from tests.openapi_contract import RequestsContract
+    from tests.web.live import serve
+
+    app = create_app(settings)
+    job_id = submit(app.test_client()).get_json()["id"]
+    RequestsContract().install(monkeypatch)
+    with serve(app) as (base, _log):
+        url = f"{base}/api/v1/jobs/{job_id}"
+        assert requests.get(url, headers=ALICE, timeout=30).status_code == 200  # checked, fine
+        original = job_json.job_json
+        monkeypatch.setattr(
+            "stylequeue.web.api.job_json", lambda job: {**original(job), "surprise": 1}
+        )
+        with pytest.raises(ContractViolation, match="surprise"):
+            requests.get(url, headers=ALICE, timeout=30)

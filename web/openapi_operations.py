@@ -27,6 +27,7 @@ from stylequeue.shared.progress import FIELDS as PROGRESS_FIELDS
 from stylequeue.shared.progress import STREAM_ID_RE
 from stylequeue.shared.settings import Limits
 from stylequeue.shared.text import FALSE_WORDS, TRUE_WORDS
+from stylequeue.web.api import PUBLIC_WORKER_FIELDS
 from stylequeue.web.idempotency import KEY_HEADER, KEY_MAX_LENGTH, KEY_PATTERN, REPLAYED_HEADER
 from stylequeue.web.media import THUMB_SIZES
 from stylequeue.web.param_schema import submission_encoding
@@ -124,21 +125,15 @@ def _closed(properties: Schema, required: list[str] | None = None) -> Schema:
     }
 
 
-PUBLIC_WORKER = _closed(
-    {
-        "name": {"type": "string"},
-        "weights": NULLABLE_STRING,
-        "weights_ok": {"type": ["boolean", "null"]},
-        "weights_error": NULLABLE_STRING,
-        "precision": NULLABLE_STRING,
-    }
-)
 _WORKER_TYPES: dict[str, Schema] = {
     "name": {"type": "string"},
     "pid": NULLABLE_INT,
     "weights_ok": {"type": ["boolean", "null"]},
     "memory": {"type": ["object", "null"]},
 }
+PUBLIC_WORKER = _closed(
+    {name: _WORKER_TYPES.get(name, NULLABLE_STRING) for name in PUBLIC_WORKER_FIELDS}
+)
 RUNNING_JOB = _closed(
     {
         "id": {"type": "string", "format": "uuid"},

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from stylequeue.shared.params import WEBHOOK_EVENTS
 from stylequeue.shared.states import TERMINAL, JobStatus
 from stylequeue.web.param_schema import stored_params_schema
+from stylequeue.web.webhook_json import DELIVERIES_SHOWN
 
 INT = {"type": "integer", "minimum": 0}
 INT_OR_NULL = {"type": ["integer", "null"], "minimum": 0}
@@ -30,6 +32,23 @@ LINKS = (
 def _doc(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {**schema, "description": description}
 
+
+WEBHOOK_DELIVERY: dict[str, Any] = {  # web/webhook_json.py: delivery_json
+    "type": "object",
+    "required": [
+        "time", "event", "webhook_id", "attempt", "status_code", "error", "next_attempt_at",
+    ],
+    "properties": {
+        "time": _doc(TIME, "when the attempt was made"),
+        "event": {"enum": list(WEBHOOK_EVENTS)},
+        "webhook_id": _doc({"type": "string"}, "the webhook-id header (the same on retries)"),
+        "attempt": {"type": "integer", "minimum": 1},
+        "status_code": _doc(INT_OR_NULL, "the receiver's answer (null: no HTTP answer)"),
+        "error": _doc(STRING_OR_NULL, "why the attempt failed, when it did"),
+        "next_attempt_at": _doc(TIME_OR_NULL, "null: delivered, or no more attempts"),
+    },
+    "additionalProperties": False,
+}  # fmt: skip
 
 JOB_PROPERTIES: dict[str, dict[str, Any]] = {
     "id": {"type": "string", "format": "uuid"},
@@ -62,7 +81,20 @@ JOB_PROPERTIES: dict[str, dict[str, Any]] = {
     "enqueued_at": TIME_OR_NULL,
     "started_at": TIME_OR_NULL,
     "finished_at": TIME_OR_NULL,
+    "expires_at": _doc(
+        TIME_OR_NULL,
+        "when retention deletes the finished job (null: active, or kept forever)",
+    ),
     "duration_seconds": _doc(NUMBER_OR_NULL, "started to finished (or now)"),
+    "webhook": _doc(STRING_OR_NULL, "the URL told of the job's events (null: none)"),
+    "webhook_events": _doc(
+        {"type": "array", "items": {"enum": list(WEBHOOK_EVENTS)}, "uniqueItems": True},
+        "the events sent to the webhook (empty without one)",
+    ),
+    "webhook_deliveries": _doc(
+        {"type": "array", "items": WEBHOOK_DELIVERY, "maxItems": DELIVERIES_SHOWN},
+        f"the last {DELIVERIES_SHOWN} delivery attempts, oldest first",
+    ),
     "links": {
         "type": "object",
         "required": [*LINKS, "styles"],

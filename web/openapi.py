@@ -18,7 +18,10 @@ It is the API's contract, so nothing in it is a second copy of what the code dec
   no owner id owns no job);
 - **the responses every view shares** are added here: 401 for an unknown or malformed
   bearer token, 403 for a cookie write without its CSRF token, 404 for an unknown id,
-  503 when the database, Redis or storage cannot be reached.
+  413 for a write's body over the size or form-part limits, 429 (with ``Retry-After``)
+  once an address is over its refused-credentials rate limit (``web/limits.py``: every
+  request that presents a credential, on any path), 503 when the database, Redis or
+  storage cannot be reached.
 
 The document is built once per app, at the first request for it (the URL map is complete
 by then), with the app's Limits.
@@ -37,7 +40,7 @@ from stylequeue.shared.settings import Limits
 from stylequeue.web import auth
 from stylequeue.web.errors import ERROR_SCHEMA
 from stylequeue.web.job_schema import JOB_SCHEMA
-from stylequeue.web.openapi_operations import OPERATIONS, SCHEMAS, error, header
+from stylequeue.web.openapi_operations import OPERATIONS, RETRY_AFTER, SCHEMAS, error, header
 from stylequeue.web.param_schema import submission_schema
 
 API_PREFIX = "/api/v1"
@@ -138,7 +141,7 @@ def openapi_document(app: Flask, limits: Limits) -> dict[str, Any]:
                 "field?}}; a refused request stores nothing."
             ),
         },
-        "tags": [{"name": n} for n in ("jobs", "images", "session", "fleet")],
+        "tags": [{"name": n} for n in ("jobs", "images", "session", "fleet", "webhooks")],
         "paths": paths,
         "components": {
             "schemas": {
@@ -209,7 +212,18 @@ def _operation(
         )
     if method in UNSAFE:
         responses.setdefault("403", error("a cookie write without the session's CSRF token"))
+        responses.setdefault(
+            "413", error("the body is too large, or a form with too many parts (too_many_parts)")
+        )
     if path_params:
         responses.setdefault("404", error("no such job for this caller"))
+    responses.setdefault(
+        "429",
+        error(
+            "too many refused credentials from this address (rate_limited): every request "
+            "that presents one waits until Retry-After",
+            headers=RETRY_AFTER,
+        ),
+    )
     responses.setdefault("503", error("the database, Redis or storage cannot be reached now"))
     return operation

@@ -25,9 +25,8 @@ from stylequeue.shared.jobs import DEFAULT_PER_PAGE, MAX_PAGE, MAX_PER_PAGE
 from stylequeue.shared.params import PRESET_NAMES, PUBLIC_PARAMETERS
 from stylequeue.shared.progress import FIELDS as PROGRESS_FIELDS
 from stylequeue.shared.progress import STREAM_ID_RE
-from stylequeue.shared.settings import Limits
+from stylequeue.shared.settings import WEBHOOK_SECRET_PREFIX, Limits
 from stylequeue.shared.text import FALSE_WORDS, TRUE_WORDS
-from stylequeue.web.api import PUBLIC_WORKER_FIELDS
 from stylequeue.web.idempotency import KEY_HEADER, KEY_MAX_LENGTH, KEY_PATTERN, REPLAYED_HEADER
 from stylequeue.web.media import THUMB_SIZES
 from stylequeue.web.param_schema import submission_encoding
@@ -103,6 +102,7 @@ JOB_LINKS = {
         ("GetJob", "get_job"),
         ("GetProgress", "job_progress"),
         ("CancelJob", "cancel_job"),
+        ("DeleteJob", "delete_job"),
         ("GetResult", "job_result"),
         ("GetSnapshots", "job_snapshots"),
         ("GetContent", "job_input_content"),
@@ -131,9 +131,6 @@ _WORKER_TYPES: dict[str, Schema] = {
     "weights_ok": {"type": ["boolean", "null"]},
     "memory": {"type": ["object", "null"]},
 }
-PUBLIC_WORKER = _closed(
-    {name: _WORKER_TYPES.get(name, NULLABLE_STRING) for name in PUBLIC_WORKER_FIELDS}
-)
 RUNNING_JOB = _closed(
     {
         "id": {"type": "string", "format": "uuid"},
@@ -153,6 +150,7 @@ PARAMETER_SPEC = {  # web/config_info.py: parameter_spec
         "choices": {"type": "array", "items": {"type": "string"}},
         "min": {"type": "number"},
         "max": {"type": "number"},
+        "max_length": {"type": "integer", "description": "a url's, in characters"},
         "note": {"type": "string"},
         "default": {},
     },
@@ -235,12 +233,50 @@ SCHEMAS: dict[str, Schema] = {
     ),
     "Fleet": _closed(
         {
-            "workers": {"type": "array", "items": PUBLIC_WORKER},
-            "random_weights": {"type": "boolean"},
-            "weights_unavailable": {"type": "boolean"},
-            "weights_error": NULLABLE_STRING,
+            "online": {"type": "boolean", "description": "at least one worker is registered"},
+            "random_weights": {
+                "type": "boolean",
+                "description": "a worker runs random weights (pictures will not look right)",
+            },
+            "weights_unavailable": {
+                "type": "boolean",
+                "description": "a worker cannot load its weights (its jobs will fail)",
+            },
         }
     ),
+    "WebhookSecret": {
+        "anyOf": [
+            _closed(
+                {
+                    "scope": {"const": "owner"},
+                    "secret": {
+                        "type": "string",
+                        "pattern": f"^{WEBHOOK_SECRET_PREFIX}",
+                        "description": "verify the webhook-signature header with it",
+                    },
+                    "created_at": {"type": "string", "format": "date-time"},
+                    "previous_expires_at": {
+                        "type": ["string", "null"],
+                        "format": "date-time",
+                        "description": "the rotated-out secret signs too until then",
+                    },
+                }
+            ),
+            _closed(
+                {
+                    "scope": {"const": "deployment"},
+                    "secret": {"type": "null"},
+                    "created_at": {"type": "null"},
+                    "previous_expires_at": {"type": "null"},
+                    "note": {"type": "string"},
+                }
+            ),
+        ],
+        "description": (
+            "the caller's signing secret; where the operator set STYLEQUEUE_WEBHOOK_SECRET, "
+            "scope deployment and no secret shown"
+        ),
+    },
     "AdminFleet": _closed(
         {
             "generated_at": {"type": "string"},
@@ -326,13 +362,32 @@ OPERATIONS: dict[str, Schema] = {
                 links=JOB_LINKS,
             ),
             "400": error("a missing, repeated or unknown form field (field names it)"),
-            "413": error("the request or an image is too large"),
+            "401": error(
+                "an unknown or malformed bearer token; or no token where this server takes "
+                "jobs from API clients only (STYLEQUEUE_ANONYMOUS=off: token_required)",
+                headers={"WWW-Authenticate": header("Bearer")},
+            ),
+            "403": error(
+                "a cookie write without the session's CSRF token; or the owner's stored "
+                "images would pass the storage quota (storage_quota_exceeded: delete jobs)"
+            ),
+            "413": error(
+                "the request or an image is too large, or the form has too many parts "
+                "(too_many_parts)"
+            ),
             "415": error("not multipart/form-data, or a file that is no PNG, JPEG or WebP"),
             "422": error(
-                "a parameter or an image is out of range, or the Idempotency-Key "
-                "was used for other inputs (field names it)"
+                "a parameter or an image is out of range, an image too small to paint at "
+                "this size (too_small_to_paint), a webhook this server will not call, or the "
+                "Idempotency-Key was used for other inputs (field names it)"
             ),
-            "429": error("too many of your jobs are queued or running", headers=RETRY_AFTER),
+            "429": error(
+                "too many submissions or refused credentials from this address "
+                "(rate_limited); or too many jobs queued or running: yours "
+                "(too_many_active_jobs), all browser sessions' (anonymous_capacity) or this "
+                "address's (address_capacity). Retry-After says when to try again",
+                headers=RETRY_AFTER,
+            ),
         },
     },
     "api.list_jobs": {
@@ -402,6 +457,15 @@ OPERATIONS: dict[str, Schema] = {
             "409": error("the job has already succeeded or failed"),
         },
     },
+    "api.delete_job": {
+        "summary": "Delete a job",
+        "description": (
+            "The job goes with its images and progress; a queued or running one is "
+            "canceled first. From then on every path of the job is a 404."
+        ),
+        "tags": ["jobs"],
+        "responses": {"204": {"description": "deleted"}},
+    },
     "api.job_result": {
         "summary": "The best image",
         "tags": ["images"],
@@ -465,6 +529,38 @@ OPERATIONS: dict[str, Schema] = {
                 headers={"Cache-Control": header("no-store")},
             ),
             "403": error("an API token, not an admin token"),
+        },
+    },
+    "webhooks.get_webhook_secret": {
+        "summary": "Your webhook signing secret (made on first read)",
+        "description": (
+            "Like /session, a GET that may write: the first read makes the secret. "
+            "Where the operator signs every webhook (STYLEQUEUE_WEBHOOK_SECRET), the "
+            "answer says so and shows no secret."
+        ),
+        "tags": ["webhooks"],
+        "responses": {
+            "200": json_body(
+                ref("WebhookSecret"),
+                "the secret",
+                headers={"Cache-Control": header("no-store")},
+            )
+        },
+    },
+    "webhooks.rotate_webhook_secret": {
+        "summary": "Rotate your webhook signing secret",
+        "description": "The new secret is answered; the old one still signs beside it for a day.",
+        "tags": ["webhooks"],
+        "responses": {
+            "200": json_body(
+                ref("WebhookSecret"),
+                "the new secret",
+                headers={"Cache-Control": header("no-store")},
+            ),
+            "409": error(
+                "this server signs every webhook with its operator's secret "
+                "(deployment_secret): the operator rotates it"
+            ),
         },
     },
     "openapi.openapi_json": {

@@ -16,7 +16,13 @@ from typing import Any
 
 from stylequeue.shared.bounds import MAX_STYLES
 from stylequeue.shared.images import ALLOWED_FORMATS
-from stylequeue.shared.params import PARAMETERS, PUBLIC_PARAMETERS, Param, fmt
+from stylequeue.shared.params import (
+    PARAMETERS,
+    PUBLIC_PARAMETERS,
+    TRANSFER_PARAMETERS,
+    Param,
+    fmt,
+)
 from stylequeue.shared.settings import Limits
 from stylequeue.shared.text import FALSE_WORDS, TRUE_WORDS
 
@@ -27,6 +33,22 @@ CSRF_FIELD = "csrf_token"
 _NUMBER = r"\s*(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*"
 FLOAT_LIST_PATTERN = rf"^({_NUMBER}(,{_NUMBER})*)?$"
 IMAGE_TYPES = ", ".join(ALLOWED_FORMATS.values())
+# A URL on a form: the scheme's letters in either case, no white space inside (what the
+# table's ``url`` check refuses first; whether this server may call it is decided at submit).
+_WHITE = r"[\s\S]"  # any character, line breaks too
+
+
+def _url_pattern(schemes: tuple[str, ...]) -> str:
+    either_case = "|".join("".join(f"[{c.lower()}{c.upper()}]" for c in s) for s in schemes)
+    return rf"^\s*({either_case})://\S+\s*$"
+
+
+def _choice_list_pattern(choices: tuple[str, ...]) -> str:
+    """Some of ``choices``, comma-separated, each at most once (empty items and spaces
+    around items are dropped, as the table's coercion does)."""
+    one = "(" + "|".join(choices) + ")"
+    once = rf"(?!{_WHITE}*\b{one}\b{_WHITE}*\b\1\b)"
+    return rf"^{once}[\s,]*{one}(\s*,[\s,]*{one})*[\s,]*$"
 
 
 def _range(param: Param, limits: Limits | None) -> dict[str, Any]:
@@ -69,6 +91,16 @@ def form_field_schema(param: Param, limits: Limits) -> dict[str, Any]:
         low, cap = fmt(param.low), fmt(param.high_within(limits))
         schema = {"type": "string", "pattern": FLOAT_LIST_PATTERN}
         description += f"; comma-separated numbers, each from {low} to {cap}"
+    elif param.kind == "url":
+        url = {"type": "string", "maxLength": param.high, "pattern": _url_pattern(param.choices)}
+        schema = {"anyOf": [url, {"const": ""}]}
+        description += (
+            f"; an {' or '.join(param.choices)} URL, at most {fmt(param.high)} characters"
+        )
+    elif param.kind == "choice_list":
+        events = {"type": "string", "pattern": _choice_list_pattern(param.choices)}
+        schema = {"anyOf": [events, {"const": ""}]}
+        description += "; each at most once"
     else:  # not public: never a form field
         raise ValueError(f"{param.name}: a {param.kind} parameter is not a form field")
     empty = param.null_label or "the default"
@@ -92,6 +124,8 @@ def _default(param: Param) -> Any:
         return ""
     if param.kind == "bool":
         return "true" if param.default else "false"
+    if isinstance(param.default, tuple):  # a choice_list: comma-separated
+        return ",".join(param.default)
     return param.default
 
 
@@ -176,8 +210,9 @@ def stored_value_schema(param: Param) -> dict[str, Any]:
 
 
 def stored_params_schema() -> dict[str, Any]:
-    """The job JSON's ``params``: every row of the table (older jobs may lack newer rows)."""
+    """The job JSON's ``params``: every row of the transfer's part of the table (older jobs
+    may lack newer rows); the job options (the webhook) are keys of the job itself."""
     return {
         "type": "object",
-        "properties": {name: stored_value_schema(p) for name, p in PARAMETERS.items()},
+        "properties": {name: stored_value_schema(p) for name, p in TRANSFER_PARAMETERS.items()},
     }

@@ -88,6 +88,14 @@ IMAGE = {
     },
     "content": {"image/png": {}, "image/webp": {}},  # OpenAPI 3.1: no schema = any bytes
 }
+INPUT_IMAGE = {
+    **IMAGE,
+    "description": (
+        "the stored input: a JPEG or WebP as it was sent, else lossless WebP (a WebP "
+        "thumbnail with ?thumb); cached: ETag, Cache-Control"
+    ),
+    "content": {"image/jpeg": {}, "image/webp": {}, "image/png": {}},
+}
 NOT_MODIFIED = {"description": "If-None-Match matched the ETag: nothing sent"}
 IMAGE_RESPONSES = {
     "200": IMAGE,
@@ -96,6 +104,7 @@ IMAGE_RESPONSES = {
     "404": error("no such job, or no such image (yet)"),
     "422": error("the stored image is too large to make a thumbnail of"),
 }
+INPUT_IMAGE_RESPONSES = {**IMAGE_RESPONSES, "200": INPUT_IMAGE}
 JOB_LINKS = {
     name: {"operationId": operation, "parameters": {"job_id": "$response.body#/id"}}
     for name, operation in (
@@ -495,13 +504,13 @@ OPERATIONS: dict[str, Schema] = {
         "summary": "The stored content image (upright RGB)",
         "tags": ["images"],
         "parameters": [THUMB],
-        "responses": IMAGE_RESPONSES,
+        "responses": INPUT_IMAGE_RESPONSES,
     },
     "api.job_input_style": {
         "summary": "A stored style image (upright RGB), from 0",
         "tags": ["images"],
         "parameters": [THUMB],
-        "responses": IMAGE_RESPONSES,
+        "responses": INPUT_IMAGE_RESPONSES,
     },
     "api.get_session": {
         "summary": "Who am I; the CSRF token a cookie client sends on writes",

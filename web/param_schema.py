@@ -92,14 +92,22 @@ def form_field_schema(param: Param, limits: Limits) -> dict[str, Any]:
         schema = {"type": "string", "pattern": FLOAT_LIST_PATTERN}
         description += f"; comma-separated numbers, each from {low} to {cap}"
     elif param.kind == "url":
-        url = {"type": "string", "maxLength": param.high, "pattern": _url_pattern(param.choices)}
-        schema = {"anyOf": [url, {"const": ""}]}
+        url = {
+            "type": "string",
+            "maxLength": param.high,
+            "pattern": _url_pattern(param.choices),
+        }
+        example = f"{param.choices[0]}://hooks.example.com/stylequeue"
+        schema = {"anyOf": [url, {"const": ""}], "examples": [example]}
         description += (
             f"; an {' or '.join(param.choices)} URL, at most {fmt(param.high)} characters"
         )
     elif param.kind == "choice_list":
-        events = {"type": "string", "pattern": _choice_list_pattern(param.choices)}
-        schema = {"anyOf": [events, {"const": ""}]}
+        events = {
+            "type": "string",
+            "pattern": _choice_list_pattern(param.choices),
+        }
+        schema = {"anyOf": [events, {"const": ""}], "examples": [",".join(param.choices[::2])]}
         description += "; each at most once"
     else:  # not public: never a form field
         raise ValueError(f"{param.name}: a {param.kind} parameter is not a form field")

@@ -18,10 +18,27 @@ headers and bodies as documented, refused negative data, accepted positive data.
 phase and each sequence the database and storage are read: a row for each ``201`` and no
 other, stored files only for those rows (nothing stored by a refused request).
 
-Two rules of a submit reach across fields, so no schema can say them, and the positive
+Three rules of a submit reach across fields, so no schema can say them, and the positive
 requests are kept inside them (:func:`_within_cross_field_rules`): ``style_blend`` has one
 weight per style image, finite, within range and not all 0; ``content_weight`` and
-``style_weight`` are not both 0.
+``style_weight`` are not both 0; ``webhook_events`` needs a ``webhook``. The content image
+painted at ``max_size`` must keep the network's minimum side (``too_small_to_paint``): the
+generated images are square and at least that side, so every ``max_size`` the document
+allows fits them. Whether the server
+may call a webhook is decided by resolving its host (``shared/webhook_targets.py``), which
+no schema can say either: a positive submit's webhook is this run's loopback receiver
+(:func:`_receivable`; the app allows loopback and plain http, as tests and ``make run`` do).
+
+The app runs without rate limits. The document does declare their 429 (with
+``Retry-After``) on every operation, and Schemathesis takes a 429 for an accepted request,
+so nothing would fail; but past the 20th submit in a minute every submit would be a 429,
+so most of the run would test the limiter instead of the submit, and a stateful sequence
+replayed by Hypothesis must meet the same answers, which a window over wall-clock time
+does not give. The limits' own 429s are checked against the document in
+``tests/web/test_rate_limits.py``.
+
+Deleting is part of the stateful run (the ``DeleteJob`` link): a job deleted with a 204
+has no row and no file left, and no tombstone (its purge finished at once).
 
 Figures (requests sent, by status): ``pytest -s tests/web/test_api_fuzz.py``; about 500
 requests per database, the same ones each run.
@@ -35,7 +52,7 @@ import re
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -52,8 +69,8 @@ from schemathesis.transport.serialization import Binary
 from sqlalchemy import delete, select
 
 from stylequeue.shared.db import session_scope
-from stylequeue.shared.models import Job
-from stylequeue.shared.params import PARAMETERS
+from stylequeue.shared.models import Job, JobDeletion
+from stylequeue.shared.params import PARAMETERS, TransferParams, job_min_side
 from stylequeue.shared.settings import Settings
 from stylequeue.shared.storage import get_storage
 from stylequeue.web import create_app
@@ -70,6 +87,10 @@ STATEFUL_EXAMPLES = 15
 STEPS = 6
 MIN_REQUESTS = 150  # fewer means the run did not happen as planned
 SUBMIT = "POST /api/v1/jobs"
+# A positive submit's webhook: loopback, allowed in this run (webhooks.allow_private); nothing
+# listens there, and no worker runs to send it anything but a cancel's event.
+RECEIVER = "http://127.0.0.1:9/stylequeue-fuzz"
+PAINTABLE_SIDE = job_min_side(TransferParams())  # the default layers' (not a form field)
 # Checks left out, and why: ignored_auth reads a success made with our valid bearer token
 # as one made with the cookie it generates for the other declared way in (the document
 # offers bearer OR cookie + CSRF); tests/web/test_auth.py covers who may do what.
@@ -90,8 +111,8 @@ def _image(fmt: str) -> st.SearchStrategy[bytes]:
         return out.getvalue()
 
     channel = st.integers(0, 255)
-    sides = st.integers(1, 40)
-    return st.builds(encode, sides, sides, st.tuples(channel, channel, channel))
+    side = st.integers(PAINTABLE_SIDE, PAINTABLE_SIDE + 24)  # square: the docstring says why
+    return st.builds(lambda n, rgb: encode(n, n, rgb), side, st.tuples(channel, channel, channel))
 
 
 @pytest.fixture
@@ -129,7 +150,14 @@ def _within_cross_field_rules(form: dict[str, Any]) -> bool:
         if sum(w or 0.0 for w in weights) <= 0:
             return False
     content, style = form.get("content_weight"), form.get("style_weight")
-    return not (content is not None and style is not None and content == 0 == style)
+    if content is not None and style is not None and content == 0 == style:
+        return False
+    return not (_given(form.get("webhook_events")) and not _given(form.get("webhook")))
+
+
+def _given(value: Any) -> bool:
+    """A form field that is there and not empty (empty means the default)."""
+    return value is not None and value != ""
 
 
 def _one_file_per_style_part(body: Any) -> Any:
@@ -152,6 +180,24 @@ def _fresh_key(headers: Any) -> Any:
     return headers
 
 
+def _positive_submit(case: Any) -> bool:
+    return (
+        case.operation.label == SUBMIT
+        and case.meta is not None
+        and case.meta.generation.mode.is_positive
+    )
+
+
+def _receivable(case: Any) -> Any:
+    """A positive submit's webhook is this run's receiver (the module's docstring); an
+    empty one too (also accepted: no webhook), or generation would hardly ever make a job
+    with a webhook (a URL that fits the pattern is a rare draw)."""
+    form = _form(case) if _positive_submit(case) else None
+    if form is not None and "webhook" in form:
+        form["webhook"] = RECEIVER
+    return case
+
+
 def _kept(case: Any) -> bool:
     """Positive submits stay within the cross-field rules; everything else goes."""
     if case.operation.label != SUBMIT or case.meta is None:
@@ -166,6 +212,7 @@ def _install_hooks(schema: Any) -> None:
     schema.hook("map_body")(lambda context, body: _one_file_per_style_part(body))
     schema.hook("map_headers")(lambda context, headers: _fresh_key(headers))
     schema.hook("filter_case")(lambda context, case: _kept(case))
+    schema.hook("map_case")(lambda context, case: _receivable(case))
 
 
 AUTH_HEADERS = {"authorization", CSRF_HEADER.lower()}
@@ -207,6 +254,7 @@ def _run_coverage(schema: Any, operation: Any, failures: list[str]) -> int:
         _fresh_key(case.headers)
         if not _kept(case):
             continue
+        _receivable(case)
         sent += 1
         try:
             case.call_and_validate(excluded_checks=EXCLUDED_CHECKS)
@@ -235,29 +283,40 @@ def _run_stateful(schema: Any, ledger: Ledger, failures: list[str]) -> None:
     )
 
 
-def _job_id(location: str | None) -> str | None:
-    found = re.fullmatch(r"/api/v1/jobs/([0-9a-f-]{36})", location or "")
+hooked = Job.webhook_url.is_not(None)
+
+
+def _job_id(url: str | None) -> str | None:
+    found = re.fullmatch(r"/api/v1/jobs/([0-9a-f-]{36})", url or "")
     return found.group(1) if found else None
 
 
 @dataclass
 class Ledger:
-    """What the service holds against what it answered: a row for each ``201`` and no
-    other, stored files only for those rows (nothing stored by a refused request)."""
+    """What the service holds against what it answered: a row for each ``201`` not deleted
+    since (a ``204`` to its DELETE) and no other, stored files only for those rows (nothing
+    stored by a refused request, nothing left of a deleted job), no tombstone left."""
 
     settings: Settings
     log: AnswerLog
     checked: int = 0  # answers already accounted for
     jobs_made: int = 0
+    jobs_deleted: int = 0
+    with_webhook: int = 0  # jobs still there at the check that name a webhook
 
     def check_and_clear(self) -> None:
         answers = self.log.answers[self.checked :]
         self.checked += len(answers)
         made = {_job_id(a.location) for a in answers if a.method == "POST" and a.status == 201}
+        deleted = {_job_id(a.path) for a in answers if a.method == "DELETE" and a.status == 204}
+        made -= deleted
         made.discard(None)
         with session_scope(self.settings.database_url) as session:
             rows: set[str | None] = set(session.scalars(select(Job.id)))
+            tombstones = set(session.scalars(select(JobDeletion.job_id)))
+            self.with_webhook += len(list(session.scalars(select(Job.id).where(hooked))))
             session.execute(delete(Job))
+            session.execute(delete(JobDeletion))
         storage = get_storage(self.settings)
         stored: set[str | None] = {key.split("/")[1] for key in storage.list("jobs/")}
         storage.delete_prefix("jobs/")
@@ -265,14 +324,21 @@ class Ledger:
         assert rows == made, f"rows without a 201: {rows - made}; 201s without one: {made - rows}"
         assert stored <= rows, f"files of no job (a refused request stored them): {stored - rows}"
         assert stored == rows, f"jobs without their inputs: {rows - stored}"
-        self.jobs_made += len(rows)
+        assert not tombstones, f"deleted jobs whose purge did not finish: {tombstones}"
+        self.jobs_made += len(rows | deleted - {None})
+        self.jobs_deleted += len(deleted - {None})
 
 
 def test_generated_requests_keep_the_contract(
     settings: Settings, image_media_types: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Room for the default preset (300 iterations at 512 px) and for every submit to land.
-    roomy = with_settings(settings, max_iterations=1000, max_size=512, max_active_jobs=10_000)
+    roomy = replace(
+        with_settings(settings, max_iterations=1000, max_size=512, max_active_jobs=10_000),
+        submit_rate_limit="",  # no rate limits: the module's docstring says why
+        auth_failure_rate_limit="",
+        webhooks=replace(settings.webhooks, allow_private=True, allow_http=True),
+    )
     failures: list[str] = []
     with serve(create_app(roomy)) as (base, log):
         schema = schemathesis.openapi.from_url(f"{base}/api/v1/openapi.json")
@@ -295,6 +361,7 @@ def test_generated_requests_keep_the_contract(
             f"\nschemathesis on {settings.database_url.split(':')[0]}: "
             f"{len(log.answers)} requests ({stateless} stateless, "
             f"{len(log.answers) - stateless} stateful), {ledger.jobs_made} jobs made, "
+            f"{ledger.jobs_deleted} deleted, {ledger.with_webhook} with a webhook, "
             f"{len(failures)} failures; {dict(sorted(statuses.items()))}"
         )
     assert not failures, "\n\n".join(failures)

@@ -12,7 +12,7 @@ import pytest
 from flask import Flask, jsonify
 from openapi_spec_validator import validate
 
-from stylequeue.shared.params import PARAMETERS, PUBLIC_PARAMETERS
+from stylequeue.shared.params import PARAMETERS, PUBLIC_PARAMETERS, JobOptions, ParamError
 from stylequeue.shared.settings import Settings
 from stylequeue.web import create_app, job_json, openapi, openapi_operations
 from stylequeue.web.job_schema import JOB_SCHEMA
@@ -185,3 +185,53 @@ def test_the_live_server_check_catches_an_undocumented_key(
         )
         with pytest.raises(ContractViolation, match="surprise"):
             requests.get(url, headers=ALICE, timeout=30)
+
+
+WEBHOOK = "https://hooks.example.com/x"
+
+
+@pytest.mark.parametrize(
+    "events",
+    ["started", "completed,started", " progress , completed ", "started,,completed,",
+     ",\tstarted", "started,progress,completed", "started,started", "started, Started",
+     "start", ",", " ", "started;completed", "started,progress,started", "completed\n,completed"],
+)  # fmt: skip
+def test_the_documented_webhook_events_are_what_the_table_accepts(client, events: str) -> None:
+    """The pattern says what the table's coercion and check accept: each event once,
+    comma-separated, spaces and empty items dropped (Schemathesis holds the document to it
+    both ways: no positive draw refused, no negative one accepted)."""
+    form = _document(client)["components"]["schemas"]["JobSubmission"]["properties"]
+    pattern = next(s for s in form["webhook_events"]["anyOf"] if "pattern" in s)["pattern"]
+    try:
+        JobOptions.from_inputs({"webhook": WEBHOOK, "webhook_events": events})
+        accepted = True
+    except ParamError:
+        accepted = False
+    assert (re.search(pattern, events) is not None) == accepted
+
+
+def test_every_operation_may_answer_a_rate_limits_429_with_retry_after(client) -> None:
+    """The refused-credentials limit answers any request that carries a credential."""
+    for path, operations in _document(client)["paths"].items():
+        for method, operation in operations.items():
+            answer = operation["responses"].get("429")
+            assert answer is not None, (method, path)
+            assert "Retry-After" in answer["headers"], (method, path)
+
+
+def test_a_webhook_delivery_is_what_the_job_schema_says() -> None:
+    from datetime import UTC, datetime
+
+    from jsonschema import Draft202012Validator
+
+    from stylequeue.shared.models import WebhookDelivery
+    from stylequeue.web.job_schema import WEBHOOK_DELIVERY
+    from stylequeue.web.webhook_json import delivery_json
+
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    for status, error, retry in ((200, None, None), (None, "timed out", now)):
+        delivery = WebhookDelivery(
+            message_id="msg_1", attempt=2, attempted_at=now, status_code=status, error=error,
+            next_attempt_at=retry,
+        )  # fmt: skip
+        Draft202012Validator(WEBHOOK_DELIVERY).validate(delivery_json(delivery, "completed"))

@@ -53,7 +53,11 @@ def new_id() -> str:
 
 class Job(Base):
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_owner_created", "owner", "created_at"),)
+    __table_args__ = (
+        Index("ix_jobs_owner_created", "owner", "created_at"),
+        # one job per owner and Idempotency-Key (shared/idempotency.py); NULLs never clash
+        Index("uq_jobs_owner_idempotency_key", "owner", "idempotency_key", unique=True),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     owner: Mapped[str] = mapped_column(String(80), nullable=False)
@@ -108,6 +112,9 @@ class Job(Base):
     # where to POST the job's events, and which (shared/webhook_outbox.py); NULL: none
     webhook_url: Mapped[str | None] = mapped_column(String(2048))
     webhook_events: Mapped[list[str] | None] = mapped_column(JSON)
+    # the submit's Idempotency-Key, and a hash of its inputs (shared/idempotency.py)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_fingerprint: Mapped[str | None] = mapped_column(String(64))
 
     @property
     def terminal(self) -> bool:

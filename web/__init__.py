@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None, *, celery: Celery | None = None
         health,
         limits,
         metrics,
+        openapi,
         pages,
         security_headers,
         webhook_api,
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None, *, celery: Celery | None = None
     app.register_blueprint(metrics.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(webhook_api.bp)
+    app.register_blueprint(openapi.bp)  # GET /api/v1/openapi.json: the API's contract
     app.register_blueprint(pages.bp)
     return app
 

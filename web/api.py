@@ -31,6 +31,7 @@ from stylequeue.web.base import JobNotFound, get_job_or_404, page_params, pagina
 from stylequeue.web.config_info import config_payload
 from stylequeue.web.errors import ApiError
 from stylequeue.web.extensions import services
+from stylequeue.web.idempotency import keyed_submit, replay, winner
 from stylequeue.web.job_json import job_json
 from stylequeue.web.media import (
     THUMB_LINK_SIZE,
@@ -42,7 +43,13 @@ from stylequeue.web.media import (
     thumb_response,
 )
 from stylequeue.web.progress_reader import parse_after, parse_limit, read_progress
-from stylequeue.web.submission import check_active_limit, parse_submission, submit_job, top_up
+from stylequeue.web.submission import (
+    KeyTaken,
+    check_active_limit,
+    parse_submission,
+    submit_job,
+    top_up,
+)
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -102,6 +109,8 @@ def admin_fleet() -> tuple[Response, int, dict[str, str]]:
 
 @bp.post("/jobs")
 def create_job() -> tuple[Response, int, dict[str, str]]:
+    """Check, store, commit, enqueue (``web.submission``). With an Idempotency-Key, the job
+    an earlier request with the same key and inputs made is answered instead (200)."""
     svc = services()
     caller = current_caller()
     if request.mimetype != "multipart/form-data":
@@ -112,11 +121,18 @@ def create_job() -> tuple[Response, int, dict[str, str]]:
         )
     owner = caller.owner if caller.via == "token" else ensure_session_owner()
     assert owner is not None
+    keyed = keyed_submit(svc, owner)
+    if keyed is not None and keyed.earlier is not None:
+        return replay(keyed.earlier)
     check_active_limit(svc, owner)
     submission = parse_submission(
         request.form, request.files, svc.settings.limits, svc.settings.webhooks
     )
-    job = submit_job(svc, owner, submission)
+    try:
+        job = submit_job(svc, owner, submission, keyed)
+    except KeyTaken:
+        assert keyed is not None
+        return replay(winner(svc, owner, keyed))
     location = url_for("api.get_job", job_id=job.id)
     return jsonify(job_json(job)), 201, {"Location": location}
 

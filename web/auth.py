@@ -51,10 +51,12 @@ CSRF_KEY = "csrf"
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
-# Endpoints that need no caller at all (probes, static files), and /metrics, which checks its
-# own token (STYLEQUEUE_METRICS_TOKEN, not an API token: web/metrics.py).
-# (The static files are the pages blueprint's: ``pages.static``, under /assets/.)
-PUBLIC_ENDPOINTS = frozenset({"health.healthz", "health.readyz", "metrics.metrics", "pages.static"})
+# Endpoints that need no caller at all (probes, static files, the OpenAPI document), and
+# /metrics, which checks its own token (STYLEQUEUE_METRICS_TOKEN, not an API token:
+# web/metrics.py). (The static files are the pages blueprint's: ``pages.static``, /assets/.)
+PUBLIC_ENDPOINTS = frozenset(
+    {"health.healthz", "health.readyz", "metrics.metrics", "pages.static", "openapi.openapi_json"}
+)
 # Endpoints that create jobs: with STYLEQUEUE_ANONYMOUS=off, only for API tokens.
 SUBMIT_ENDPOINTS = frozenset({"api.create_job"})
 ADMIN_KEY = "admin"  # session: {"name", "fp", "since"} once an operator signed in

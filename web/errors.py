@@ -149,3 +149,26 @@ def register_error_handlers(app: Flask) -> None:
         app.register_error_handler(unavailable, handle_unavailable)
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(Exception, handle_unexpected)
+
+
+# The shape above as a JSON Schema, for the OpenAPI document (web/openapi.py): one place
+# says what an error body is; ``error_response`` makes every one of them.
+ERROR_SCHEMA: dict[str, object] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string", "description": "machine-readable, e.g. not_found"},
+                "message": {"type": "string", "minLength": 1, "description": "for people"},
+                "field": {
+                    "type": "string",
+                    "description": "the form field, parameter or header that is wrong",
+                },
+            },
+            "additionalProperties": False,
+        }
+    },
+}

@@ -30,10 +30,11 @@ import logging
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from werkzeug.datastructures import FileStorage, ImmutableMultiDict
 
 from stylequeue.shared import keys
+from stylequeue.shared.idempotency import release_expired_key
 from stylequeue.shared.images import ImageHeader, ImageRejected, read_header
 from stylequeue.shared.jobs import EnqueueFailed, top_up_owner
 from stylequeue.shared.models import Job, new_id
@@ -52,6 +53,7 @@ from stylequeue.shared.uploads import StoredInput, check_paintable, compact, out
 from stylequeue.shared.webhook_targets import TargetRefused, check_target
 from stylequeue.web.errors import ApiError
 from stylequeue.web.extensions import Services
+from stylequeue.web.idempotency import KeyedSubmit
 from stylequeue.web.submit_caps import cap_error, caps, client_key_for
 
 log = logging.getLogger(__name__)
@@ -312,13 +314,23 @@ def _enqueue(svc: Services, job: Job) -> None:
             job.enqueued_at = session.scalar(select(Job.enqueued_at).where(Job.id == job.id))
 
 
-def submit_job(svc: Services, owner: str, sub: Submission) -> Job:
+class KeyTaken(Exception):
+    """Another submit with this Idempotency-Key inserted its job first (the unique index
+    refused ours); our inputs are deleted. ``web.idempotency.winner`` finds that job."""
+
+
+def submit_job(svc: Services, owner: str, sub: Submission, keyed: KeyedSubmit | None = None) -> Job:
     """Store, commit, enqueue. Returns the job as committed (plus ``enqueued_at``).
 
     The row is inserted only while every cap holds, counted in the insert's own transaction
     (:func:`~stylequeue.shared.quota.insert_within_caps`); a refused submit's stored inputs
-    are deleted (429 or 403, no row, no object)."""
+    are deleted (429 or 403, no row, no object). With ``keyed`` (an Idempotency-Key) the
+    row carries the key, and a concurrent submit's row with the same key makes the insert
+    fail: :class:`KeyTaken`, our inputs deleted."""
     check_active_limit(svc, owner, sub.input_bytes)  # the quota, now that the size is known
+    if keyed is not None:  # a key older than the window names no job any more
+        with svc.db() as session:
+            release_expired_key(session, owner, keyed.key)
     job_id = new_id()
     input_keys = _store_inputs(svc, job_id, sub)
     width, height = output_size(sub.content.width, sub.content.height, sub.params.max_size)
@@ -339,6 +351,8 @@ def submit_job(svc: Services, owner: str, sub: Submission) -> Job:
         **sub.options.to_columns(),
         input_bytes=sub.input_bytes,
         client_key=client_key_for(owner),
+        idempotency_key=keyed.key if keyed else None,
+        request_fingerprint=keyed.fingerprint if keyed else None,
     )
     try:
         with svc.db() as session:
@@ -347,6 +361,14 @@ def submit_job(svc: Services, owner: str, sub: Submission) -> Job:
         # Another submit took the last room since check_active_limit.
         _forget_inputs(svc, job_id)
         raise cap_error(exc, sub.input_bytes) from None
+    except IntegrityError:
+        _forget_inputs(svc, job_id)
+        if keyed is None:
+            log.exception("inserting job %s failed", job_id)
+            raise ApiError(
+                503, "database_unavailable", "the job could not be recorded; try again"
+            ) from None
+        raise KeyTaken() from None
     except SQLAlchemyError:
         log.exception("inserting job %s failed", job_id)
         _forget_inputs(svc, job_id)

@@ -95,7 +95,9 @@ def test_server_and_token_default_to_the_settings(
 ) -> None:
     seen: dict[str, Any] = {}
 
-    def fake_create(session: requests.Session, base: str, *args: Any) -> dict[str, Any]:
+    def fake_create(
+        session: requests.Session, base: str, *args: Any, **kwargs: Any
+    ) -> dict[str, Any]:
         seen["base"], seen["auth"] = base, session.headers.get("Authorization")
         return {"id": JOB, "status": "queued"}
 

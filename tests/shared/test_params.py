@@ -69,6 +69,13 @@ INVALID: list[tuple[dict, str]] = [
     ({"snapshot_every": -1}, "snapshot_every"),
     ({"precision": "float16"}, "precision"),
     ({"weights": "/models/vgg19.h5"}, "weights"),  # paths only where allowed
+    # Python's int() and float() read these; no client's number looks like them (the
+    # OpenAPI document says integer / number): plain ASCII decimals only
+    ({"iterations": "1_000"}, "iterations"),
+    ({"iterations": "\u0661\u0660"}, "iterations"),  # Arabic-Indic 10
+    ({"content_weight": "1_0"}, "content_weight"),
+    ({"style_scale": "\uff11"}, "style_scale"),  # a full-width 1
+    ({"style_blend": "1_0"}, "style_blend"),
 ]
 
 

@@ -61,3 +61,12 @@ def resolve_precision(setting: str) -> str:
     if setting != "auto":
         return setting
     return choose_precision(setting, gpus_have_bf16(), cpu_has_bf16())
+
+
+@lru_cache(maxsize=1)
+def device_kind() -> str:
+    """``gpu`` where TensorFlow sees a GPU (the engine computes there), else ``cpu``: which
+    of the memory model's constants apply."""
+    import tensorflow as tf
+
+    return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"

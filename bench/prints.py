@@ -90,7 +90,7 @@ def run_one(args: argparse.Namespace) -> dict:
     content, style = synthetic(args.size)
     precision = PRECISIONS[args.precision]
     params = params_for(args.size, args.iterations, precision)
-    budget = memory.parse_bytes(args.budget) if args.budget else None
+    budget = memory.parse_bytes(args.limit) if args.limit else None
     from stylequeue.worker.engine import transfer
     from stylequeue.worker.engine.memory import plan_job
 
@@ -256,6 +256,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--grams", default="previous", help=argparse.SUPPRESS)
     parser.add_argument("--core", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--limit", default="", help=argparse.SUPPRESS)  # a run's budget
     parser.add_argument("--save", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -270,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"prints benchmark: untiled {sizes}, tiled {tiled} within {args.budget}", file=sys.stderr)
     with tempfile.TemporaryDirectory() as workdir:
         runs = [child(args, workdir, size=s) for s in sizes]
-        runs += [child(args, workdir, size=s, budget=args.budget) for s in tiled]
+        runs += [child(args, workdir, size=s, limit=args.budget) for s in tiled]
         print(f"# prints benchmark, {dt.date.today().isoformat()}: {args.precision}, "
               f"{args.iterations} iterations, random weights, square images")  # fmt: skip
         print(f"# {machine()}")

@@ -436,3 +436,26 @@ def largest_size(
         mid = (low + high) // 2
         low, high = (mid, high) if ok(mid) else (low, mid)
     return low
+
+
+def largest_untiled_size(
+    budget: int,
+    params: Any,
+    precision: str | None = None,
+    optimizer: str | None = None,
+    *,
+    history: int = DEFAULT_LBFGS_HISTORY,
+    device: str = "cpu",
+    aspect: float = 1.0,
+    cap: int = 1 << 15,
+) -> int:
+    """The largest longest side (at most ``cap``) painted without tiles within ``budget``;
+    0 when not even 1 px fits."""
+    low, high = 0, cap + 1  # the estimate grows with the side
+    while high - low > 1:
+        mid = (low + high) // 2
+        short = max(1, round(mid * aspect))
+        need = estimate_memory((short, mid), params, precision, optimizer, history=history,
+                               device=device)  # fmt: skip
+        low, high = (mid, high) if need <= budget else (low, mid)
+    return low

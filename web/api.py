@@ -18,6 +18,7 @@ from stylequeue.shared.fleet import list_workers
 from stylequeue.shared.fleet_status import fleet_status
 from stylequeue.shared.jobs import CancelOutcome, owned_jobs_page, request_cancel
 from stylequeue.shared.models import Job
+from stylequeue.web.admission import check_fits, fleet_capacity
 from stylequeue.web.auth import (
     admin_only,
     csrf_token,
@@ -62,7 +63,10 @@ def get_session() -> Response:
 
 @bp.get("/config")
 def get_config() -> Response:
-    return jsonify(config_payload(services().settings.limits))
+    svc = services()
+    payload = config_payload(svc.settings.limits)
+    payload["fleet"] = fleet_capacity(svc, svc.settings.limits)  # what the workers can paint
+    return jsonify(payload)
 
 
 @bp.get("/fleet")
@@ -117,6 +121,8 @@ def create_job() -> tuple[Response, int, dict[str, str]]:
     assert owner is not None
     check_active_limit(svc, owner)
     submission = parse_submission(request.form, request.files, svc.settings.limits)
+    content = submission.content
+    check_fits(svc, submission.params, content.width, content.height)  # a worker can hold it
     job = submit_job(svc, owner, submission)
     location = url_for("api.get_job", job_id=job.id)
     return jsonify(job_json(job)), 201, {"Location": location}

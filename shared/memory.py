@@ -366,9 +366,9 @@ def plan(
         core = largest_core((h, w), params, budget or 0, precision, device=device)
         if core is None:
             smallest = estimate_tiled_memory((h, w), MIN_TILE, params, precision, device=device)
-            raise BudgetError(
-                smallest, budget or 0, f"a {w}x{h} px job", "even in the smallest tiles"
-            )
+            how = "even in the smallest tiles" if smallest < untiled else "untiled or in tiles"
+            need = min(smallest, untiled)
+            raise BudgetError(need, budget or 0, f"a {w}x{h} px job", how)
     estimate = estimate_tiled_memory((h, w), core, params, precision, device=device)
     return Plan(core, estimate, untiled)
 

@@ -42,6 +42,7 @@ from stylequeue.web.media import (
 )
 from stylequeue.web.progress_reader import parse_after, parse_limit, read_progress
 from stylequeue.web.submission import check_active_limit, parse_submission, submit_job, top_up
+from stylequeue.web.tiles import current_tiles
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 # What anyone may see of a worker (the pages' banners); the rest is the operators' fleet view.
@@ -157,6 +158,8 @@ def job_progress(job_id: str) -> Response:
             "status": job.status,
             "iterations_done": job.iterations_done,
             "iterations_total": job.iterations_total,
+            # a job painted in tiles: how far its current iteration is (null otherwise)
+            "tiles": current_tiles(services(), job),
         }
     )
 

@@ -510,10 +510,15 @@ def _offer_checkpoint(
 
 
 def _finish(x01: F32, job: _Job) -> np.ndarray:
-    """Float [0, 1] image -> uint8, with the content's colours if preserve_colors."""
-    if job.params.preserve_colors:
-        x01 = imageio.preserve_colors(x01, job.content)
-    return imageio.to_uint8(x01)
+    """Float [0, 1] image -> uint8, with the content's colours if preserve_colors; in row
+    bands (both are per pixel), so a print's snapshot costs no full-size float64 copies."""
+    out = np.empty(x01.shape, dtype=np.uint8)
+    for rows in _bands(x01.shape[0]):
+        band = x01[rows]
+        if job.params.preserve_colors:
+            band = imageio.preserve_colors(band, job.content[rows])
+        out[rows] = imageio.to_uint8(band)
+    return out
 
 
 def _engine_state(k: int, state: _State) -> EngineState:

@@ -9,31 +9,35 @@ Python (no TensorFlow, no settings), so the web can use it without the engine.
 until the gradient has gone through it. Per output pixel, the forward pass up to the deepest
 layer used makes ``activation_values(layers)`` values (each convolution's channels, and each
 pooling's, over the 4**(block - 1) pixels one position stands for; 322 up to block5_conv2),
-so the untiled peak is::
+so the untiled peak over ``P`` pixels making ``V`` values each is (:class:`Fit`)::
 
-    peak = BASE + pixels * (BYTES_PER_VALUE * activation_values + 12 * optimizer_vectors)
+    peak = max(base + P * (kept * V + 12 * vectors), P * (whole * V + 12 * vectors))
 
-``optimizer_vectors`` counts full-image float32 RGB vectors (12 bytes a pixel) the optimiser
-keeps besides the image: Adam's two moments; L-BFGS's ``history`` (m) pairs of (s, y) plus the
-previous image and gradient, ``2 * m + 2``. ``BASE`` (the process: Python, TensorFlow, the
-weights) and ``BYTES_PER_VALUE`` were fitted to the peak RSS measured by ``bench/engine.py
---prints`` on the 2-core build machine (``bench/RESULTS.md``); the prediction is within 15%
-of the measurement from 256 to 2048 px.
+``vectors`` counts the full-image float32 RGB vectors (12 bytes a pixel) the optimiser keeps
+besides the image: Adam's two moments; L-BFGS's ``history`` (m) pairs of (s, y) plus the
+previous image and gradient, ``2 * m + 2``. ``base`` is the process at rest (Python,
+TensorFlow, the weights); ``kept`` the bytes a value adds to it while the step is small;
+``whole`` what a value costs once the step's working set (activations, their gradients,
+float32 copies of the loss layers) outgrows what the process held at rest, which it then
+reuses: the measured peak grows by about 1.5 KB a pixel from 512 to 1024 px and 2.1 KB from
+1536 to 2048 (bfloat16). Fitted per precision to the peak RSS that ``bench/engine.py
+--prints`` measures on the 2-core build machine (``bench/RESULTS.md``): within 15% of the
+measurement from 256 to 2048 px.
 
 **GPUs** (not measured here: no GPU on the build machine). The budget there is the GPU's
 free memory, and TensorFlow's allocator holds what the backward pass keeps: each
 convolution's output and its ReLU's, in the computing precision (2 x 4 bytes a value in
-float32, 2 x 2 in bfloat16), plus cuDNN's workspace; ``GPU_BYTES_PER_VALUE`` takes 10 and 6
-(a quarter on top for the workspace and the allocator's rounding), ``GPU_BASE`` the weights
-and the kernels' scratch. Check them with ``bench/engine.py --prints`` on the GPU before
-trusting a budget to the last gigabyte.
+float32, 2 x 2 in bfloat16), plus cuDNN's workspace; ``GPU_FITS`` takes 10 and 6 bytes a
+value (a quarter on top for the workspace and the allocator's rounding) and a base of the
+weights and the kernels' scratch. Check them with ``bench/engine.py --prints`` on the GPU
+before trusting a budget to the last gigabyte.
 
 **Tiled** (``worker/engine/tiling.py``): the whole image stays on the host (image, Adam's
-moments, the best image, the gradient, the content image and its targets), and one padded
-tile goes through VGG19 at a time::
+moments, the best image, the gradient, the content image and its content-layer targets),
+and one padded tile goes through VGG19 at a time, so the peak is the host's part plus an
+untiled step over the largest padded tile (on a GPU only the latter counts)::
 
-    peak = BASE + pixels * HOST_BYTES_PER_PIXEL + content target values * 4
-           + padded tile pixels * (BYTES_PER_VALUE * activation_values + 12 * 2)
+    peak = P * (HOST_BYTES_PER_PIXEL + 4 * content target values) + peak(padded tile)
 
 A tile's core is a multiple of ``ALIGN`` (16: VGG19's four poolings line up) and its halo
 covers the deepest layer's receptive field (:func:`halo`), so every feature of the core is
@@ -60,12 +64,38 @@ DEFAULT_LBFGS_HISTORY = 10
 
 # ---- fitted constants (bench/engine.py --prints, bench/RESULTS.md) ---------------------------
 
-# CPU, peak RSS: the process before any pixel, and bytes per activation value.
-BASE = {"float32": 820 * 2**20, "mixed_bfloat16": 830 * 2**20}
-BYTES_PER_VALUE = {"float32": 5.0, "mixed_bfloat16": 4.4}
-# GPU, TensorFlow's allocator (see the module's docstring: derived, not measured here).
-GPU_BASE = {"float32": 400 * 2**20, "mixed_bfloat16": 300 * 2**20}
-GPU_BYTES_PER_VALUE = {"float32": 10.0, "mixed_bfloat16": 6.0}
+
+@dataclass(frozen=True)
+class Fit:
+    """One device and precision's constants: the process at rest (``base``, bytes), the bytes
+    an activation value adds on top of it while the step's working set is small (``kept``),
+    and the bytes a value costs once the working set is large enough to take over what the
+    process held at rest (``whole``: the activations, their gradients and float32 copies)."""
+
+    base: float
+    kept: float
+    whole: float
+
+    def peak(self, pixels: float, values: float, vectors: int) -> float:
+        """Peak bytes of a step over ``pixels`` making ``values`` activation values a pixel,
+        with ``vectors`` full-image float32 RGB vectors of optimiser state."""
+        state = FLOAT32_RGB * vectors
+        return max(
+            self.base + pixels * (self.kept * values + state),
+            pixels * (self.whole * values + state),
+        )
+
+
+# CPU, peak RSS (ru_maxrss), fitted on the 2-core build machine (TF 2.21, oneDNN)
+CPU_FITS = {
+    "float32": Fit(base=795 * 2**20, kept=6.5, whole=8.5),
+    "mixed_bfloat16": Fit(base=795 * 2**20, kept=4.7, whole=6.4),
+}
+# GPU, TensorFlow's allocator (see the module's docstring: derived, not measured here)
+GPU_FITS = {
+    "float32": Fit(base=400 * 2**20, kept=10.0, whole=10.0),
+    "mixed_bfloat16": Fit(base=300 * 2**20, kept=6.0, whole=6.0),
+}
 # Tiled, what the host keeps for the whole image, a pixel: the image, Adam's two moments,
 # the best image, the gradient and the content (float32 RGB, 12 bytes each), the uint8
 # inputs, and the update's temporaries.
@@ -219,15 +249,13 @@ def optimizer_vectors(optimizer: str, history: int = DEFAULT_LBFGS_HISTORY) -> i
     raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
 
 
-def _constants(precision: str, device: str) -> tuple[float, float]:
+def _fit(precision: str, device: str) -> Fit:
     if device not in DEVICES:
         raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
-    base, per_value = (
-        (GPU_BASE, GPU_BYTES_PER_VALUE) if device == "gpu" else (BASE, BYTES_PER_VALUE)
-    )
-    if precision not in base:
-        raise ValueError(f"precision must be one of {', '.join(base)}, got {precision!r}")
-    return float(base[precision]), float(per_value[precision])
+    fits_ = GPU_FITS if device == "gpu" else CPU_FITS
+    if precision not in fits_:
+        raise ValueError(f"precision must be one of {', '.join(fits_)}, got {precision!r}")
+    return fits_[precision]
 
 
 def estimate_memory(
@@ -246,11 +274,9 @@ def estimate_memory(
     h, w = _hw(size)
     precision = precision or params.precision
     optimizer = optimizer or _optimizer_of(params)
-    base, per_value = _constants(precision, device)
     _, layers = _layers_of(params)
-    per_pixel = per_value * activation_values(layers)
-    per_pixel += FLOAT32_RGB * optimizer_vectors(optimizer, history)
-    return int(base + h * w * per_pixel)
+    vectors = optimizer_vectors(optimizer, history)
+    return int(_fit(precision, device).peak(h * w, activation_values(layers), vectors))
 
 
 @dataclass(frozen=True)
@@ -305,14 +331,14 @@ def estimate_tiled_memory(
     ``size`` in cores of at most ``core`` px."""
     h, w = _hw(size)
     precision = precision or params.precision
-    base, per_value = _constants(precision, device)
     content_layers, layers = _layers_of(params)
     tiles = make_tiles((h, w), core, layers)
     ph, pw = tiles.largest_padded(h, w)
+    tile = _fit(precision, device).peak(ph * pw, activation_values(layers), 2)
+    if device == "gpu":  # the image and Adam's state are in the host's memory, not the GPU's
+        return int(tile)
     targets = sum(CHANNELS[block(n)] / 4 ** (block(n) - 1) for n in content_layers) * 4
-    host = h * w * (HOST_BYTES_PER_PIXEL + targets)
-    tile = ph * pw * (per_value * activation_values(layers) + FLOAT32_RGB * 2)
-    return int(base + host + tile)
+    return int(h * w * (HOST_BYTES_PER_PIXEL + targets) + tile)
 
 
 @dataclass(frozen=True)

@@ -67,24 +67,30 @@ def test_tiles_are_padded_by_the_halo_and_clipped_to_the_image() -> None:
 
 
 def test_the_estimate_grows_with_pixels_and_precision() -> None:
-    small = estimate_memory(512, DEFAULT)
-    large = estimate_memory(1024, DEFAULT)
-    per_pixel = (large - small) / (1024**2 - 512**2)
-    want = memory.BYTES_PER_VALUE["mixed_bfloat16"] * 322 + 12 * 2
-    assert per_pixel == pytest.approx(want, rel=1e-6)
-    assert estimate_memory(1024, DEFAULT, "float32") > large
-    assert estimate_memory((768, 1024), DEFAULT) < large
-    assert estimate_memory(1024, DEFAULT, device="gpu") != large
+    fit = memory.CPU_FITS["mixed_bfloat16"]
+    # small: the process at rest plus what the kept activations add
+    small = (estimate_memory(512, DEFAULT) - estimate_memory(256, DEFAULT)) / (512**2 - 256**2)
+    assert small == pytest.approx(fit.kept * 322 + 12 * 2, rel=1e-5)
+    assert estimate_memory(256, DEFAULT) == pytest.approx(fit.base + 256**2 * small, rel=1e-6)
+    # large: the step's whole working set, which takes over what the process held
+    large = (estimate_memory(4096, DEFAULT) - estimate_memory(2048, DEFAULT)) / (4096**2 - 2048**2)
+    assert large == pytest.approx(fit.whole * 322 + 12 * 2, rel=1e-5)
+    assert large > small
+    assert estimate_memory(1024, DEFAULT, "float32") > estimate_memory(1024, DEFAULT)
+    assert estimate_memory((768, 1024), DEFAULT) < estimate_memory(1024, DEFAULT)
+    assert estimate_memory(1024, DEFAULT, device="gpu") != estimate_memory(1024, DEFAULT)
+    with pytest.raises(ValueError, match="device"):
+        estimate_memory(1024, DEFAULT, device="tpu")
 
 
 def test_lbfgs_counts_its_history_of_whole_image_vectors() -> None:
-    adam = estimate_memory(1000, DEFAULT, optimizer="adam")
-    lbfgs = estimate_memory(1000, DEFAULT, optimizer="lbfgs")  # history 10 by default
+    side = 3000  # the step's whole working set decides there, with or without L-BFGS
+    adam = estimate_memory(side, DEFAULT, optimizer="adam")
+    lbfgs = estimate_memory(side, DEFAULT, optimizer="lbfgs")  # history 10 by default
     # (2m + 2) vectors instead of Adam's 2: 20 more of 12 bytes a pixel
-    assert lbfgs - adam == pytest.approx(1000 * 1000 * 12 * 20, abs=2)
-    assert estimate_memory(1000, DEFAULT, optimizer="lbfgs", history=5) - adam == pytest.approx(
-        1000 * 1000 * 12 * 10, abs=2
-    )
+    assert lbfgs - adam == pytest.approx(side * side * 12 * 20, abs=2)
+    five = estimate_memory(side, DEFAULT, optimizer="lbfgs", history=5)
+    assert five - adam == pytest.approx(side * side * 12 * 10, abs=2)
     with pytest.raises(ValueError, match="optimizer"):
         estimate_memory(1000, DEFAULT, optimizer="sgd")
 

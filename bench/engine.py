@@ -1,6 +1,7 @@
 """Engine speed benchmark: the fused engine (float32, mixed_bfloat16) vs the article's loop.
 
     python bench/engine.py --size 256 --iterations 20
+    python bench/engine.py --prints [...]   # prints: size, memory, tiles (bench/prints.py)
 
 Each variant runs in its own process (this script re-invoked with ``--variant``), so its
 peak RSS is its own (``ru_maxrss`` of that process) and no variant warms another's caches.
@@ -218,6 +219,10 @@ def machine() -> str:
 
 
 def main() -> None:
+    if "--prints" in sys.argv[1:]:
+        prints = _load_sibling("prints")
+        prints.main([a for a in sys.argv[1:] if a != "--prints"])  # type: ignore[attr-defined]
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=256, help="longest side in pixels")
     parser.add_argument("--iterations", type=int, default=20)

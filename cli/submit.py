@@ -255,8 +255,8 @@ def follow(
             continue
         outage_since = None
         after = data.get("last_id") or after
-        if on_update is not None:
-            on_update(job, list(data.get("entries") or []))
+        if on_update is not None:  # with a tiled job's progress within its iteration
+            on_update({**job, "tiles": data.get("tiles")}, list(data.get("entries") or []))
         if job.get("terminal"):
             return job
         sleep(interval)
@@ -396,6 +396,9 @@ def _follow_with_bar(
 
         def update(current: dict[str, Any], entries: list[dict[str, Any]]) -> None:
             fields: dict[str, Any] = {"description": str(current.get("status"))}
+            tiles = current.get("tiles")
+            if tiles:  # a print, painted in tiles: how far its iteration is
+                fields["description"] = f"tile {tiles['done']}/{tiles['total']}"
             done = current.get("iterations_done") or 0
             if entries:
                 last = entries[-1]

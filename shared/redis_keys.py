@@ -16,6 +16,12 @@ def stream_key(job_id: str) -> str:
     return f"{NAMESPACE}progress:{job_id}"
 
 
+def tiles_key(job_id: str) -> str:
+    """The job's progress within an iteration, for jobs painted in tiles (a short stream:
+    one entry per tile; ``shared.tile_progress``)."""
+    return f"{NAMESPACE}tiles:{job_id}"
+
+
 def cancel_key(job_id: str) -> str:
     """The job's cancel flag, read by its runner every iteration."""
     return f"{NAMESPACE}cancel:{job_id}"

@@ -22,6 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from stylequeue.shared import bounds
+from stylequeue.shared.memory import parse_bytes
 from stylequeue.shared.scheduling import OWNER_SLOTS
 from stylequeue.shared.text import FALSE_WORDS, parse_bool, parse_int
 
@@ -46,7 +47,7 @@ ENV_VARS: tuple[str, ...] = tuple(
         "ANONYMOUS", "ANONYMOUS_MAX_ACTIVE_JOBS", "MAX_ACTIVE_JOBS_PER_ADDRESS",
         "STORAGE_QUOTA_BYTES", "SUBMIT_RATE_LIMIT", "AUTH_FAILURE_RATE_LIMIT", "TRUSTED_PROXIES",
         # the engine (worker and `stylequeue transfer`)
-        "VGG19_WEIGHTS", "PRECISION", "ENGINE_XLA", "ENGINE_DETERMINISTIC",
+        "VGG19_WEIGHTS", "PRECISION", "ENGINE_XLA", "ENGINE_DETERMINISTIC", "WORKER_MEMORY",
         # `stylequeue submit` and `stylequeue fleet`
         "SERVER", "API_TOKEN", "ADMIN_TOKEN",
     )
@@ -84,6 +85,8 @@ class EngineSettings:
     precision: str = "auto"  # auto | float32 | mixed_bfloat16
     xla: bool = False  # compile the step with XLA (jit_compile)
     deterministic: bool | None = None  # op determinism; None: auto (on where a GPU is)
+    # memory budget in bytes (shared.memory); None: what the machine has (worker, CLI)
+    worker_memory: int | None = None
 
 
 @dataclass(frozen=True)
@@ -153,11 +156,16 @@ class Settings:
     trusted_proxies: int = 0  # reverse proxies in front whose X-Forwarded-* headers count
     engine_deterministic: bool | None = None
     webhooks: WebhookSettings = field(default_factory=lambda: WebhookSettings())
+    worker_memory: int | None = None  # see EngineSettings
 
     @property
     def engine(self) -> EngineSettings:
         return EngineSettings(
-            self.vgg19_weights, self.precision, self.engine_xla, self.engine_deterministic
+            self.vgg19_weights,
+            self.precision,
+            self.engine_xla,
+            self.engine_deterministic,
+            self.worker_memory,
         )
 
 
@@ -322,7 +330,19 @@ def load_engine_settings(environ: Mapping[str, str] | None = None) -> EngineSett
         precision=precision,
         xla=_bool(env, "ENGINE_XLA", False),
         deterministic=_bool_or_auto(env, "ENGINE_DETERMINISTIC"),
+        worker_memory=_bytes_or_none(env, "WORKER_MEMORY"),
     )
+
+
+def _bytes_or_none(env: Mapping[str, str], name: str) -> int | None:
+    """``6GB``, ``512MiB`` (``shared.memory.parse_bytes``); unset or empty: None."""
+    raw = (env.get(PREFIX + name) or "").strip()
+    if not raw:
+        return None
+    try:
+        return parse_bytes(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{PREFIX}{name}: {exc}") from None
 
 
 def load_client_settings(environ: Mapping[str, str] | None = None) -> ClientSettings:
@@ -386,6 +406,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         precision=engine.precision,
         engine_xla=engine.xla,
         engine_deterministic=engine.deterministic,
+        worker_memory=engine.worker_memory,
         cookie_secure=_bool(env, "COOKIE_SECURE", False),
         metrics_token=(env.get(PREFIX + "METRICS_TOKEN") or "").strip() or None,
         webhooks=load_webhook_settings(env),

@@ -83,11 +83,13 @@ def test_the_engine_depends_on_nothing_but_its_parameters() -> None:
         if m != "stylequeue.worker" and not m.startswith("stylequeue.worker.engine")
     ]
     assert outside == []
-    # the parameters, and the pure rules they are made of (bounds, decoding an image, yes/no)
+    # the parameters, and the pure rules they are made of (bounds, decoding an image, yes/no),
+    # and the memory model (pure arithmetic on the parameters, shared with the web)
     assert _under(loaded, "stylequeue.shared") == [
         "stylequeue.shared",
         "stylequeue.shared.bounds",
         "stylequeue.shared.images",
+        "stylequeue.shared.memory",
         "stylequeue.shared.params",
         "stylequeue.shared.text",
     ]

@@ -20,6 +20,7 @@ from stylequeue.shared.jobs import CancelOutcome, owned_jobs_page, request_cance
 from stylequeue.shared.models import Job
 from stylequeue.shared.webhook_outbox import send as send_webhooks
 from stylequeue.web import job_removal
+from stylequeue.web.admission import check_fits, fleet_capacity
 from stylequeue.web.auth import (
     admin_only,
     csrf_token,
@@ -50,6 +51,7 @@ from stylequeue.web.submission import (
     submit_job,
     top_up,
 )
+from stylequeue.web.tiles import current_tiles
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -69,7 +71,10 @@ def get_session() -> Response:
 
 @bp.get("/config")
 def get_config() -> Response:
-    return jsonify(config_payload(services().settings.limits))
+    svc = services()
+    payload = config_payload(svc.settings.limits)
+    payload["fleet"] = fleet_capacity(svc, svc.settings.limits)  # what the workers can paint
+    return jsonify(payload)
 
 
 @bp.get("/fleet")
@@ -128,6 +133,8 @@ def create_job() -> tuple[Response, int, dict[str, str]]:
     submission = parse_submission(
         request.form, request.files, svc.settings.limits, svc.settings.webhooks
     )
+    content = submission.content
+    check_fits(svc, submission.params, content.width, content.height)  # a worker can hold it
     try:
         job = submit_job(svc, owner, submission, keyed)
     except KeyTaken:
@@ -166,6 +173,8 @@ def job_progress(job_id: str) -> Response:
             "status": job.status,
             "iterations_done": job.iterations_done,
             "iterations_total": job.iterations_total,
+            # a job painted in tiles: how far its current iteration is (null otherwise)
+            "tiles": current_tiles(services(), job),
         }
     )
 

@@ -20,6 +20,7 @@ from stylequeue.shared.images import ALLOWED_FORMATS
 from stylequeue.shared.params import PRESETS
 from stylequeue.shared.settings import Limits
 from stylequeue.web import auth
+from stylequeue.web.admission import fleet_capacity
 from stylequeue.web.base import JobNotFound, get_job_or_404, page_params
 from stylequeue.web.config_info import limits_payload
 from stylequeue.web.extensions import services
@@ -105,6 +106,7 @@ def index() -> Page:
         advanced_fields=advanced_fields,
         accept=",".join(sorted(ALLOWED_FORMATS.values())),
         max_upload_mb=f"{limits.max_upload_bytes / 1024 / 1024:g}",
+        fleet=fleet_capacity(services(), limits),
         page_config=_page_config(limits),
     )
 

@@ -92,7 +92,9 @@ from stylequeue.shared.redis_client import redis_client
 from stylequeue.shared.settings import Settings
 from stylequeue.shared.states import JobStatus, transition
 from stylequeue.shared.storage import ObjectNotFound, Storage, get_storage
+from stylequeue.shared.tile_progress import AttemptTiles
 from stylequeue.shared.webhook_outbox import PROGRESS, record, record_change
+from stylequeue.worker.budget import worker_budget
 from stylequeue.worker.checkpoints import Checkpoint, CheckpointStore, fingerprint
 from stylequeue.worker.progress_sink import ProgressSink
 from stylequeue.worker.stop_signal import StopReason, StopSignal, preempt_requested
@@ -521,6 +523,9 @@ class _Attempt:
             best_iteration=resume.state.best_iteration if resume else None,
             resumed_from=resume.iteration if resume else 0,
             computed_before=self.computed_before,
+            tiles=AttemptTiles(
+                self.client, self.job_id, self.fence.token, self.settings.progress_ttl_seconds
+            ),
         )  # fmt: skip
         self._restore(recorder)
         content = engine.decode_image(self.storage.get(input_keys["content"]))
@@ -534,6 +539,8 @@ class _Attempt:
             xla=self.settings.engine_xla, deterministic=self.settings.engine_deterministic,
             resume=resume.state if resume else None,
             checkpoint_due=checkpointer.due, on_checkpoint=checkpointer.save,
+            # above the worker's memory budget the engine paints in tiles (or refuses)
+            memory_budget=worker_budget(self.settings.engine).bytes, on_tile=recorder.on_tile,
         )  # fmt: skip
         # deleted meanwhile (the cancel flag may have stopped us before any row write)?
         if self.fence.lost or self.fence.check_gone():
@@ -557,8 +564,9 @@ class _Attempt:
             error=error,
             result_key=result_key,
             history_key=history,
-            best_loss=float(result.best_loss),
-            best_iteration=int(result.best_iteration),
+            # a tiled job stopped before its first whole iteration has no loss yet
+            best_loss=float(result.best_loss) if result.best_iteration else None,
+            best_iteration=int(result.best_iteration) or None,
             weights=str(result.weights),
             width=width,
             height=height,
@@ -766,6 +774,7 @@ class _Recorder:
     # is (id and values) when computed again, not streamed twice
     replay: dict[int, dict[str, Any]] = field(default_factory=dict)
     computed_before: int = 0  # iterations earlier attempts ran
+    tiles: AttemptTiles | None = None  # progress within an iteration (tiled jobs)
 
     @property
     def iterations(self) -> int:
@@ -810,6 +819,25 @@ class _Recorder:
         progress = self.webhooks.progress_due()
         if flush or progress:
             self.flush(progress=progress)
+
+    def on_tile(self, report: Any) -> None:
+        """A tiled job's progress within an iteration: to the tile stream, reading the cancel
+        flag on the way (a cancel takes effect within one tile). Best effort while Redis is
+        away; a refused write means the job is another runner's."""
+        if self.fence.lost or self.tiles is None:
+            return
+        try:
+            cancel = self.tiles.append_checking_cancel(
+                {"iteration": report.iteration, "phase": report.phase, "done": report.done,
+                 "total": report.total, "elapsed": report.elapsed}
+            )  # fmt: skip
+        except Fenced:
+            self.fence.refused()
+            return
+        except redis.RedisError as exc:
+            log.debug("job %s: tile progress not written: %s", self.job_id, exc)
+            return
+        self.stop.note_flag(cancel)
 
     def flush(self, *, progress: bool = False) -> None:
         """Write progress fields to the row while it is ours; read its cancel_requested.

@@ -319,6 +319,23 @@ def test_engine_settings_carry_weights_and_precision() -> None:
     assert load_settings(env).engine == EngineSettings("random", "float32")
 
 
+@pytest.mark.parametrize(
+    ("raw", "value"), [("6GB", 6 * 10**9), ("512MiB", 512 * 2**20), (" 2g ", 2 * 10**9), ("", None)]
+)
+def test_worker_memory(raw: str, value: int | None) -> None:
+    env = {"STYLEQUEUE_WORKER_MEMORY": raw}
+    assert load_engine_settings(env).worker_memory == value
+    assert load_settings(env).engine.worker_memory == value
+    assert load_settings({}).worker_memory is None
+
+
+@pytest.mark.parametrize("raw", ["lots", "0", "6 parsecs"])
+def test_worker_memory_that_is_not_a_size_names_the_variable(raw: str) -> None:
+    wanted = r"^STYLEQUEUE_WORKER_MEMORY: (expected a size|a memory budget must be above 0)"
+    with pytest.raises(SettingsError, match=wanted):
+        load_engine_settings({"STYLEQUEUE_WORKER_MEMORY": raw})
+
+
 def test_client_settings() -> None:
     assert load_client_settings({}) == ClientSettings("http://127.0.0.1:8000", None)
     env = {"STYLEQUEUE_SERVER": "https://styles.example.org", "STYLEQUEUE_API_TOKEN": "t0k"}

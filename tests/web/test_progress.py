@@ -86,7 +86,8 @@ def test_no_entries_yet(client, settings: Settings) -> None:
     job_id = insert_job(settings)
     body = progress(client, job_id).get_json()
     assert body == {"entries": [], "last_id": None, "more": False, "source": "stream",
-                    "status": "queued", "iterations_done": 0, "iterations_total": 5}  # fmt: skip
+                    "status": "queued", "iterations_done": 0, "iterations_total": 5,
+                    "tiles": None}  # fmt: skip
 
 
 def test_non_finite_losses_are_null(client, settings: Settings, stream: ProgressStream) -> None:

@@ -243,6 +243,9 @@ def transfer(
     resume: EngineState | None = None,
     checkpoint_due: Callable[[int], bool] | None = None,
     on_checkpoint: Callable[[EngineState], None] | None = None,
+    memory_budget: int | None = None,
+    tile: int | None = None,
+    on_tile: Callable[[Any], None] | None = None,
 ) -> TransferResult:
     """Stylise ``content`` (HxWx3 uint8 RGB, any size) after ``styles``.
 
@@ -264,7 +267,23 @@ def transfer(
     and precision the result is bit-identical to the undisturbed run's. The state must come
     from the same inputs and parameters (the caller checks that); a state of another size, or
     one at or past ``params.iterations``, raises :class:`StateError`.
+
+    Memory (``worker.engine.memory``): given ``memory_budget`` (bytes), a job whose untiled
+    run would not fit is run in tiles that do (``worker.engine.tiling``; ``tile`` forces a
+    tile core size), reporting each tile to ``on_tile`` and asking ``should_stop`` after
+    each; one that fits in no tiling raises :class:`~stylequeue.shared.memory.BudgetError`
+    before any work.
     """
+    from stylequeue.worker.engine import memory  # the tiled path: its own modules
+
+    layout = memory.plan_job(content, params, memory_budget, tile)
+    if layout.tiled:
+        tiled: TransferResult = memory.run_tiled(
+            content, styles, params, layout, weights=weights, on_iteration=on_iteration,
+            on_tile=on_tile, should_stop=should_stop, resume=resume,
+            checkpoint_due=checkpoint_due, on_checkpoint=on_checkpoint,
+        )  # fmt: skip
+        return tiled
     started = time.perf_counter()
     styles = list(styles)
     job = _prepare(content, styles, params, weights)

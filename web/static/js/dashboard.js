@@ -15,6 +15,7 @@ let cursor = null; // progress stream id of the last entry we have
 let lastIteration = 0;
 const recent = []; // [{iteration, elapsed}] of the newest entries, for speed and ETA
 let lastStatus = null;
+let tiles = null; // a tiled job's progress within its iteration ({iteration, phase, done, total})
 
 const chart = new LossChart($("chart"), { readout: $("readout"), total: job.iterations_total });
 $("log").addEventListener("change", (e) => chart.setLog(e.target.checked));
@@ -40,6 +41,7 @@ async function fetchProgress() {
   const data = await api(url);
   addEntries(data.entries || []);
   if (data.last_id) cursor = data.last_id;
+  tiles = data.tiles || null;
   return data;
 }
 
@@ -152,6 +154,12 @@ const PHASE = {
   canceled: "Canceled",
 };
 
+/** A print's progress within its iteration: it is painted in tiles, minutes an iteration. */
+function tileText(t) {
+  if (t.phase === "targets") return `preparing: tile ${t.done} of ${t.total}`;
+  return `iteration ${t.iteration}: tile ${t.done} of ${t.total}`;
+}
+
 function render() {
   const status = job.status;
   const terminal = isTerminal(job);
@@ -173,6 +181,7 @@ function render() {
   } else if (status === "queued" && job.resumes_at === 1) {
     phase = "Waiting for a worker, starts again at iteration 1 (no checkpoint yet)…";
   }
+  if (status === "running" && tiles && !job.cancel_requested) phase = `${phase} ${tileText(tiles)}`;
   $("phase").textContent = phase;
 
   const rate = speed();

@@ -139,6 +139,7 @@ _WORKER_TYPES: dict[str, Schema] = {
     "pid": NULLABLE_INT,
     "weights_ok": {"type": ["boolean", "null"]},
     "memory": {"type": ["object", "null"]},
+    "memory_budget": NULLABLE_INT,  # bytes the worker plans jobs by (worker/budget.py)
 }
 RUNNING_JOB = _closed(
     {
@@ -185,6 +186,17 @@ SCHEMAS: dict[str, Schema] = {
                 ),
             },
             "parameters": _closed({name: PARAMETER_SPEC for name in PUBLIC_PARAMETERS}),
+            "fleet": _closed(
+                {
+                    "max_size": {
+                        **NULLABLE_INT,
+                        "description": "the largest square side a live worker can paint "
+                        "(in tiles if need be); null: no worker announces a memory budget",
+                    },
+                    "max_size_untiled": NULLABLE_INT,
+                    "workers": {"type": "integer", "minimum": 0},
+                }
+            ),
         }
     ),
     "JobList": _closed(
@@ -217,6 +229,22 @@ SCHEMAS: dict[str, Schema] = {
             "status": {"type": "string"},
             "iterations_done": {"type": "integer"},
             "iterations_total": {"type": "integer"},
+            "tiles": {
+                "description": "a tiled job's progress within its current iteration; null "
+                "when not running in tiles",
+                "anyOf": [
+                    _closed(
+                        {
+                            "iteration": {"type": "integer", "minimum": 0},
+                            "phase": {"type": "string"},
+                            "done": {"type": "integer", "minimum": 0},
+                            "total": {"type": "integer", "minimum": 0},
+                            "elapsed": {"type": "number"},
+                        }
+                    ),
+                    {"type": "null"},
+                ],
+            },
         }
     ),
     "Snapshots": _closed(

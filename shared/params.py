@@ -446,6 +446,13 @@ class TransferParams:
             raise ParamError(
                 "scales", f"{self.scales} scales need at least {self.scales} iterations"
             )
+        coarsest = self.max_size // 2 ** (self.scales - 1)
+        if coarsest < PARAMETERS["max_size"].low:
+            raise ParamError(
+                "scales",
+                f"{self.scales} scales start at {coarsest} px, below "
+                f"{PARAMETERS['max_size'].low}: use fewer scales or a larger max_size",
+            )
         if not 1 <= n_styles <= MAX_STYLES:
             raise ParamError("style", f"give 1 to {MAX_STYLES} style images, got {n_styles}")
         return self

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from keras import ops
 
-from stylequeue.shared.params import TransferParams
+from stylequeue.shared.params import ParamError, TransferParams
 from stylequeue.worker.engine import imageio, optimizers, scales, step_tf
 from stylequeue.worker.engine.extractor import Extractor, get_extractor, weights_key
 from stylequeue.worker.engine.losses import gram_matrix, hyper_vector, loss_terms
@@ -132,8 +132,8 @@ def _active(layers: tuple[tuple[str, float], ...]) -> tuple[tuple[str, ...], np.
     return tuple(n for n, _ in kept), np.array([w for _, w in kept], dtype=np.float32)
 
 
-def _prepare_content(content: np.ndarray, params: TransferParams, min_side: int) -> np.ndarray:
-    arr = imageio.resize_max(imageio.as_rgb_array(content), params.max_size)
+def _prepare_content(content: np.ndarray, max_size: int, min_side: int) -> np.ndarray:
+    arr = imageio.resize_max(imageio.as_rgb_array(content), max_size)
     if min(arr.shape[:2]) < min_side:
         raise ValueError(
             f"content image is {arr.shape[1]}x{arr.shape[0]} px after resizing; the deepest "
@@ -153,14 +153,19 @@ def _prepare_style(style: np.ndarray, longest: int, min_side: int) -> np.ndarray
 
 
 def _prepare(
-    content: np.ndarray, styles: Sequence[np.ndarray], params: TransferParams, weights: str
+    content: np.ndarray,
+    styles: Sequence[np.ndarray],
+    params: TransferParams,
+    weights: str,
+    longest: int | None = None,
 ) -> _Job:
+    """The job at ``longest`` px (a coarse scale's), else at ``params.max_size``."""
     # valid (types, ranges, layer names); a service's Limits were applied when it took the job
     params.validate(n_styles=len(styles), allow_weight_paths=True)
     content_layers, content_lw = _active(params.content_layers)
     style_layers, style_lw = _active(params.style_layers)
     extractor = get_extractor(weights, content_layers + style_layers, params.precision)
-    content01 = _prepare_content(content, params, extractor.min_side)
+    content01 = _prepare_content(content, longest or params.max_size, extractor.min_side)
     longest = round(params.style_scale * max(content01.shape[:2]))
 
     features = step_tf.get_features(extractor)(ops.convert_to_tensor(content01[None]))
@@ -261,7 +266,7 @@ def transfer(
     for index, stage in enumerate(plan):
         if resume is not None and resume.scale > index:
             continue  # finished before the state was taken
-        job = _prepare(content, styles, replace(params, max_size=stage.longest), weights)
+        job = _prepare_scale(content, styles, params, weights, plan, index)
         opt = optimizers.make(
             job.params.optimizer, job.extractor, job.content_layers, job.style_layers,
             _targets(job), history=job.params.lbfgs_history, beta_2=job.params.beta_2,
@@ -291,6 +296,28 @@ def transfer(
         params=replace(params, weights=weights),
         seconds=time.perf_counter() - started,
     )
+
+
+def _prepare_scale(
+    content: np.ndarray,
+    styles: list[np.ndarray],
+    params: TransferParams,
+    weights: str,
+    plan: list[scales.Scale],
+    index: int,
+) -> _Job:
+    """The job at scale ``index`` of ``plan``; a coarse scale too small for the layers says
+    which scale it is."""
+    try:
+        return _prepare(content, styles, params, weights, plan[index].longest)
+    except ParamError:
+        raise
+    except ValueError as exc:
+        if index == len(plan) - 1:
+            raise
+        raise ValueError(
+            f"scale {index + 1} of {len(plan)} ({plan[index].longest} px): {exc}; use fewer scales"
+        ) from exc
 
 
 def _targets(job: _Job) -> tuple[Any, ...]:

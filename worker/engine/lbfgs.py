@@ -44,7 +44,7 @@ ValueAndGrad = Callable[[Tensor], tuple[Tensor, Tensor]]
 
 DEFAULT_HISTORY = 10  # pairs; the memory model counts m full-image float32 (s, y) pairs
 ARMIJO_C1 = 1e-4  # sufficient-decrease constant (Nocedal & Wright's usual choice)
-MAX_TRIALS = 8  # evaluations one iteration may spend before it gives up and resets
+MAX_TRIALS = 5  # evaluations one iteration may spend before it gives up and resets
 CURVATURE_EPS = 1e-10  # a pair is kept only if s.y > CURVATURE_EPS * y.y
 
 

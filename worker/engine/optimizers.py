@@ -38,6 +38,7 @@ class Stepped:
     carry: tuple[Any, ...]
     losses: Any
     measured: Any
+    evaluations: Any = 1  # loss-and-gradient evaluations it took (L-BFGS: a tensor)
 
 
 class Optimizer:
@@ -132,7 +133,7 @@ class Lbfgs(Optimizer):
     def step(self, carry: tuple[Any, ...], local_iteration: int) -> Stepped:
         out = self._step(*carry, *self._targets)
         carry = tuple(out[:10])
-        return Stepped(carry, carry[1], carry[0])
+        return Stepped(carry, carry[1], carry[0], out[10])
 
     def state_fields(self, carry: tuple[Any, ...]) -> dict[str, Any]:
         _, losses, grad, v, n_grads, s_hist, y_hist, rho, count, head = carry
@@ -166,12 +167,14 @@ def make(
 
     ``targets``: ``(content_targets, style_targets, content_lw, style_lw, hyper)``.
     """
-    knobs = {"xla": xla, "deterministic": deterministic}
     if name == "lbfgs":
         evaluate, step = step_lbfgs_tf.get_functions(
-            extractor, content_layers, style_layers, **knobs
+            extractor, content_layers, style_layers, xla=xla, deterministic=deterministic
         )
         return Lbfgs(evaluate, step, targets, history, beta_2)
     if name != "adam":
         raise ValueError(f"unknown optimizer {name!r}")
-    return Adam(step_tf.get_step(extractor, content_layers, style_layers, **knobs), targets)
+    adam = step_tf.get_step(
+        extractor, content_layers, style_layers, xla=xla, deterministic=deterministic
+    )
+    return Adam(adam, targets)

@@ -69,12 +69,14 @@ class LbfgsState:
 
     @classmethod
     def read(cls, npz: Any) -> LbfgsState:
-        floats = {
-            n: np.array(npz[f"lbfgs_{n}"])
-            for n in ("losses", *_LBFGS_IMAGES, *_LBFGS_HISTORY, "rho")
-        }
-        ints = {n: int(npz[f"lbfgs_{n}"]) for n in _LBFGS_INTS}
-        return cls(**floats, **ints)
+        def get(name: str) -> np.ndarray:
+            return np.array(npz[f"lbfgs_{name}"])
+
+        return cls(
+            losses=get("losses"), grad=get("grad"), v=get("v"), n_grads=int(get("n_grads")),
+            s_hist=get("s_hist"), y_hist=get("y_hist"), rho=get("rho"),
+            count=int(get("count")), head=int(get("head")),
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, eq=False)

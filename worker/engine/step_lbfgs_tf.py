@@ -78,15 +78,15 @@ def get_functions(
     ``(content_targets, style_targets, content_lw, style_lw, hyper)`` as for the Adam step,
     the learning rate (``hyper``) being the first step's largest pixel change.
     """
-    key = ("tf-lbfgs", tuple(content_layers), tuple(style_layers), xla)
+    key = (tuple(content_layers), tuple(style_layers), xla)
     with extractor.lock:
-        fns = extractor.steps.get(key)
-        if fns is None:
+        evaluate = extractor.steps.get(("tf-lbfgs-evaluate", *key))
+        step = extractor.steps.get(("tf-lbfgs-step", *key))
+        if evaluate is None or step is None:
             ensure_determinism(deterministic)
-            fns = extractor.steps[key] = _build(
-                extractor, tuple(content_layers), tuple(style_layers), xla
-            )
-    evaluate, step = fns
+            evaluate, step = _build(extractor, tuple(content_layers), tuple(style_layers), xla)
+            extractor.steps[("tf-lbfgs-evaluate", *key)] = evaluate
+            extractor.steps[("tf-lbfgs-step", *key)] = step
     return evaluate, step
 
 

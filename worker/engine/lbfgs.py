@@ -2,33 +2,38 @@
 history, and a backtracking line search that evaluates inside the compiled step.
 
 Backend-neutral like :mod:`worker.engine.losses`: the TensorFlow step
-(:mod:`worker.engine.step_tf`) passes its loss-and-gradient function in, and a JAX step could
-pass ``jax.value_and_grad``'s. Nothing here leaves the device: the search's trial points are
-evaluated in an ``ops.while_loop`` of the same graph, so an iteration is one call whatever
-the number of evaluations it needs.
+(:mod:`worker.engine.step_lbfgs_tf`) passes its loss-and-gradient function in, and a JAX step
+could pass ``jax.value_and_grad``'s. Nothing here leaves the device: the search's trial
+points are evaluated in an ``ops.while_loop`` of the same graph, so an iteration is one call
+whatever the number of evaluations it needs.
 
 The method, and why:
 
 - **History**: the last ``m`` pairs (s, y) = (x' - x, g' - g), each a full-image float32
   array, kept in a ring (``s_hist``/``y_hist`` of shape (m, 1, H, W, 3), ``rho`` = 1/(s.y),
-  ``head`` where the next pair goes, ``count`` pairs held). A pair whose curvature s.y is not
-  clearly positive is not stored (the bf16 gradient's noise would otherwise make the
-  inverse-Hessian estimate indefinite).
+  ``head`` where the next pair goes, ``count`` pairs held). A pair whose curvature s.y is
+  not positive is not stored (it would make the estimate indefinite).
+- **Starting matrix: a diagonal, not a scalar.** The two-loop starts from
+  ``gamma * D`` with ``D = 1 / (sqrt(v_hat) + epsilon)``, Adam's per-pixel scaling (``v``
+  the running mean of squared gradients, ``beta_2`` and ``epsilon`` the job's), and
+  ``gamma = s.y / (y.D.y)`` from the newest pair. On this loss the gradient's size differs
+  by orders of magnitude between pixels; with the textbook scalar ``gamma`` L-BFGS moved
+  few pixels and lost to Adam by far more (bench/RESULTS.md).
 - **Bounds**: pixels stay in [0, 1] like Adam's (the loss is always that of a valid image,
   and the result is the image measured). The direction is zeroed where it would push a
   pixel already on a bound outwards, and the trial point is clipped (projected L-BFGS).
-- **Step: a backtracking (Armijo) line search, not a fixed step.** The total loss spans
-  orders of magnitude between jobs and the first step has no curvature to scale it, so a
-  fixed step either diverges or crawls; with the history's scaling (gamma = s.y / y.y) the
-  unit step is accepted on nearly every iteration, so the search costs one evaluation
-  there and a few only when the model is off (the first iteration, after a reset).
-  Sufficient decrease also makes the reported loss fall monotonically, which a fixed step
-  (torch's LBFGS default, neural-style's) does not promise. A trial that fails is followed
-  by the minimiser of the quadratic through f(x), g.d and f(trial), kept within [0.1, 0.5]
-  of the failed step; after ``MAX_TRIALS`` failures the image stays, the history is
-  cleared, and the next iteration starts again from a steepest-descent step.
-- **First step** (or after a reset): steepest descent scaled so the largest pixel change is
-  ``first_step`` (the job's learning rate, on the same [0, 1] pixel scale as Adam's).
+- **Step: a backtracking (Armijo) line search, not a fixed step.** The loss spans orders
+  of magnitude between jobs and sizes, so no fixed step suits all, and a step that
+  overshoots would go unnoticed; with the scaling above the unit step is accepted on
+  nearly every iteration, so the search usually costs the one evaluation the iteration
+  needs anyway. Sufficient decrease also makes the reported loss fall at every iteration,
+  which a fixed step (torch's LBFGS default, neural-style's) does not promise. A failed
+  trial is followed by the minimiser of the quadratic through f(x), its slope and
+  f(trial), kept within [0.1, 0.5] of the failed step; after ``MAX_TRIALS`` failures the
+  image stays, the history is cleared, and the next iteration starts again from the
+  diagonal step.
+- **First step** (or after a reset): ``-learning_rate * D * g``, Adam's first step without
+  momentum (about ``learning_rate`` per pixel, on the same [0, 1] scale).
 """
 
 from __future__ import annotations

@@ -157,15 +157,15 @@ def _prepare(
     styles: Sequence[np.ndarray],
     params: TransferParams,
     weights: str,
-    longest: int | None = None,
+    size: int | None = None,
 ) -> _Job:
-    """The job at ``longest`` px (a coarse scale's), else at ``params.max_size``."""
+    """The job at ``size`` px (a coarse scale's longest side), else at ``params.max_size``."""
     # valid (types, ranges, layer names); a service's Limits were applied when it took the job
     params.validate(n_styles=len(styles), allow_weight_paths=True)
     content_layers, content_lw = _active(params.content_layers)
     style_layers, style_lw = _active(params.style_layers)
     extractor = get_extractor(weights, content_layers + style_layers, params.precision)
-    content01 = _prepare_content(content, longest or params.max_size, extractor.min_side)
+    content01 = _prepare_content(content, size or params.max_size, extractor.min_side)
     longest = round(params.style_scale * max(content01.shape[:2]))
 
     features = step_tf.get_features(extractor)(ops.convert_to_tensor(content01[None]))
@@ -238,6 +238,13 @@ def transfer(
     within one iteration; the first iteration always runs, so a result always has a loss.
     Same inputs, params and machine -> bit-identical output.
 
+    ``params.optimizer`` picks Adam or L-BFGS (:mod:`optimizers`): an Adam iteration reports
+    the loss of the image it starts from, an L-BFGS iteration that of the image it ends on
+    (so L-BFGS's reported losses fall at every iteration). ``params.scales`` > 1 paints
+    coarse to fine (:mod:`scales`): iterations are numbered through all scales, a coarse
+    scale's snapshots are enlarged to the final size, and the result is the last scale's
+    best image.
+
     ``xla`` and ``deterministic`` are the host's knobs, not the job's (see
     :func:`step_tf.get_step`); the engine reads no settings, its callers pass them.
 
@@ -245,7 +252,7 @@ def transfer(
     ``checkpoint_due(k)`` is asked, and if it says yes ``on_checkpoint`` gets the loop's whole
     state (:class:`EngineState`, NumPy copies); when and where to keep it is the caller's
     business. ``resume`` continues from such a state: the loop goes on at its iteration + 1
-    with the same image, Adam moments and step, best image and loss, so on the same machine
+    with the same image, optimiser state, scale, best image and loss, so on the same machine
     and precision the result is bit-identical to the undisturbed run's. The state must come
     from the same inputs and parameters (the caller checks that); a state of another size, or
     one at or past ``params.iterations``, raises :class:`StateError`.
@@ -257,6 +264,8 @@ def transfer(
     plan = scales.plan(max(final), params.scales, params.iterations)
     if resume is not None and resume.iteration >= params.iterations:
         raise StateError(f"cannot resume at iteration {resume.iteration} of {params.iterations}")
+    if resume is not None and resume.scale >= len(plan):
+        raise StateError(f"a state of scale {resume.scale + 1}, the job has {len(plan)}")
     loop = _Loop(
         on_iteration, should_stop, checkpoint_due, on_checkpoint, params.iterations,
         (final[1], final[0]), resume.elapsed if resume is not None else 0.0,

@@ -23,6 +23,7 @@ import click
 import requests
 
 from stylequeue.cli.options import server_option
+from stylequeue.shared.params import OPTIMIZERS
 from stylequeue.shared.settings import load_client_settings
 
 API = "/api/v1"
@@ -295,6 +296,8 @@ def follow(
 @click.option("--tv-weight", type=float)
 @click.option("--learning-rate", type=float)
 @click.option("--snapshot-every", type=int, help="Save a snapshot every N iterations (0: none).")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), help="Optimiser [server: adam].")
+@click.option("--scales", type=int, help="Coarse to fine: paint at 1/2, 1/4... first (1: off).")
 @click.option(
     "-o",
     "--output",

@@ -82,6 +82,9 @@ def _load(field: str, path: str) -> Any:
 @click.option("--style-blend", help="One weight per style image, e.g. 0.7,0.3.")
 @click.option("--style-scale", help="Style image size relative to the content's.")
 @click.option("--init", help="Start from 'content' or 'noise'.")
+@click.option("--optimizer", help="adam (the default) or lbfgs.")
+@click.option("--scales", help="Coarse to fine: paint at 1/2, 1/4... of --size first (1: off).")
+@click.option("--lbfgs-history", help="Update pairs L-BFGS keeps (default 10).")
 @click.option(
     "--snapshots",
     "snapshot_dir",

@@ -53,6 +53,9 @@ WEIGHTS_MODES = ("imagenet", "random")
 WEIGHTS_FILE_SUFFIXES = (".h5", ".keras")
 PRECISIONS = ("float32", "mixed_bfloat16")
 INITS = ("content", "noise")
+OPTIMIZERS = ("adam", "lbfgs")
+MAX_SCALES = 4  # coarse-to-fine: up to 3 halvings below the size asked for
+MAX_LBFGS_HISTORY = 100
 PRESET_NAMES = ("default", "quick", "balanced", "high", "seed")  # PRESETS, below
 MAX_SEED = 2**31 - 1
 # Intrinsic upper bounds where the domain itself has none: MAX_ITERATIONS, MAX_SIZE and
@@ -202,6 +205,38 @@ class TransferParams:
             high=100.0,
             label="Learning rate",
             hint="Optimiser step size (pixels in 0-1).",
+        ),
+    )
+    optimizer: str = field(
+        default="adam",
+        metadata=_row(
+            "choice",
+            choices=OPTIMIZERS,
+            choice_labels=("Adam", "L-BFGS"),
+            label="Optimiser",
+            hint="How the picture is improved each iteration.",
+        ),
+    )
+    lbfgs_history: int = field(
+        default=10,
+        metadata=_row(
+            "int",
+            low=1,
+            high=MAX_LBFGS_HISTORY,
+            public=False,
+            label="L-BFGS history",
+            hint="Update pairs L-BFGS keeps (each two full-image float32 arrays).",
+        ),
+    )
+    scales: int = field(
+        default=1,
+        metadata=_row(
+            "int",
+            low=1,
+            high=MAX_SCALES,
+            label="Scales",
+            hint="Coarse to fine: paint at 1/2, 1/4... of the size first ({low} to {high}).",
+            note="1 = paint at the full size only",
         ),
     )
     beta_1: float = field(
@@ -415,6 +450,17 @@ class TransferParams:
                 )
             if sum(self.style_blend) <= 0:
                 raise ParamError("style_blend", "at least one blend weight must be above 0")
+        if self.scales > self.iterations:
+            raise ParamError(
+                "scales", f"{self.scales} scales need at least {self.scales} iterations"
+            )
+        coarsest = self.max_size // 2 ** (self.scales - 1)
+        if coarsest < PARAMETERS["max_size"].low:
+            raise ParamError(
+                "scales",
+                f"{self.scales} scales start at {coarsest} px, below "
+                f"{PARAMETERS['max_size'].low}: use fewer scales or a larger max_size",
+            )
         if not 1 <= n_styles <= MAX_STYLES:
             raise ParamError("style", f"give 1 to {MAX_STYLES} style images, got {n_styles}")
         return self

@@ -76,6 +76,14 @@ INVALID: list[tuple[dict, str]] = [
     ({"content_weight": "1_0"}, "content_weight"),
     ({"style_scale": "\uff11"}, "style_scale"),  # a full-width 1
     ({"style_blend": "1_0"}, "style_blend"),
+    ({"optimizer": "sgd"}, "optimizer"),
+    ({"optimizer": "LBFGS"}, "optimizer"),
+    ({"lbfgs_history": 0}, "lbfgs_history"),
+    ({"lbfgs_history": 101}, "lbfgs_history"),
+    ({"scales": 0}, "scales"),
+    ({"scales": 5}, "scales"),
+    ({"scales": "two"}, "scales"),
+    ({"scales": 3, "iterations": 2}, "scales"),  # each scale needs an iteration
 ]
 
 
@@ -97,6 +105,14 @@ def test_weight_paths_must_be_keras_files_and_style_count_is_bounded() -> None:
         with pytest.raises(ParamError) as info:
             TransferParams.from_inputs({}, n_styles=n_styles)
         assert info.value.field == "style"
+
+
+def test_optimizer_and_scales_are_job_parameters() -> None:
+    p = TransferParams.from_inputs({"optimizer": "lbfgs", "scales": "3", "iterations": "3"})
+    assert (p.optimizer, p.scales, p.lbfgs_history) == ("lbfgs", 3, 10)
+    default = TransferParams.from_inputs({})
+    assert (default.optimizer, default.scales) == ("adam", 1)
+    assert TransferParams.from_dict(p.to_dict()) == p
 
 
 def test_valid_inputs_pass_and_presets_apply() -> None:
@@ -201,7 +217,7 @@ def test_public_parameters_are_the_preset_and_the_documented_knobs() -> None:
     assert set(PUBLIC_PARAMETERS) == {
         "preset", "iterations", "max_size", "content_weight", "style_weight", "tv_weight",
         "learning_rate", "seed", "snapshot_every", "preserve_colors", "weights",
-        "style_scale", "style_blend", "init", "webhook", "webhook_events",
+        "style_scale", "style_blend", "init", "optimizer", "scales", "webhook", "webhook_events",
     }  # fmt: skip
     assert PARAMETERS["seed"].high == MAX_SEED
 

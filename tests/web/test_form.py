@@ -34,7 +34,7 @@ class _Form(HTMLParser):
             self.controls.setdefault(a["name"], []).append(control)
             self._select = control if tag == "select" else self._select
         elif tag == "option" and self._select is not None:
-            self._select["options"].append({"value": a.get("value", ""), "label": ""})
+            self._select["options"].append({**a, "value": a.get("value", ""), "label": ""})
             self._text_of.append(("option", ""))
         elif tag == "label" and a.get("for"):
             self._text_of.append(("label", a["for"]))

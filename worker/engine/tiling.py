@@ -181,7 +181,7 @@ def _prepare(
     content_layers, content_lw = core._active(params.content_layers)
     style_layers, style_lw = core._active(params.style_layers)
     extractor = get_extractor(weights, content_layers + style_layers, params.precision)
-    content01 = core._prepare_content(content, params, extractor.min_side)
+    content01 = core._prepare_content(content, params.max_size, extractor.min_side)
     h, w = int(content01.shape[0]), int(content01.shape[1])
     job = _Job(
         extractor=extractor,

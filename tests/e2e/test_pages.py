@@ -549,3 +549,35 @@ def test_the_curve_of_a_resumed_job_drops_the_recomputed_points(new_context, sta
     finally:
         client.delete(stream_key(job.id))
         client.close()
+
+
+def test_a_print_shows_the_tiles_of_its_iteration(new_context, stack: Stack) -> None:
+    """A job painted in tiles takes minutes an iteration: the dashboard says how far the
+    running one is, from the runner's tile stream, and drops it once the iteration is done."""
+    from stylequeue.shared.redis_keys import lock_key, tiles_key
+    from stylequeue.shared.states import utcnow
+    from stylequeue.shared.tile_progress import AttemptTiles
+    from tests.factories import make_job
+
+    context = new_context()
+    owner = context.request.get(f"{stack.url}/api/v1/session").json()["owner"]
+    job = make_job(stack.settings, owner=owner, status="running", attempts=1, iterations_done=2,
+                   started_at=utcnow(), params={"iterations": 12})  # fmt: skip
+    client = redis.Redis.from_url(stack.settings.redis_url)
+    client.set(lock_key(job.id), "e2e-token", ex=300)
+    tiles = AttemptTiles(client, job.id, "e2e-token", ttl=300)
+    try:
+        tiles.append_checking_cancel(
+            {"iteration": 3, "phase": "step", "done": 4, "total": 9, "elapsed": 40.0}
+        )
+        page = context.new_page()
+        page.goto(f"/jobs/{job.id}")
+        phase = page.locator("#phase")
+        expect(phase).to_have_text("Painting… iteration 3: tile 4 of 9")
+        tiles.append_checking_cancel(
+            {"iteration": 3, "phase": "step", "done": 5, "total": 9, "elapsed": 50.0}
+        )
+        expect(phase).to_have_text("Painting… iteration 3: tile 5 of 9")
+    finally:
+        client.delete(lock_key(job.id), tiles_key(job.id))
+        client.close()

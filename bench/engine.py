@@ -252,6 +252,12 @@ def main() -> None:
         help="race optimisers and scales in one process, interleaved (bench/race.py); "
         "default %(const)s",
     )
+    parser.add_argument(
+        "--race-partial", metavar="FILE", help="--race: keep the curves so far in FILE (JSON)"
+    )
+    parser.add_argument(
+        "--race-from", metavar="FILE", help="--race: print the tables of curves saved in FILE"
+    )
     parser.add_argument("--variant", help=argparse.SUPPRESS)  # child mode
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -295,7 +301,11 @@ def run_race(args: argparse.Namespace) -> None:
     base = replace(bench_params(args, args.precision), snapshot_every=0)
     load_before = os.getloadavg()
     started = time.perf_counter()
-    curves = race.race(content, style, base, spec)  # type: ignore[attr-defined]
+    if args.race_from:
+        curves = race.load(Path(args.race_from).read_text())  # type: ignore[attr-defined]
+    else:
+        partial = Path(args.race_partial) if args.race_partial else None
+        curves = race.race(content, style, base, spec, partial)  # type: ignore[attr-defined]
     header = [
         f"# race, {dt.date.today().isoformat()}: {args.size} px (longest side), "
         f"{args.precision}, random weights, variants interleaved one iteration each",
@@ -305,7 +315,7 @@ def run_race(args: argparse.Namespace) -> None:
     ]
     print(race.report(curves, header))  # type: ignore[attr-defined]
     if args.json:
-        print(json.dumps([c.__dict__ | {"params": c.params.to_dict()} for c in curves]))
+        print(race.dump(curves))  # type: ignore[attr-defined]
 
 
 def _median(run: dict, warmup: int) -> float:

@@ -21,9 +21,13 @@ iteration starts from, L-BFGS's that of the image it ends on.
 
 from __future__ import annotations
 
+import json
 import math
+import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -184,15 +188,43 @@ def warm(content: np.ndarray, style: np.ndarray, base: TransferParams) -> None:
 
 
 def race(
-    content: np.ndarray, style: np.ndarray, base: TransferParams, spec: list[tuple[str, int]]
+    content: np.ndarray,
+    style: np.ndarray,
+    base: TransferParams,
+    spec: list[tuple[str, int]],
+    partial: Path | None = None,
 ) -> list[Curve]:
+    """Run the variants round-robin; every 10 rounds the curves so far go to ``partial``
+    (JSON) and a line to stderr, so a long race that is killed still leaves its figures."""
     warm(content, style, base)
     racers = [Racer(name, n, content, style, base) for name, n in spec]
+    rounds = 0
     while not all(r.done for r in racers):
         for r in racers:
             if not r.done:
                 r.step()
+        rounds += 1
+        if rounds % 10 == 0:
+            status = ", ".join(f"{r.curve.name} {r.k} ({r.curve.clock[-1]:.0f} s)" for r in racers)
+            print(f"race: {status}", file=sys.stderr, flush=True)
+            if partial is not None:
+                partial.write_text(dump(r.curve for r in racers))
+    if partial is not None:
+        partial.write_text(dump(r.curve for r in racers))
     return [r.curve for r in racers]
+
+
+def dump(curves: Iterable[Curve]) -> str:
+    return json.dumps([c.__dict__ | {"params": c.params.to_dict()} for c in curves])
+
+
+def load(text: str) -> list[Curve]:
+    """Curves from :func:`dump`'s JSON (to print a killed race's tables)."""
+    out = []
+    for raw in json.loads(text):
+        raw["params"] = TransferParams.from_dict(raw["params"])
+        out.append(Curve(**raw))
+    return out
 
 
 def report(curves: list[Curve], header: list[str]) -> str:

@@ -21,6 +21,7 @@ import redis
 
 from stylequeue.shared.fleet import list_workers
 from stylequeue.shared.memory import (
+    DEVICES,
     estimate_memory,
     fits,
     format_bytes,
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 class WorkerMemory:
     budget: int
     precision: str
-    device: str  # "cpu" | "gpu": which of the model's constants apply
+    device: str  # shared.memory.DEVICES: which of the model's constants apply
 
 
 def worker_memories(workers: list[dict[str, Any]]) -> list[WorkerMemory]:
@@ -49,7 +50,9 @@ def worker_memories(workers: list[dict[str, Any]]) -> list[WorkerMemory]:
     for w in workers:
         budget, precision = w.get("memory_budget"), w.get("precision")
         if isinstance(budget, int) and budget > 0 and precision in PRECISIONS:
-            device = "gpu" if w.get("device") == "GPU" else "cpu"
+            device = w.get("memory_model")  # older workers: by their device only
+            if device not in DEVICES:
+                device = "gpu" if w.get("device") == "GPU" else "cpu"
             out.append(WorkerMemory(budget, str(precision), device))
     return out
 

@@ -173,9 +173,12 @@ def warm_engine(knobs: EngineSettings) -> dict[str, Any]:
         "extractor warm: weights=%s, precision=%s, took %.1fs",
         weights, precision, time.monotonic() - started,
     )  # fmt: skip
+    from stylequeue.worker.engine.hardware import device_kind
+
     # measured once the model is warm (on a GPU, TensorFlow holds it already)
     budget = worker_budget(knobs, info.get("device"))
-    info.update(memory_budget=budget.bytes, memory_budget_source=budget.source)
+    info.update(memory_budget=budget.bytes, memory_budget_source=budget.source,
+                memory_model=device_kind())  # fmt: skip
     return info
 
 

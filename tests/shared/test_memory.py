@@ -79,6 +79,10 @@ def test_the_estimate_grows_with_pixels_and_precision() -> None:
     assert estimate_memory(1024, DEFAULT, "float32") > estimate_memory(1024, DEFAULT)
     assert estimate_memory((768, 1024), DEFAULT) < estimate_memory(1024, DEFAULT)
     assert estimate_memory(1024, DEFAULT, device="gpu") != estimate_memory(1024, DEFAULT)
+    avx2 = memory.CPU_AVX2_FITS["float32"]
+    assert estimate_memory(1024, DEFAULT, "float32", device="cpu-avx2") == pytest.approx(
+        avx2.base + 1024**2 * (avx2.kept * 322 + 12 * 2), rel=1e-6
+    )
     with pytest.raises(ValueError, match="device"):
         estimate_memory(1024, DEFAULT, device="tpu")
 

@@ -104,3 +104,18 @@ def test_config_and_form_show_the_largest_size_the_fleet_can_paint(
     registry.flushdb()
     announce(registry, "big@box", 10**12)
     assert client.get("/api/v1/config").get_json()["fleet"]["max_size"] == 128
+
+
+def test_a_worker_is_judged_by_the_constants_of_its_cpu_class(
+    client: FlaskClient, registry: redis.Redis
+) -> None:
+    """An AVX2-only CPU's step needs more than an AVX-512 one's (oneDNN's kernels): a budget
+    that holds a 128 px square untiled by the AVX-512 constants is short by the AVX2 ones."""
+    need = {kind: estimate_memory((128, 128), F32, "float32", device=kind)
+            for kind in ("cpu", "cpu-avx2")}  # fmt: skip
+    assert need["cpu-avx2"] > need["cpu"]
+    announce(registry, "w@box", need["cpu"], memory_model="cpu-avx2")
+    config = client.get("/api/v1/config").get_json()["fleet"]
+    assert config["max_size_untiled"] is not None and config["max_size_untiled"] < 128
+    announce(registry, "w@box", need["cpu"])  # an older worker: no model, its device's
+    assert client.get("/api/v1/config").get_json()["fleet"]["max_size_untiled"] >= 128

@@ -15,18 +15,21 @@ from pathlib import Path
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
+def _cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """The first processor's flags in ``/proc/cpuinfo`` (none where it cannot be read)."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
         except OSError:
-            return False
-    flags = set()
+            return set()
     for line in cpuinfo.splitlines():
         if line.startswith("flags"):
-            flags.update(line.partition(":")[2].split())
-            break
-    return any(flag in flags for flag in BF16_CPU_FLAGS)
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
+    return any(flag in _cpu_flags(cpuinfo) for flag in BF16_CPU_FLAGS)
 
 
 def gpus_have_bf16() -> bool | None:
@@ -65,11 +68,17 @@ def resolve_precision(setting: str) -> str:
 
 @lru_cache(maxsize=1)
 def device_kind() -> str:
-    """``gpu`` where TensorFlow sees a GPU (the engine computes there), else ``cpu``: which
-    of the memory model's constants apply."""
+    """Which of the memory model's constants apply (``shared.memory.DEVICES``): ``gpu``
+    where TensorFlow sees a GPU (the engine computes there), else the CPU's class."""
     import tensorflow as tf
 
-    return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+    return "gpu" if tf.config.list_physical_devices("GPU") else cpu_kind()
+
+
+def cpu_kind(cpuinfo: str | None = None) -> str:
+    """``cpu`` on a CPU with AVX-512, ``cpu-avx2`` without: oneDNN's kernels, and so the
+    step's peak memory, differ between the two."""
+    return "cpu" if "avx512f" in _cpu_flags(cpuinfo) else "cpu-avx2"
 
 
 # ---- memory: what this machine can give a job (shared.memory's budget) ---------------------

@@ -15,6 +15,7 @@ from stylequeue.worker.engine.hardware import (
     capabilities_have_bf16,
     choose_precision,
     cpu_has_bf16,
+    cpu_kind,
     resolve_precision,
 )
 
@@ -23,6 +24,12 @@ CPU_AMX_ONLY = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f amx_bf16 amx_ti
 CPU_WITHOUT = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n"
 # A flag of that name on another line (e.g. "vmx flags" or "bugs") is not a CPU feature.
 CPU_ELSEWHERE = "processor\t: 0\nflags\t\t: fpu sse2\nbugs\t\t: avx512_bf16\n"
+
+
+def test_cpu_flags_decide_the_memory_models_class() -> None:
+    assert cpu_kind(CPU_WITHOUT) == "cpu"  # AVX-512, without BF16
+    assert cpu_kind("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n") == "cpu-avx2"
+    assert cpu_kind(CPU_ELSEWHERE) == "cpu-avx2"
 
 
 def test_cpu_flags_decide_bf16() -> None:

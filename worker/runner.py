@@ -83,7 +83,10 @@ from stylequeue.shared.states import JobStatus, transition
 from stylequeue.shared.storage import ObjectNotFound, Storage, get_storage
 from stylequeue.worker.checkpoints import Checkpoint, CheckpointStore, fingerprint
 from stylequeue.worker.progress_sink import ProgressSink
+from stylequeue.worker.row_flusher import RowFlusher
+from stylequeue.worker.snapshot_writer import SnapshotWriter
 from stylequeue.worker.stop_signal import StopReason, StopSignal, preempt_requested
+from stylequeue.worker.stream_writer import StreamWriter
 
 if TYPE_CHECKING:
     import numpy as np
@@ -93,7 +96,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("stylequeue.worker")
 
 MAX_ATTEMPTS = 3  # a job whose runner died this many times fails instead of looping
-DB_FLUSH_SECONDS = 1.0  # progress fields in the row are written at most this often
+DB_FLUSH_SECONDS = 1.0  # progress fields in the row are written this often (and on snapshots)
 MAX_ERROR_CHARS = 1000
 REDIS_RETRY_SECONDS = 5.0  # Redis unreachable mid-job: retry the stream this often
 
@@ -270,7 +273,6 @@ class _Attempt:
         self.stop = StopSignal(
             deadline if deadline is not None else soft_deadline(settings, self.started),
             is_lost=lambda: self.fence.lost,
-            read_flag=self.sink.read_cancel_flag,
         )
         self.recorder: _Recorder | None = None
         self.unreferenced: list[int] = []  # attempts to delete when it ends without running
@@ -472,13 +474,16 @@ class _Attempt:
         checkpointer = _Checkpointer(
             self.checkpoints, recorder, self.fingerprint, float(self.settings.checkpoint_seconds)
         )
-        result = engine.transfer(
-            content, styles, params, weights=weights,
-            on_iteration=recorder.on_iteration, should_stop=self.stop.should_stop,
-            xla=self.settings.engine_xla, deterministic=self.settings.engine_deterministic,
-            resume=resume.state if resume else None,
-            checkpoint_due=checkpointer.due, on_checkpoint=checkpointer.save,
-        )  # fmt: skip
+        # The stream, snapshots and row are written from background threads, drained before
+        # each checkpoint and on the way out of this block, whatever ends the loop.
+        with recorder.writing(self.settings.progress_maxlen):
+            result = engine.transfer(
+                content, styles, params, weights=weights,
+                on_iteration=recorder.on_iteration, should_stop=self.stop.should_stop,
+                xla=self.settings.engine_xla, deterministic=self.settings.engine_deterministic,
+                resume=resume.state if resume else None,
+                checkpoint_due=checkpointer.due, on_checkpoint=checkpointer.save,
+            )  # fmt: skip
         if self.fence.lost:
             return self._lost()
         if result.stopped and self.stop.reason is StopReason.PREEMPT:
@@ -660,8 +665,10 @@ class _Attempt:
 
 @dataclass
 class _Recorder:
-    """The engine's per-iteration callback: stream the entry, store snapshots (this
-    attempt's keys), keep the best, flush progress to the row now and then."""
+    """The engine's per-iteration callback: hand the entry to the stream writer and the
+    snapshot to the snapshot writer (this attempt's keys), keep the best. Nothing here waits
+    for Redis, storage or the database: the row follows by time (:class:`RowFlusher`), and
+    :meth:`drain` waits for the writers where a checkpoint or the ending needs them done."""
 
     job_id: str
     fence: AttemptFence
@@ -677,12 +684,14 @@ class _Recorder:
     best_iteration: int | None = None
     latest_snapshot: np.ndarray | None = None
     latest_snapshot_iteration: int | None = None
-    last_flush: float = 0.0
     resumed_from: int = 0  # the checkpoint's iteration (0: started at 1)
     # iteration -> the stream's entry a dead runner wrote after the checkpoint: recorded as
     # is (id and values) when computed again, not streamed twice
     replay: dict[int, dict[str, Any]] = field(default_factory=dict)
     computed_before: int = 0  # iterations earlier attempts ran
+    stream: StreamWriter | None = None  # while the engine runs (writing())
+    snapshotter: SnapshotWriter | None = None
+    row: RowFlusher | None = None
 
     @property
     def iterations(self) -> int:
@@ -693,41 +702,69 @@ class _Recorder:
         """Iterations run across all attempts, this one's so far included."""
         return self.computed_before + max(0, self.iterations - self.resumed_from)
 
+    @property
+    def stream_backing_off(self) -> bool:
+        return self.stream is not None and self.stream.backing_off
+
     def on_iteration(self, report: Any) -> None:
         if self.fence.lost:
             return
-        entry: dict[str, Any] | None = self.replay.pop(int(report.iteration), None)
+        k = int(report.iteration)
+        entry: dict[str, Any] | None = self.replay.pop(k, None)
         if entry is None:
-            entry = {"iteration": int(report.iteration)}
+            entry = {"id": None, "iteration": k}  # the writer sets the id once streamed
             for name in FIELDS[1:]:
                 entry[name] = float(getattr(report, name))
-            try:
-                appended = self.sink.append(entry)
-            except Fenced:  # the job is another runner's now: write nothing more of it
-                self.fence.refused()
-                return
-            self.stop.note_flag(appended.cancel)
-            entry = {"id": appended.id, **entry}
+            assert self.stream is not None, "on_iteration outside writing()"
+            self.stream.put(entry)
         self.entries.append(entry)
         if report.is_best:
-            self.best_loss, self.best_iteration = float(report.loss), int(report.iteration)
-        flush = time.monotonic() - self.last_flush >= DB_FLUSH_SECONDS
-        if report.snapshot is not None:
-            self.storage.put(
-                keys.snapshot_key(self.job_id, entry["iteration"], attempt=self.fence.attempt),
-                self.encode_png(report.snapshot),
-                "image/png",
-            )
-            self.snapshots.append(entry["iteration"])
-            self.latest_snapshot = report.snapshot
-            self.latest_snapshot_iteration = entry["iteration"]
-            flush = True
-        if flush:
-            self.flush()
+            self.best_loss, self.best_iteration = float(report.loss), k
+        if report.has_snapshot:
+            assert self.snapshotter is not None, "on_iteration outside writing()"
+            self.snapshotter.put(k, report)
+
+    def _store_snapshot(self, iteration: int, report: Any) -> None:
+        """The snapshot writer's thread: make the image, encode it, store it, list it."""
+        image = report.snapshot
+        self.storage.put(
+            keys.snapshot_key(self.job_id, iteration, attempt=self.fence.attempt),
+            self.encode_png(image),
+            "image/png",
+        )
+        self.snapshots.append(iteration)
+        self.latest_snapshot, self.latest_snapshot_iteration = image, iteration
+        if self.row is not None:
+            self.row.poke()  # the page lists it within a moment
+
+    @contextmanager
+    def writing(self, bound: int) -> Iterator[None]:
+        """The background writers while the engine runs: drained and stopped on the way
+        out, whatever ends the loop (a failed snapshot store is raised then if nothing else
+        was), and the row written once more where the loop stopped."""
+        self.stream = StreamWriter(
+            self.sink, on_cancel=self.stop.note_flag, on_fenced=self.fence.refused, bound=bound
+        ).start()
+        self.snapshotter = SnapshotWriter(self.job_id, self._store_snapshot).start()
+        self.row = RowFlusher(self.job_id, self.flush, DB_FLUSH_SECONDS).start()
+        try:
+            yield
+            self.snapshotter.drain()
+        finally:
+            self.stream.close()
+            self.snapshotter.close()
+            self.row.close()
+
+    def drain(self) -> None:
+        """Every iteration so far streamed (or given a stand-in id: Redis away) and every
+        snapshot stored; raises a failed snapshot store's error."""
+        if self.stream is not None:
+            self.stream.drain()
+        if self.snapshotter is not None:
+            self.snapshotter.drain()
 
     def flush(self) -> None:
         """Write progress fields to the row while it is ours; read its cancel_requested."""
-        self.last_flush = time.monotonic()
         with self.fence.row() as job:
             if job is None:
                 return
@@ -758,11 +795,19 @@ class _Checkpointer:
         # so the next runner loses nothing; even with periodic checkpoints off.
         if preempt_requested():
             return True
-        return self.seconds > 0 and time.monotonic() >= self.next_at
+        # While Redis is away the entries since the last batch wait in the stream writer: a
+        # periodic checkpoint waits with them (it holds streamed entries only).
+        return (
+            self.seconds > 0
+            and time.monotonic() >= self.next_at
+            and not self.recorder.stream_backing_off
+        )
 
     def save(self, state: EngineState) -> None:
         recorder = self.recorder
-        # Only a state whose every iteration was streamed (not refused) and recorded.
+        # Only a state whose every iteration was streamed (not refused) and recorded, and
+        # whose snapshots are stored: the writers catch up first.
+        recorder.drain()
         if recorder.fence.lost or recorder.iterations != state.iteration or not self.fingerprint:
             return
         ckpt = Checkpoint(

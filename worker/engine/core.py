@@ -13,6 +13,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property, partial
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,9 @@ class IterationReport:
 
     ``loss`` (the total) and its weighted parts describe the image the iteration started
     from; ``snapshot`` is the image after the iteration's update, given every
-    ``snapshot_every`` iterations and on the last one (colour-preserved if asked).
+    ``snapshot_every`` iterations and on the last one (colour-preserved if asked). It is made
+    on first access, from whichever thread asks (the worker's snapshot writer, not the
+    loop): ``has_snapshot`` says whether there is one without making it.
     """
 
     iteration: int  # 1-based
@@ -42,8 +45,18 @@ class IterationReport:
     style: float
     tv: float
     elapsed: float  # seconds since the loop started
-    snapshot: np.ndarray | None
-    is_best: bool
+    render: Callable[[], np.ndarray] | None = field(default=None, repr=False, compare=False)
+    is_best: bool = False
+
+    @property
+    def has_snapshot(self) -> bool:
+        return self.render is not None
+
+    @cached_property
+    def snapshot(self) -> np.ndarray | None:
+        """HxWx3 uint8, made on first access (a copy of the image to the host, the colour
+        post-process, the conversion); None on iterations without a snapshot."""
+        return None if self.render is None else self.render()
 
     def as_dict(self) -> dict[str, float | int]:
         """The history entry (``TransferResult.history``): everything but the image."""
@@ -230,6 +243,73 @@ def _finish(x01: np.ndarray, job: _Job) -> np.ndarray:
 # ---- the loop -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Step:
+    """One dispatched step: its number, the image it started from, what it returned."""
+
+    k: int
+    previous: Any
+    x: Any
+    m: Any
+    v: Any
+    losses: Any  # [total, content, style, tv], still on the device until read
+
+
+@dataclass
+class _Loop:
+    """The loop's side of finished steps: read the losses, check them, keep the best, report,
+    checkpoint, ask whether to stop."""
+
+    job: _Job
+    best_x: Any
+    best_loss: float
+    best_iteration: int
+    elapsed_before: float
+    on_iteration: Callable[[IterationReport], None] | None
+    should_stop: Callable[[], bool] | None
+    checkpoint_due: Callable[[int], bool] | None
+    on_checkpoint: Callable[[EngineState], None] | None
+    done: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+
+    def finish(self, s: _Step) -> bool:
+        """Iteration ``s.k`` is over (its losses are read here, which waits for the step on an
+        asynchronous device); True when the caller wants the loop to stop after it."""
+        total, c_loss, s_loss, tv_loss = step_tf.host_floats(s.losses)
+        elapsed = self.elapsed_before + (time.perf_counter() - self.started)
+        k, n = s.k, self.job.params.iterations
+        self.done = k
+        if not math.isfinite(total):
+            raise FloatingPointError(
+                f"loss became {total} at iteration {k}; lower learning_rate or the weights"
+            )
+        is_best = total < self.best_loss
+        if is_best:
+            # `previous` is the image this loss was measured on; tensors are immutable, so
+            # keeping the reference is the copy.
+            self.best_x, self.best_loss, self.best_iteration = s.previous, total, k
+        every = self.job.params.snapshot_every
+        render = None
+        if self.on_iteration is not None and ((every and k % every == 0) or k == n):
+            render = partial(_render, s.x, self.job)
+        report = IterationReport(k, total, c_loss, s_loss, tv_loss, elapsed, render, is_best)
+        self.history.append(report.as_dict())
+        if self.on_iteration is not None:
+            self.on_iteration(report)
+        if k == n:
+            return False
+        if self.on_checkpoint is not None and self.checkpoint_due and self.checkpoint_due(k):
+            self.on_checkpoint(
+                _state(k, s.x, s.m, s.v, self.best_x, self.best_loss, self.best_iteration, elapsed)
+            )
+        return self.should_stop is not None and self.should_stop()
+
+
+def _render(x: Any, job: _Job) -> np.ndarray:
+    return _finish(np.asarray(ops.convert_to_numpy(x))[0], job)
+
+
 def transfer(
     content: np.ndarray,
     styles: Sequence[np.ndarray],
@@ -243,6 +323,7 @@ def transfer(
     resume: EngineState | None = None,
     checkpoint_due: Callable[[int], bool] | None = None,
     on_checkpoint: Callable[[EngineState], None] | None = None,
+    read_behind: bool | None = None,
 ) -> TransferResult:
     """Stylise ``content`` (HxWx3 uint8 RGB, any size) after ``styles``.
 
@@ -255,6 +336,13 @@ def transfer(
 
     ``xla`` and ``deterministic`` are the host's knobs, not the job's (see
     :func:`step_tf.get_step`); the engine reads no settings, its callers pass them.
+
+    ``read_behind``: queue step ``k + 1`` before reading step ``k``'s losses to the host, so
+    an asynchronous device (a GPU) never waits for the host between steps; ``None`` (the
+    default) does so where the backend runs asynchronously (:func:`step_tf.runs_async`).
+    Every iteration is still reported once, in order, with the same values; when
+    ``should_stop`` says yes after iteration ``k``, the step ``k + 1`` already queued is
+    dropped unreported (the result is as if it never ran).
 
     Checkpoints: after iteration ``k``'s callback (``k`` < ``params.iterations``),
     ``checkpoint_due(k)`` is asked, and if it says yes ``on_checkpoint`` gets the loop's whole
@@ -284,50 +372,36 @@ def transfer(
     content_lw = ops.convert_to_tensor(job.content_lw)
     style_lw = ops.convert_to_tensor(job.style_lw)
     hyper = ops.convert_to_tensor(job.hyper)
+    behind = step_tf.runs_async() if read_behind is None else read_behind
 
-    every = job.params.snapshot_every
-    history: list[dict[str, Any]] = []
+    loop = _Loop(
+        job, best_x, best_loss, best_iteration, elapsed_before, on_iteration, should_stop,
+        checkpoint_due, on_checkpoint, done=first - 1,
+    )  # fmt: skip
     stopped = False
-    done = first - 1
-    loop_start = time.perf_counter()
+    queued: _Step | None = None  # dispatched, its losses not read yet (read_behind)
     for k in range(first, n + 1):
         previous = x
-        t = ops.convert_to_tensor(np.float32(k))
         x, m, v, losses = step(
-            x, m, v, t, content_targets, style_targets, content_lw, style_lw, hyper
-        )
-        total, c_loss, s_loss, tv_loss = (float(a) for a in ops.convert_to_numpy(losses))
-        elapsed = elapsed_before + (time.perf_counter() - loop_start)
-        done = k
-        if not math.isfinite(total):
-            raise FloatingPointError(
-                f"loss became {total} at iteration {k}; lower learning_rate or the weights"
-            )
-        is_best = total < best_loss
-        if is_best:
-            # `previous` is the image this loss was measured on; tensors are immutable, so
-            # keeping the reference is the copy.
-            best_x, best_loss, best_iteration = previous, total, k
-        snapshot = None
-        if on_iteration is not None and ((every and k % every == 0) or k == n):
-            snapshot = _finish(np.asarray(ops.convert_to_numpy(x))[0], job)
-        report = IterationReport(k, total, c_loss, s_loss, tv_loss, elapsed, snapshot, is_best)
-        history.append(report.as_dict())
-        if on_iteration is not None:
-            on_iteration(report)
-        if k < n and on_checkpoint is not None and checkpoint_due is not None and checkpoint_due(k):
-            on_checkpoint(_state(k, x, m, v, best_x, best_loss, best_iteration, elapsed))
-        if k < n and should_stop is not None and should_stop():
+            x, m, v, step_tf.scalar(k), content_targets, style_targets, content_lw, style_lw,
+            hyper,
+        )  # fmt: skip
+        current = _Step(k, previous, x, m, v, losses)
+        ready, queued = (queued, current) if behind else (current, None)
+        if ready is not None and loop.finish(ready):
             stopped = True
-            break
+            break  # a step queued after `ready` is dropped: as if it never ran
+    else:
+        if queued is not None:
+            loop.finish(queued)  # the last iteration: nothing asked after it
 
     return TransferResult(
-        image=_finish(np.asarray(ops.convert_to_numpy(best_x))[0], job),
-        best_iteration=best_iteration,
-        best_loss=best_loss,
-        iterations_done=done,
+        image=_finish(np.asarray(ops.convert_to_numpy(loop.best_x))[0], job),
+        best_iteration=loop.best_iteration,
+        best_loss=loop.best_loss,
+        iterations_done=loop.done,
         stopped=stopped,
-        history=history,
+        history=loop.history,
         weights=weights,
         params=job.params,
         seconds=time.perf_counter() - started,

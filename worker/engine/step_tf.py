@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 from typing import Any
 
 import tensorflow as tf
@@ -127,6 +128,28 @@ def _build_step(
 
     compiled: StepFn = step  # a tf.function (TensorFlow is untyped)
     return compiled
+
+
+def scalar(value: float) -> Any:
+    """A float32 scalar tensor (the step's ``t``). ``tf.constant`` directly: Keras's
+    ``convert_to_tensor`` of a NumPy scalar costs about ten times as much host time, per
+    iteration."""
+    return tf.constant(value, tf.float32)
+
+
+def host_floats(tensor: Any) -> list[float]:
+    """A small tensor's values on the host (waits for the step that computes them)."""
+    values: list[float] = tensor.numpy().tolist()
+    return values
+
+
+@lru_cache(maxsize=1)
+def runs_async() -> bool:
+    """Whether a step call returns before the device has done the step: on a GPU the
+    kernels are queued on its stream and the call returns at once; on the CPU TensorFlow
+    runs the step in the call (eager execution is synchronous by default), so reading the
+    losses one step behind gains nothing there."""
+    return bool(tf.config.list_logical_devices("GPU"))
 
 
 def get_features(extractor: Extractor) -> Callable[[Any], dict[str, Any]]:

@@ -76,7 +76,7 @@ from stylequeue.shared.db import session_scope
 from stylequeue.shared.locks import JobLock
 from stylequeue.shared.models import Job
 from stylequeue.shared.params import TransferParams
-from stylequeue.shared.progress import FIELDS, AttemptStream, Fenced, expire_job_stream
+from stylequeue.shared.progress import AttemptStream, Fenced, expire_job_stream
 from stylequeue.shared.redis_client import redis_client
 from stylequeue.shared.settings import Settings
 from stylequeue.shared.states import JobStatus, transition
@@ -710,11 +710,14 @@ class _Recorder:
         if self.fence.lost:
             return
         k = int(report.iteration)
-        entry: dict[str, Any] | None = self.replay.pop(k, None)
+        entry: dict[str, Any] | None = self.replay.pop(k, None) if self.replay else None
         if entry is None:
-            entry = {"id": None, "iteration": k}  # the writer sets the id once streamed
-            for name in FIELDS[1:]:
-                entry[name] = float(getattr(report, name))
+            # FIELDS, in order; the writer sets the id once the entry is streamed
+            entry = {
+                "id": None, "iteration": k, "loss": float(report.loss),
+                "content": float(report.content), "style": float(report.style),
+                "tv": float(report.tv), "elapsed": float(report.elapsed),
+            }  # fmt: skip
             assert self.stream is not None, "on_iteration outside writing()"
             self.stream.put(entry)
         self.entries.append(entry)

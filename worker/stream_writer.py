@@ -57,7 +57,7 @@ class StreamWriter:
         self.on_fenced = on_fenced
         self.bound = max(1, bound)
         self.interval = INTERVAL_SECONDS if interval is None else interval
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())
         self._pending: deque[dict[str, Any]] = deque()
         self._handed = 0  # entries handed over so far
         self._settled = 0  # of those, how many have an id (or were dropped once fenced)
@@ -88,9 +88,9 @@ class StreamWriter:
         with self._cond:
             self._pending.append(entry)
             self._handed += 1
-            # the thread sleeps until the next poll when nothing waits, or until the batch is
-            # due: wake it for a first entry, or one that is due now
-            if len(self._pending) == 1 or time.monotonic() - self._last_write >= self.interval:
+            # the thread wakes on its own when a batch is due; an entry due at once (the
+            # first, or the first after a pause) wakes it now
+            if time.monotonic() - self._last_write >= self.interval:
                 self._cond.notify()
 
     def drain(self, timeout: float = DRAIN_TIMEOUT) -> bool:
@@ -157,7 +157,11 @@ class StreamWriter:
                     batch = []
                     self._last_poll = now
                     break
-                self._cond.wait(min(write_at, poll_at) - now)
+                # idle: wake when a batch could next go too (put() notifies only when an
+                # entry is due at once, not for each entry)
+                idle_until = self._last_write + self.interval
+                wake = min(write_at, poll_at, idle_until if idle_until > now else poll_at)
+                self._cond.wait(wake - now)
         self._write(batch, forced)
         return True
 

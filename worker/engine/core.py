@@ -13,8 +13,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from functools import cached_property, partial
-from typing import Any
+from functools import partial
+from typing import Any, NamedTuple
 
 import numpy as np
 from keras import ops
@@ -28,15 +28,15 @@ from stylequeue.worker.engine.state import EngineState, StateError
 STYLE_CACHE_SIZE = 8  # style Gram sets kept per process (a few MB each at 512 px)
 
 
-@dataclass(frozen=True)
-class IterationReport:
-    """What one iteration tells the caller.
+class IterationReport(NamedTuple):
+    """What one iteration tells the caller (immutable; a NamedTuple because one is made per
+    iteration on the loop thread, where a frozen dataclass costs several times as much).
 
     ``loss`` (the total) and its weighted parts describe the image the iteration started
     from; ``snapshot`` is the image after the iteration's update, given every
     ``snapshot_every`` iterations and on the last one (colour-preserved if asked). It is made
-    on first access, from whichever thread asks (the worker's snapshot writer, not the
-    loop): ``has_snapshot`` says whether there is one without making it.
+    on access, from whichever thread asks (the worker's snapshot writer, not the loop), and
+    again on each access: ``has_snapshot`` says whether there is one without making it.
     """
 
     iteration: int  # 1-based
@@ -45,17 +45,17 @@ class IterationReport:
     style: float
     tv: float
     elapsed: float  # seconds since the loop started
-    render: Callable[[], np.ndarray] | None = field(default=None, repr=False, compare=False)
+    render: Callable[[], np.ndarray] | None = None  # makes the snapshot
     is_best: bool = False
 
     @property
     def has_snapshot(self) -> bool:
         return self.render is not None
 
-    @cached_property
+    @property
     def snapshot(self) -> np.ndarray | None:
-        """HxWx3 uint8, made on first access (a copy of the image to the host, the colour
-        post-process, the conversion); None on iterations without a snapshot."""
+        """HxWx3 uint8, made now (a copy of the image to the host, the colour post-process,
+        the conversion); None on iterations without a snapshot."""
         return None if self.render is None else self.render()
 
     def as_dict(self) -> dict[str, float | int]:
@@ -243,8 +243,7 @@ def _finish(x01: np.ndarray, job: _Job) -> np.ndarray:
 # ---- the loop -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Step:
+class _Step(NamedTuple):
     """One dispatched step: its number, the image it started from, what it returned."""
 
     k: int
@@ -272,13 +271,19 @@ class _Loop:
     done: int
     history: list[dict[str, Any]] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
+    n: int = field(init=False)  # the job's iterations and snapshot_every, looked up once
+    every: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.n = self.job.params.iterations
+        self.every = self.job.params.snapshot_every
 
     def finish(self, s: _Step) -> bool:
         """Iteration ``s.k`` is over (its losses are read here, which waits for the step on an
         asynchronous device); True when the caller wants the loop to stop after it."""
         total, c_loss, s_loss, tv_loss = step_tf.host_floats(s.losses)
         elapsed = self.elapsed_before + (time.perf_counter() - self.started)
-        k, n = s.k, self.job.params.iterations
+        k, n, every = s.k, self.n, self.every
         self.done = k
         if not math.isfinite(total):
             raise FloatingPointError(
@@ -289,7 +294,6 @@ class _Loop:
             # `previous` is the image this loss was measured on; tensors are immutable, so
             # keeping the reference is the copy.
             self.best_x, self.best_loss, self.best_iteration = s.previous, total, k
-        every = self.job.params.snapshot_every
         render = None
         if self.on_iteration is not None and ((every and k % every == 0) or k == n):
             render = partial(_render, s.x, self.job)
@@ -380,12 +384,11 @@ def transfer(
     )  # fmt: skip
     stopped = False
     queued: _Step | None = None  # dispatched, its losses not read yet (read_behind)
-    for k in range(first, n + 1):
+    for k, t in zip(range(first, n + 1), step_tf.iteration_tensors(first, n), strict=True):
         previous = x
         x, m, v, losses = step(
-            x, m, v, step_tf.scalar(k), content_targets, style_targets, content_lw, style_lw,
-            hyper,
-        )  # fmt: skip
+            x, m, v, t, content_targets, style_targets, content_lw, style_lw, hyper
+        )
         current = _Step(k, previous, x, m, v, losses)
         ready, queued = (queued, current) if behind else (current, None)
         if ready is not None and loop.finish(ready):

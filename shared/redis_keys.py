@@ -17,7 +17,7 @@ def stream_key(job_id: str) -> str:
 
 
 def cancel_key(job_id: str) -> str:
-    """The job's cancel flag, read by its runner every iteration."""
+    """The job's cancel flag, read by its runner's stream writer a few times a second."""
     return f"{NAMESPACE}cancel:{job_id}"
 
 

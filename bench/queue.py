@@ -223,12 +223,17 @@ class StreamWatcher:
 def run_params(
     size: int, args: argparse.Namespace, iterations: int | None = None
 ) -> TransferParams:
+    """The jobs' parameters; the bare engine runs at the worker's precision (``auto``: bf16
+    on a CPU with AVX512-BF16), as ``run_job`` does."""
+    from stylequeue.worker.engine.hardware import resolve_precision
+
     return replace(
         TransferParams(),
         iterations=iterations or args.iterations,
         max_size=size,
         snapshot_every=args.snapshot_every,
         seed=1,
+        precision=resolve_precision("auto"),
     )
 
 

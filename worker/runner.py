@@ -32,8 +32,9 @@ and another runner start attempt N + 1 while the first still runs. Every write o
 is therefore checked where it is written, not only by the lock renewer's ``lost`` flag:
 
 - Redis (stream entries, reset, expiry): a Lua script writes only while the job's lock still
-  holds this attempt's token (``shared.progress.AttemptStream``); a refusal stops the attempt
-  (outcome ``lost``).
+  holds this attempt's token (``shared.progress.AttemptStream``; entries go a batch per
+  script call, from the stream writer's thread); a refusal stops the attempt (outcome
+  ``lost``).
 - Storage (snapshots, result, history): under the attempt's own prefix
   (``jobs/<id>/attempts/<n>/``, ``shared.keys``), so a stale attempt never overwrites the
   live one's files; the row points at the winning attempt's, and the winner deletes the
@@ -45,8 +46,18 @@ is therefore checked where it is written, not only by the lock renewer's ``lost`
 - The row: updated under ``SELECT ... FOR UPDATE`` only while it is ``running`` with this
   attempt's number (:class:`AttemptFence`).
 
+The loop thread does no I/O (``_Recorder``): each iteration's entry goes to the stream writer
+(``worker.stream_writer``: batches at most every 100 ms, the cancel flag read with them),
+snapshots to the snapshot writer (``worker.snapshot_writer``: made, encoded and stored off
+the loop, two at most in memory), the row's progress to a flusher (``worker.row_flusher``,
+about once a second). ``_Recorder.writing`` drains them and writes the row once more on
+every way out of the engine, so each ending above finds every iteration streamed (or, Redis
+away, given a stand-in id: logged) and every snapshot stored.
+
 Checkpoints (``worker.checkpoints``): every ``STYLEQUEUE_CHECKPOINT_SECONDS`` the engine hands
-over its whole state and it goes to storage with the history and snapshot list so far (per
+over its whole state and, once the writers have caught up (``_Recorder.drain``: a
+checkpoint holds only streamed entries and stored snapshots; a periodic one waits while
+Redis is away), it goes to storage with the history and snapshot list so far (per
 job, one new object each time, checked by checksum and the job's fingerprint when read). A
 new attempt resumes from the newest valid one: same iteration numbering; the stream keeps
 the entries up to the checkpoint and the dead runner's entries after it (those iterations

@@ -1,6 +1,7 @@
 """Engine speed benchmark: the fused engine (float32, mixed_bfloat16) vs the article's loop.
 
     python bench/engine.py --size 256 --iterations 20
+    python bench/engine.py --prints [...]   # prints: size, memory, tiles (bench/prints.py)
 
 Each variant runs in its own process (this script re-invoked with ``--variant``), so its
 peak RSS is its own (``ru_maxrss`` of that process) and no variant warms another's caches.
@@ -149,6 +150,7 @@ def _load_sibling(name: str) -> object:
     spec = importlib.util.spec_from_file_location(f"bench_{name}", _HERE / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -218,6 +220,10 @@ def machine() -> str:
 
 
 def main() -> None:
+    if "--prints" in sys.argv[1:]:
+        prints = _load_sibling("prints")
+        prints.main([a for a in sys.argv[1:] if a != "--prints"])  # type: ignore[attr-defined]
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=256, help="longest side in pixels")
     parser.add_argument("--iterations", type=int, default=20)
@@ -232,6 +238,26 @@ def main() -> None:
     parser.add_argument("--content", help="content image (default: synthetic)")
     parser.add_argument("--style", help="style image (default: synthetic)")
     parser.add_argument("--json", action="store_true", help="also print the raw figures as JSON")
+    parser.add_argument(
+        "--precision",
+        default="mixed_bfloat16",
+        choices=("float32", "mixed_bfloat16"),
+        help="--race only: the engine's precision (the variants' own names say theirs)",
+    )
+    parser.add_argument(
+        "--race",
+        nargs="?",
+        const="adam:300,lbfgs:150,adam-s2:200,adam-s2-carry:200,lbfgs-s2:150",
+        metavar="VARIANT:ITERATIONS,...",
+        help="race optimisers and scales in one process, interleaved (bench/race.py); "
+        "default %(const)s",
+    )
+    parser.add_argument(
+        "--race-partial", metavar="FILE", help="--race: keep the curves so far in FILE (JSON)"
+    )
+    parser.add_argument(
+        "--race-from", metavar="FILE", help="--race: print the tables of curves saved in FILE"
+    )
     parser.add_argument("--variant", help=argparse.SUPPRESS)  # child mode
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -241,6 +267,9 @@ def main() -> None:
     if args.variant:
         out = run_eval(args) if args.variant == "eval" else run_variant(args)
         print(json.dumps(out))
+        return
+    if args.race:
+        run_race(args)
         return
 
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -262,6 +291,31 @@ def main() -> None:
     print_table(args, results, scores, load_before, os.getloadavg())
     if args.json:
         print(json.dumps({"results": results, "f32_scores": scores}, indent=1))
+
+
+def run_race(args: argparse.Namespace) -> None:
+    """Time to loss: Adam vs L-BFGS, single scale vs coarse to fine (bench/race.py)."""
+    race = _load_sibling("race")
+    spec = race.parse_spec(args.race, args.iterations)  # type: ignore[attr-defined]
+    content, style = load_inputs(args)
+    base = replace(bench_params(args, args.precision), snapshot_every=0)
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    if args.race_from:
+        curves = race.load(Path(args.race_from).read_text())  # type: ignore[attr-defined]
+    else:
+        partial = Path(args.race_partial) if args.race_partial else None
+        curves = race.race(content, style, base, spec, partial)  # type: ignore[attr-defined]
+    header = [
+        f"# race, {dt.date.today().isoformat()}: {args.size} px (longest side), "
+        f"{args.precision}, random weights, variants interleaved one iteration each",
+        f"# {machine()}",
+        f"# load average (1 min) before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}; "
+        f"{time.perf_counter() - started:.0f} s in all",
+    ]
+    print(race.report(curves, header))  # type: ignore[attr-defined]
+    if args.json:
+        print(race.dump(curves))  # type: ignore[attr-defined]
 
 
 def _median(run: dict, warmup: int) -> float:

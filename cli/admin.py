@@ -1,4 +1,5 @@
-"""Operator commands: ``stylequeue migrate`` and ``stylequeue sweep``."""
+"""Operator commands: ``stylequeue migrate``, ``stylequeue sweep`` and ``stylequeue
+webhook-secret``."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ def migrate(revision: str) -> None:
     help="Keep sweeping every this many seconds (a sweeper process) instead of once.",
 )
 def sweep(every: float | None) -> None:
-    """Re-enqueue jobs left queued (broker was down) or orphaned by a dead worker.
+    """Re-enqueue jobs left queued (broker was down) or orphaned by a dead worker; remove
+    finished jobs past STYLEQUEUE_RETENTION_DAYS and purge deleted jobs' files.
 
     As a loop (``--every 30``) this is the fleet's sweeper: it runs outside the workers, so
     a sweep never waits in the queue behind a long job. Several may run; a Redis lock makes
@@ -42,11 +44,22 @@ def sweep(every: float | None) -> None:
     app = create_celery(settings)
     while True:
         report = run_sweep(settings, app)
-        if every is None or report.requeued or report.recovered or report.errors:
+        removed = report.expired or report.purged or report.purge_pending
+        if every is None or report.requeued or report.recovered or report.errors or removed:
             click.echo(
-                f"re-enqueued {report.requeued} queued, recovered {report.recovered} orphaned"
+                f"re-enqueued {report.requeued} queued, recovered {report.recovered} orphaned, "
+                f"expired {report.expired}, purged {report.purged} "
+                f"({report.purge_pending} left to purge)"
                 + (f", {len(report.errors)} errors: {report.errors[0]}" if report.errors else "")
             )
         if every is None:
             return
         time.sleep(every)
+
+
+@click.command("webhook-secret")
+def webhook_secret() -> None:
+    """Print a new ``whsec_`` signing secret, for ``STYLEQUEUE_WEBHOOK_SECRET``."""
+    from stylequeue.shared.webhook_signing import new_secret
+
+    click.echo(new_secret())

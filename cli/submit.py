@@ -12,6 +12,7 @@ import os
 import re
 import sys
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -22,6 +23,7 @@ import click
 import requests
 
 from stylequeue.cli.options import server_option
+from stylequeue.shared.params import OPTIMIZERS
 from stylequeue.shared.settings import load_client_settings
 
 API = "/api/v1"
@@ -29,6 +31,11 @@ POLL_INTERVAL = 1.0
 OUTAGE_GRACE = 60.0  # seconds of failed polls (server restarting) before we give up
 TIMEOUT = (5, 60)  # connect, read (an upload may be slow)
 CSRF_HEADER = "X-CSRF-Token"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+# A submit whose answer was lost (connection dropped, timeout) or that got a 5xx is sent
+# again, with the same Idempotency-Key: the server answers the job the first one made.
+SUBMIT_ATTEMPTS = 3
+SUBMIT_BACKOFF = 1.0  # seconds, times the attempt number
 
 
 # API field -> the option that sets it, where the names differ, so errors say what to fix.
@@ -132,10 +139,37 @@ def create_job(
     content: Path,
     styles: Sequence[Path],
     params: Mapping[str, Any] | None = None,
+    *,
+    key: str | None = None,
+    attempts: int = SUBMIT_ATTEMPTS,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
-    """POST the images and parameters; the 201 job JSON."""
+    """POST the images and parameters; the job JSON (201, or 200 when a retry finds the job
+    an earlier attempt made). With an idempotency ``key``, an attempt whose answer is lost
+    or a 5xx is sent again with the same key, up to ``attempts`` in all; without one, never
+    (a second job could be made)."""
     ensure_csrf(session, base)
-    with ExitStack() as stack:
+    headers = {IDEMPOTENCY_HEADER: key} if key else {}
+    for attempt in range(1, attempts + 1):
+        try:
+            return _post_job(session, base, content, styles, params or {}, headers)
+        except (Unreachable, ApiError) as exc:
+            retry = isinstance(exc, Unreachable) or exc.status >= 500
+            if not key or not retry or attempt >= attempts:
+                raise
+            sleep(SUBMIT_BACKOFF * attempt)
+    raise AssertionError("unreachable")  # the loop returns or raises
+
+
+def _post_job(
+    session: requests.Session,
+    base: str,
+    content: Path,
+    styles: Sequence[Path],
+    params: Mapping[str, Any],
+    headers: Mapping[str, str],
+) -> dict[str, Any]:
+    with ExitStack() as stack:  # the files are opened again for each attempt
         files = [("content", _part(stack, content))]
         files += [("style", _part(stack, style)) for style in styles]
         resp = call(
@@ -143,7 +177,8 @@ def create_job(
             "POST",
             f"{base.rstrip('/')}{API}/jobs",
             files=files,
-            data=form_fields(params or {}),
+            data=form_fields(params),
+            headers=dict(headers),
         )
     return resp.json()
 
@@ -221,8 +256,8 @@ def follow(
             continue
         outage_since = None
         after = data.get("last_id") or after
-        if on_update is not None:
-            on_update(job, list(data.get("entries") or []))
+        if on_update is not None:  # with a tiled job's progress within its iteration
+            on_update({**job, "tiles": data.get("tiles")}, list(data.get("entries") or []))
         if job.get("terminal"):
             return job
         sleep(interval)
@@ -261,6 +296,8 @@ def follow(
 @click.option("--tv-weight", type=float)
 @click.option("--learning-rate", type=float)
 @click.option("--snapshot-every", type=int, help="Save a snapshot every N iterations (0: none).")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), help="Optimiser [server: adam].")
+@click.option("--scales", type=int, help="Coarse to fine: paint at 1/2, 1/4... first (1: off).")
 @click.option(
     "-o",
     "--output",
@@ -282,7 +319,8 @@ def submit(
 
     console = Console(stderr=True, soft_wrap=True)  # URLs stay whole
     session = make_session(token)
-    job = create_job(session, server, content, styles, params)
+    # one key per invocation: this command's own retries never make a second job
+    job = create_job(session, server, content, styles, params, key=str(uuid.uuid4()))
     if no_wait:
         if not token:
             console.print(
@@ -361,6 +399,9 @@ def _follow_with_bar(
 
         def update(current: dict[str, Any], entries: list[dict[str, Any]]) -> None:
             fields: dict[str, Any] = {"description": str(current.get("status"))}
+            tiles = current.get("tiles")
+            if tiles:  # a print, painted in tiles: how far its iteration is
+                fields["description"] = f"tile {tiles['done']}/{tiles['total']}"
             done = current.get("iterations_done") or 0
             if entries:
                 last = entries[-1]

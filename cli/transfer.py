@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import resource
 import signal
 import sys
 import threading
@@ -19,6 +20,13 @@ from typing import Any, NoReturn
 
 import click
 
+from stylequeue.shared.memory import (
+    BudgetError,
+    format_bytes,
+    make_tiles,
+    output_shape,
+    parse_bytes,
+)
 from stylequeue.shared.params import PRECISIONS, PRESETS, ParamError, TransferParams
 from stylequeue.shared.settings import EngineSettings, SettingsError, load_engine_settings
 
@@ -74,6 +82,9 @@ def _load(field: str, path: str) -> Any:
 @click.option("--style-blend", help="One weight per style image, e.g. 0.7,0.3.")
 @click.option("--style-scale", help="Style image size relative to the content's.")
 @click.option("--init", help="Start from 'content' or 'noise'.")
+@click.option("--optimizer", help="adam (the default) or lbfgs.")
+@click.option("--scales", help="Coarse to fine: paint at 1/2, 1/4... of --size first (1: off).")
+@click.option("--lbfgs-history", help="Update pairs L-BFGS keeps (default 10).")
 @click.option(
     "--snapshots",
     "snapshot_dir",
@@ -81,6 +92,13 @@ def _load(field: str, path: str) -> Any:
     help="Directory for intermediate images (every --snapshot-every iterations).",
 )
 @click.option("--snapshot-every", help="Iterations between snapshots (preset decides).")
+@click.option(
+    "--memory",
+    default=None,
+    help="Memory budget, e.g. 6GB: above what fits untiled the picture is painted in tiles, "
+    "and a job that fits no way is refused before any work "
+    "[default: $STYLEQUEUE_WORKER_MEMORY, else what the machine has free].",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def transfer(
     content: str,
@@ -89,11 +107,15 @@ def transfer(
     preset: str,
     weights: str | None,
     snapshot_dir: str | None,
+    memory: str | None,
     quiet: bool,
     **options: Any,
 ) -> None:
-    """Paint CONTENT in the style of STYLE (several styles are blended) and write -o OUT.png."""
-    knobs = _engine_knobs(weights, options.pop("precision"))
+    """Paint CONTENT in the style of STYLE (several styles are blended) and write -o OUT.png.
+
+    On your own machine no service's caps apply: any --size, within the memory budget.
+    """
+    knobs = _engine_knobs(weights, options.pop("precision"), memory)
     params = _params(preset, knobs, options, len(styles), snapshots=snapshot_dir is not None)
     out = _output_path(output)
     snaps = _snapshot_dir(snapshot_dir)
@@ -110,17 +132,26 @@ def transfer(
 # ---- the cheap checks, before TensorFlow ----------------------------------------------------
 
 
-def _engine_knobs(weights: str | None, precision: str | None) -> EngineSettings:
-    """The engine settings (STYLEQUEUE_VGG19_WEIGHTS, _PRECISION, _ENGINE_*), with --weights
-    and --precision over them."""
+def _engine_knobs(
+    weights: str | None, precision: str | None, memory: str | None = None
+) -> EngineSettings:
+    """The engine settings (STYLEQUEUE_VGG19_WEIGHTS, _PRECISION, _ENGINE_*,
+    _WORKER_MEMORY), with --weights, --precision and --memory over them."""
     try:
         knobs = load_engine_settings()
     except SettingsError as exc:
         _fail("settings", str(exc))
+    budget = knobs.worker_memory
+    if memory is not None:
+        try:
+            budget = parse_bytes(memory)
+        except ValueError as exc:
+            _fail("memory", str(exc))
     return replace(
         knobs,
         vgg19_weights=weights or knobs.vgg19_weights,
         precision=precision or knobs.precision,
+        worker_memory=budget,
     )
 
 
@@ -182,6 +213,8 @@ def _paint(
     from stylequeue.worker.engine.hardware import resolve_precision
 
     params = replace(params, precision=resolve_precision(knobs.precision))
+    budget = _budget(knobs)
+    _announce_plan(content, params, budget, quiet)
 
     stop = threading.Event()
     previous = _install_sigint(stop)
@@ -203,17 +236,62 @@ def _paint(
                 should_stop=stop.is_set,
                 xla=knobs.xla,
                 deterministic=knobs.deterministic,
+                memory_budget=budget,
+                on_tile=progress.tile,
             )
     except WeightsUnavailable as exc:
         _fail("weights", str(exc), code=1)
     except ParamError as exc:
         _fail(exc.field, exc.message)
+    except BudgetError as exc:
+        _fail("memory", f"{exc}; lower --size or raise --memory")
     except ValueError as exc:  # e.g. an image too small for the layers used
         _fail("input", str(exc))
     except FloatingPointError as exc:  # the loss diverged
         _fail("loss", str(exc), code=1)
     finally:
         _restore_sigint(previous)
+
+
+def _budget(knobs: EngineSettings) -> int | None:
+    """--memory or STYLEQUEUE_WORKER_MEMORY, else what this machine has free: the GPU's free
+    memory where the engine computes on one, else the memory available (within a
+    container's limit) plus what this process holds."""
+    if knobs.worker_memory is not None:
+        return knobs.worker_memory
+    from stylequeue.worker.engine import hardware
+
+    if hardware.device_kind() == "gpu":
+        return hardware.query_gpu_free_memory(os.environ.get("CUDA_VISIBLE_DEVICES"))
+    try:
+        with open("/proc/self/statm") as fh:
+            rss = int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):  # no /proc: the high-water mark will do
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return hardware.cpu_budget(rss)
+
+
+def _announce_plan(content: Any, params: TransferParams, budget: int | None, quiet: bool) -> None:
+    """Refuse, before any work, a job that fits the budget no way; say so when it is to be
+    painted in tiles."""
+    from stylequeue.worker.engine.memory import plan_job
+
+    try:
+        layout = plan_job(content, params, budget)
+    except BudgetError as exc:
+        _fail("memory", f"{exc}; lower --size or raise --memory")
+    if layout.core is None or quiet or budget is None:
+        return
+    layers = [n for n, w in params.content_layers + params.style_layers if w > 0]
+    height, width = content.shape[:2]
+    size = output_shape(width, height, params.max_size)
+    tiles = make_tiles(size, layout.core, layers)
+    click.echo(
+        f"painting {size[1]}x{size[0]} px in {tiles.count} tiles: untiled it needs about "
+        f"{format_bytes(layout.untiled_estimate)}, the memory budget is {format_bytes(budget)} "
+        f"(tiled: about {format_bytes(layout.estimate)})",
+        err=True,
+    )
 
 
 def _write_result(out: Path, result: Any) -> None:
@@ -265,7 +343,9 @@ def _install_sigint(stop: threading.Event) -> Any:
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
-        click.echo("\nstopping after this iteration (Ctrl-C again to abort)", err=True)
+        click.echo(
+            "\nstopping after this iteration, or this tile (Ctrl-C again to abort)", err=True
+        )
 
     return signal.signal(signal.SIGINT, handler)
 
@@ -276,7 +356,8 @@ def _restore_sigint(previous: Any) -> None:
 
 
 class _Progress:
-    """A rich progress bar on stderr: iteration, loss, elapsed and ETA."""
+    """A rich progress bar on stderr: iteration, loss, elapsed and ETA; for a picture painted
+    in tiles, how far the current iteration is (tiles done)."""
 
     def __init__(self, total: int, quiet: bool) -> None:
         self.total = total
@@ -304,20 +385,32 @@ class _Progress:
             MofNCompleteColumn(),
             BarColumn(),
             TextColumn("loss {task.fields[loss]}"),
+            TextColumn("{task.fields[tile]}"),
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
             console=Console(stderr=True),
         )
         self._progress.__enter__()
-        self._task = self._progress.add_task("transfer", total=self.total, loss="-")
+        self._task = self._progress.add_task("transfer", total=self.total, loss="-", tile="")
 
     def update(self, report: Any) -> None:
         if self.quiet:
             return
         if self._progress is None:
             self._start()
-        self._progress.update(self._task, completed=report.iteration, loss=f"{report.loss:.4g}")
+        self._progress.update(
+            self._task, completed=report.iteration, loss=f"{report.loss:.4g}", tile=""
+        )
+
+    def tile(self, report: Any) -> None:
+        """A tile of a picture painted in tiles is done (``worker.engine.tiling.TileReport``)."""
+        if self.quiet:
+            return
+        if self._progress is None:
+            self._start()
+        what = "preparing" if report.phase == "targets" else f"iteration {report.iteration}"
+        self._progress.update(self._task, tile=f"{what}: tile {report.done}/{report.total}")
 
     def __exit__(self, *exc: object) -> None:
         if self._progress is not None:

@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-# The web role (also runs `stylequeue migrate` and the sweeper's beat): Flask under gunicorn.
+# The web role (also runs `stylequeue migrate`, the sweeper and the webhooks worker): Flask
+# under gunicorn.
 # No TensorFlow: the `web` extra never pulls it, and the build checks it stayed out.
 FROM python:3.11-slim
 
@@ -16,11 +17,11 @@ WORKDIR /app
 
 # Dependencies first, from pyproject.toml alone, so a code change does not reinstall them.
 COPY pyproject.toml README.md ./
-RUN mkdir -p stylequeue shared web worker worker/engine cli migrations \
- && for d in stylequeue shared web worker worker/engine cli migrations; do touch $d/__init__.py; done \
+RUN mkdir -p stylequeue shared web worker worker/engine hooks cli migrations \
+ && for d in stylequeue shared web worker worker/engine hooks cli migrations; do touch $d/__init__.py; done \
  && pip install '.[web,s3,postgres]' \
  && pip uninstall --yes stylequeue \
- && rm -rf stylequeue shared web worker cli migrations build ./*.egg-info
+ && rm -rf stylequeue shared web worker hooks cli migrations build ./*.egg-info
 
 # The code. `worker/` comes along only so `celery -A stylequeue.worker.app beat` can load the app;
 # its TensorFlow is not installed here.
@@ -29,10 +30,11 @@ COPY migrations ./migrations
 COPY shared ./shared
 COPY web ./web
 COPY worker ./worker
+COPY hooks ./hooks
 COPY cli ./cli
 # Installed as the one `stylequeue` package (migrations included), then the sources removed.
 RUN pip install --no-deps . \
- && rm -rf stylequeue shared web worker cli migrations build ./*.egg-info \
+ && rm -rf stylequeue shared web worker hooks cli migrations build ./*.egg-info \
  && python -c "import importlib.util as u, sys; sys.exit('TensorFlow must stay out of the web image' if u.find_spec('tensorflow') else 0)" \
  && mkdir -p /app/var && chown stylequeue:stylequeue /app/var
 

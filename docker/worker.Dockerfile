@@ -24,21 +24,22 @@ RUN useradd --create-home --uid 10001 --user-group stylequeue \
 WORKDIR /app
 
 COPY pyproject.toml README.md ./
-RUN mkdir -p stylequeue shared web worker worker/engine cli migrations \
- && for d in stylequeue shared web worker worker/engine cli migrations; do touch $d/__init__.py; done \
+RUN mkdir -p stylequeue shared web worker worker/engine hooks cli migrations \
+ && for d in stylequeue shared web worker worker/engine hooks cli migrations; do touch $d/__init__.py; done \
  && python3 -m pip install --upgrade pip \
  && python3 -m pip install '.[s3,postgres]' 'keras>=3.10' \
  && python3 -m pip uninstall --yes stylequeue \
- && rm -rf stylequeue shared web worker cli migrations build ./*.egg-info
+ && rm -rf stylequeue shared web worker hooks cli migrations build ./*.egg-info
 
 COPY stylequeue ./stylequeue
 COPY shared ./shared
 COPY web ./web
 COPY worker ./worker
+COPY hooks ./hooks
 COPY cli ./cli
 COPY migrations ./migrations
 RUN python3 -m pip install --no-deps . \
- && rm -rf stylequeue shared web worker cli migrations build ./*.egg-info \
+ && rm -rf stylequeue shared web worker hooks cli migrations build ./*.egg-info \
  && python3 -c "import tensorflow as tf; print('TensorFlow', tf.__version__)"
 
 USER stylequeue

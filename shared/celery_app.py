@@ -20,7 +20,17 @@ from stylequeue.shared.settings import Settings, get_settings
 QUEUE = "style"
 RUN_JOB = "stylequeue.run_job"
 SWEEP = "stylequeue.sweep_queued"
+# Job webhooks go on a queue of their own, consumed by the light hooks worker
+# (``celery -A stylequeue.hooks.app``); a GPU worker never takes it (worker/app.py).
+WEBHOOKS_QUEUE = "webhooks"
+DELIVER_WEBHOOK = "stylequeue.deliver_webhook"
 SWEEP_INTERVAL_SECONDS = 30.0
+
+
+def visibility_timeout(settings: Settings) -> int:
+    """Seconds a message may stay unacked before the broker hands it out again: above the
+    longest job. (A webhook retry waits unacked too: its back-off stays below this.)"""
+    return settings.job_time_limit + 600
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -33,7 +43,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_default_queue": QUEUE,
         # kombu ships py.typed but leaves Queue.__init__ unannotated
         "task_queues": (Queue(QUEUE),),  # type: ignore[no-untyped-call]
-        "task_routes": {RUN_JOB: {"queue": QUEUE}, SWEEP: {"queue": QUEUE}},
+        "task_routes": {
+            RUN_JOB: {"queue": QUEUE},
+            SWEEP: {"queue": QUEUE},
+            DELIVER_WEBHOOK: {"queue": WEBHOOKS_QUEUE},
+        },
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,
@@ -48,7 +62,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_transport_options": {
             # A message not acked within this is handed to another worker: must exceed the
             # longest job, or a long job would run twice.
-            "visibility_timeout": settings.job_time_limit + 600,
+            "visibility_timeout": visibility_timeout(settings),
             # How often unacked messages older than visibility_timeout are restored (Redis
             # transport). A SIGKILLed worker's message thus comes back only after the
             # visibility timeout; its job is recovered sooner by the per-job lock expiring and
@@ -106,4 +120,17 @@ def enqueue_run_job(app: Celery, job_id: str, priority: int = INTERACTIVE) -> No
             "interval_step": 0.5,
             "interval_max": 1.0,
         },
+    )
+
+
+def enqueue_webhook(app: Celery, message_id: str) -> None:
+    """Send ``deliver_webhook(message_id)`` by name to the ``webhooks`` queue, once, without
+    retrying: a broker that is down must not hold up the job that made the event (the
+    sweeper sends what was not sent, shared/webhook_outbox.py). Call after the commit."""
+    app.send_task(
+        DELIVER_WEBHOOK,
+        args=[message_id],
+        queue=WEBHOOKS_QUEUE,
+        task_id=f"hook-{message_id}-{secrets.token_hex(4)}",
+        retry=False,
     )

@@ -34,7 +34,7 @@ ENDED = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED)
 # Registry fields an operator sees, in this order (others stay in Redis).
 WORKER_FIELDS = (
     "name", "host", "pid", "device", "device_name", "weights", "weights_ok", "weights_error",
-    "error", "precision", "memory",
+    "error", "precision", "memory", "memory_budget",
 )  # fmt: skip
 
 

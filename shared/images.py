@@ -1,7 +1,8 @@
 """Images to upright 8-bit RGB, and upload validation.
 
-:func:`upright_rgb` is THE decoding rule: the web's upload validation (:func:`validate_image`,
-before anything is stored, so a rejected upload leaves no trace) and the engine's loader
+:func:`upright_rgb` is THE decoding rule: the web's upload validation (:func:`read_header` for
+every file first, then :func:`decode_upright`, before anything is stored, so a rejected upload
+leaves no trace; ``shared.uploads``) and the engine's loader
 (``worker.engine.imageio``, used by the worker and ``stylequeue transfer``) both call it, so
 the service and the CLI paint the same file alike. Pillow and NumPy only.
 """
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,36 +40,23 @@ class CleanImage:
     source_format: str
 
 
-def validate_image(
-    data: bytes, field: str, max_pixels: int, max_side: int | None = None
-) -> CleanImage:
-    """Check and normalise one uploaded image, or raise :class:`ImageRejected`.
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an upload's header says, read without decoding a pixel."""
 
-    ``max_side`` caps the stored image's longest side: a 40-megapixel photo painted at
-    1024 px needs no more than a couple of thousand pixels, and storing (and re-reading) the
-    rest costs memory, storage and time on every job.
-    """
-    if not data:
-        raise ImageRejected(field, "empty_file", "the file is empty", 422)
+    format: str  # a key of ALLOWED_FORMATS
+    width: int  # upright: EXIF orientation applied
+    height: int
+
+
+@contextmanager
+def _rejections(field: str) -> Iterator[None]:
+    """Pillow's errors as :class:`ImageRejected`, each with its status and code."""
     try:
         with warnings.catch_warnings():
             # Pillow warns above MAX_IMAGE_PIXELS and errors above twice that; we error at once.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img: Image.Image = Image.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS))
-            fmt = img.format or "?"
-            width, height = img.size
-            if width * height > max_pixels:
-                raise ImageRejected(
-                    field, "too_many_pixels",
-                    f"the image is {width}x{height} = {width * height} pixels; limit {max_pixels}",
-                    413,
-                )  # fmt: skip
-            if max_side and fmt == "JPEG":
-                img.draft("RGB", (max_side, max_side))  # DCT-scaled decode, never below max_side
-            img.load()  # full decode: catches truncated files
-            img = upright_rgb(img)
-            if max_side and max(img.size) > max_side:
-                img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+            yield
     except ImageRejected:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
@@ -84,9 +74,72 @@ def validate_image(
         raise ImageRejected(
             field, "corrupt_image", f"the image cannot be decoded ({exc})", 422
         ) from None
+
+
+_TURNED = frozenset({5, 6, 7, 8})  # EXIF orientations that swap width and height
+
+
+def _orientation(img: Image.Image) -> int | None:
+    """The EXIF orientation the header carries (PNG's ``getexif`` would decode the image to
+    look past the pixel data; an eXIf chunk there is applied at decoding all the same)."""
+    raw = img.info.get("exif")
+    if not raw:
+        return None
+    exif = Image.Exif()
+    exif.load(raw)
+    value = exif.get(0x0112)
+    return value if isinstance(value, int) else None
+
+
+def read_header(data: bytes, field: str, max_pixels: int) -> ImageHeader:
+    """Type and size of an upload from its header alone (no pixel is decoded), or
+    :class:`ImageRejected`: empty (422), not PNG/JPEG/WebP (415), over ``max_pixels`` (413).
+    The web checks every file this way before it decodes any of them."""
+    if not data:
+        raise ImageRejected(field, "empty_file", "the file is empty", 422)
+    with _rejections(field), Image.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS)) as img:
+        width, height = img.size
+        fmt = img.format or "?"
+        turned = _orientation(img) in _TURNED
+    if width * height > max_pixels:
+        raise ImageRejected(
+            field, "too_many_pixels",
+            f"the image is {width}x{height} = {width * height} pixels; limit {max_pixels}",
+            413,
+        )  # fmt: skip
+    return ImageHeader(fmt, height, width) if turned else ImageHeader(fmt, width, height)
+
+
+def decode_upright(data: bytes, field: str, max_side: int | None = None) -> Image.Image:
+    """Decode a whole upload (a truncated file fails here) to upright 8-bit RGB
+    (:func:`upright_rgb`), its longest side capped at ``max_side``. Check the header first
+    (:func:`read_header`): this decodes whatever size the file claims."""
+    with _rejections(field):
+        img: Image.Image = Image.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS))
+        if max_side and img.format == "JPEG":
+            img.draft("RGB", (max_side, max_side))  # DCT-scaled decode, never below max_side
+        img.load()  # full decode: catches truncated files
+        img = upright_rgb(img)
+        if max_side and max(img.size) > max_side:
+            img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return img
+
+
+def validate_image(
+    data: bytes, field: str, max_pixels: int, max_side: int | None = None
+) -> CleanImage:
+    """Check and normalise one uploaded image, or raise :class:`ImageRejected`: its header
+    (:func:`read_header`), then the whole file (:func:`decode_upright`), as a PNG.
+
+    ``max_side`` caps the stored image's longest side: a 40-megapixel photo painted at
+    1024 px needs no more than a couple of thousand pixels, and storing (and re-reading) the
+    rest costs memory, storage and time on every job.
+    """
+    header = read_header(data, field, max_pixels)
+    img = decode_upright(data, field, max_side)
     out = io.BytesIO()
     img.save(out, format="PNG", compress_level=1)
-    return CleanImage(out.getvalue(), img.width, img.height, fmt)
+    return CleanImage(out.getvalue(), img.width, img.height, header.format)
 
 
 # 16-bit (and 32-bit integer) greyscale: PNG's 16-bit samples span 0..65535.

@@ -13,8 +13,8 @@
   an owner's jobs in the broker (sent and waiting, or running); the rest of the owner's
   queued jobs wait in the database, unsent, and are sent oldest first as slots free up (by
   the submit, the end of a job, and the sweeper).
-- **An owner's active jobs**: :func:`count_active_jobs`; :func:`insert_job_within_limit`
-  counts and inserts atomically, so concurrent submits never exceed the limit.
+- **An owner's active jobs**: :func:`count_active_jobs`; ``shared.quota`` counts them (and
+  the other caps) and inserts a job atomically, so concurrent submits never exceed them.
 - **Cancelling**: :func:`request_cancel` makes the state change and tells the worker, and
   says what happened; the API maps the answer to HTTP.
 """
@@ -22,7 +22,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -42,6 +41,7 @@ from stylequeue.shared.models import Job
 from stylequeue.shared.redis_keys import top_up_lock_key
 from stylequeue.shared.scheduling import OWNER_SLOTS, job_pixels, job_priority
 from stylequeue.shared.states import ACTIVE_VALUES, TERMINAL, JobStatus, transition, utcnow
+from stylequeue.shared.webhook_outbox import record_change
 
 log = logging.getLogger(__name__)
 
@@ -84,50 +84,6 @@ def count_active_jobs(session: Session, owner: str) -> int:
 def _active_count(owner: str) -> Select[int]:
     query = select(func.count()).select_from(Job)
     return query.where(Job.owner == owner, Job.status.in_(ACTIVE_VALUES))
-
-
-class ActiveJobLimitReached(Exception):
-    """The owner already has ``limit`` active jobs; nothing was inserted."""
-
-    def __init__(self, owner: str, active: int, limit: int) -> None:
-        super().__init__(f"{owner} has {active} active jobs (limit {limit})")
-        self.owner = owner
-        self.active = active
-        self.limit = limit
-
-
-def owner_lock_key(owner: str) -> int:
-    """The PostgreSQL advisory-lock key (signed 64-bit) that serialises ``owner``'s submits.
-    Namespaced, so no other advisory-lock user collides with it by accident; two owners
-    sharing a key would only wait for each other."""
-    digest = hashlib.blake2b(f"stylequeue/active-jobs/{owner}".encode(), digest_size=8)
-    return int.from_bytes(digest.digest(), "big", signed=True)
-
-
-def insert_job_within_limit(session: Session, job: Job, max_active: int) -> None:
-    """Insert ``job`` (an active one, for ``job.owner``) and commit, unless its owner
-    already has ``max_active`` active jobs: then roll back and raise
-    :class:`ActiveJobLimitReached`, nothing inserted.
-
-    The count and the insert are one transaction, serialised per owner, so concurrent
-    submits cannot both see room for the last slot: on PostgreSQL by a transaction-scoped
-    advisory lock on the owner (``pg_advisory_xact_lock``, released by the commit or
-    rollback; under READ COMMITTED the count that follows sees what the previous holder
-    committed); on SQLite by the database's write lock, which ``shared.db`` takes (``BEGIN
-    IMMEDIATE``) before a transaction's first write or locking read: the count is read
-    ``with_for_update`` there (PostgreSQL refuses FOR UPDATE with an aggregate).
-    ``session`` must have no transaction open yet.
-    """
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(select(func.pg_advisory_xact_lock(owner_lock_key(job.owner))))
-        active = count_active_jobs(session, job.owner)
-    else:
-        active = session.scalar(_active_count(job.owner).with_for_update()) or 0
-    if active >= max_active:
-        session.rollback()
-        raise ActiveJobLimitReached(job.owner, active, max_active)
-    session.add(job)
-    session.commit()
 
 
 # ---- paging -------------------------------------------------------------------------------
@@ -361,6 +317,9 @@ class CancelResult:
     # False when the worker could not be told (Redis unreachable). For a running job the
     # cancel is then only in the database, which the worker reads less often.
     worker_told: bool = True
+    # the ``completed`` webhook message of a queued job canceled here, for the caller to
+    # send after the commit (shared.webhook_outbox.send); a running job's comes from its runner
+    webhook_message: str | None = None
 
     @property
     def accepted(self) -> bool:
@@ -402,8 +361,10 @@ def request_cancel(
             else CancelOutcome.FINISHED
         )
         return CancelResult(outcome, job)
+    message = None
     if status is JobStatus.QUEUED:
         transition(job, JobStatus.CANCELED, cancel_requested=True)
+        message = record_change(session, job)
         outcome = CancelOutcome.CANCELED
     else:
         job.cancel_requested = True
@@ -413,10 +374,10 @@ def request_cancel(
         flag.request_cancel(job.id)
     except redis.RedisError:
         log.warning("cancel flag for job %s not set: Redis unreachable", job.id)
-        return CancelResult(outcome, job, worker_told=False)
+        return CancelResult(outcome, job, worker_told=False, webhook_message=message)
     if outcome is CancelOutcome.CANCELED:
         try:
             flag.expire(job.id, stream_ttl_seconds)
         except redis.RedisError as exc:
             log.warning("job %s: could not set its stream's expiry: %s", job.id, exc)
-    return CancelResult(outcome, job)
+    return CancelResult(outcome, job, webhook_message=message)

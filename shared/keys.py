@@ -28,12 +28,13 @@ def job_prefix(job_id: str) -> str:
     return f"jobs/{job_id}/"
 
 
-def content_key(job_id: str) -> str:
-    return f"jobs/{job_id}/inputs/content.png"
+def content_key(job_id: str, extension: str = "png") -> str:
+    """The content image; its extension says how it is stored (``shared.uploads``)."""
+    return f"jobs/{job_id}/inputs/content.{extension}"
 
 
-def style_key(job_id: str, index: int) -> str:
-    return f"jobs/{job_id}/inputs/style-{index}.png"
+def style_key(job_id: str, index: int, extension: str = "png") -> str:
+    return f"jobs/{job_id}/inputs/style-{index}.{extension}"
 
 
 # ---- what one attempt writes -----------------------------------------------------------------

@@ -19,6 +19,11 @@ Two questions are kept apart:
   (``from_inputs(limits=...)`` at submit time). The CLI, on the user's own machine, is not
   held to a service's caps.
 
+The table has a second part: the **job options** (:class:`JobOptions`), inputs of a job that
+do not change its picture (``webhook``, ``webhook_events``). Their rows are in
+:data:`PARAMETERS` with the transfer's (the API, ``/config`` and the docs are made from one
+table); :data:`TRANSFER_PARAMETERS` is the transfer's part alone, which the engine sees.
+
 Pure Python (no TensorFlow). Every error names its field and the allowed range.
 """
 
@@ -29,9 +34,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from stylequeue.shared.bounds import MAX_ITERATIONS, MAX_SIZE, MAX_STYLES
-from stylequeue.shared.text import parse_bool
+from stylequeue.shared.text import parse_bool, parse_decimal, parse_int
 
 if TYPE_CHECKING:  # a deployment's caps are passed in; the engine never loads settings
     from stylequeue.shared.settings import Limits
@@ -47,6 +53,9 @@ WEIGHTS_MODES = ("imagenet", "random")
 WEIGHTS_FILE_SUFFIXES = (".h5", ".keras")
 PRECISIONS = ("float32", "mixed_bfloat16")
 INITS = ("content", "noise")
+OPTIMIZERS = ("adam", "lbfgs")
+MAX_SCALES = 4  # coarse-to-fine: up to 3 halvings below the size asked for
+MAX_LBFGS_HISTORY = 100
 PRESET_NAMES = ("default", "quick", "balanced", "high", "seed")  # PRESETS, below
 MAX_SEED = 2**31 - 1
 # Intrinsic upper bounds where the domain itself has none: MAX_ITERATIONS, MAX_SIZE and
@@ -77,8 +86,10 @@ class Param:
     """One row of the parameter table: everything known about one parameter.
 
     ``kind`` is ``int``, ``float``, ``bool``, ``choice``, ``float_list`` (one number per
-    style image) or ``layers`` (VGG19 layer names with weights). ``low``/``high`` are the
-    intrinsic inclusive bounds (of each number, for ``float_list`` and ``layers``).
+    style image), ``layers`` (VGG19 layer names with weights), ``url`` (an http(s) URL of
+    at most ``high`` characters) or ``choice_list`` (some of ``choices``, comma-separated).
+    ``low``/``high`` are the intrinsic inclusive bounds (of each number, for ``float_list``
+    and ``layers``).
     """
 
     kind: str
@@ -194,6 +205,38 @@ class TransferParams:
             high=100.0,
             label="Learning rate",
             hint="Optimiser step size (pixels in 0-1).",
+        ),
+    )
+    optimizer: str = field(
+        default="adam",
+        metadata=_row(
+            "choice",
+            choices=OPTIMIZERS,
+            choice_labels=("Adam", "L-BFGS"),
+            label="Optimiser",
+            hint="How the picture is improved each iteration.",
+        ),
+    )
+    lbfgs_history: int = field(
+        default=10,
+        metadata=_row(
+            "int",
+            low=1,
+            high=MAX_LBFGS_HISTORY,
+            public=False,
+            label="L-BFGS history",
+            hint="Update pairs L-BFGS keeps (each two full-image float32 arrays).",
+        ),
+    )
+    scales: int = field(
+        default=1,
+        metadata=_row(
+            "int",
+            low=1,
+            high=MAX_SCALES,
+            label="Scales",
+            hint="Coarse to fine: paint at 1/2, 1/4... of the size first ({low} to {high}).",
+            note="1 = paint at the full size only",
         ),
     )
     beta_1: float = field(
@@ -361,7 +404,7 @@ class TransferParams:
             raise ParamError(
                 "preset", f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}"
             )
-        known = set(PARAMETERS) - {"preset"}
+        known = set(TRANSFER_PARAMETERS) - {"preset"}
         for key in data:
             if key not in known:
                 raise ParamError(key, f"unknown parameter; known: {', '.join(sorted(known))}")
@@ -381,7 +424,7 @@ class TransferParams:
                 values[key] = tuple((str(n), float(w)) for n, w in values[key])
         if values.get("style_blend") is not None:
             values["style_blend"] = tuple(float(w) for w in values["style_blend"])
-        return cls(**{k: v for k, v in values.items() if k in PARAMETERS})
+        return cls(**{k: v for k, v in values.items() if k in TRANSFER_PARAMETERS})
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -395,7 +438,7 @@ class TransferParams:
     def validate(self, *, n_styles: int = 1, allow_weight_paths: bool = False) -> TransferParams:
         """Is this valid? Every parameter against its row's intrinsic range, then the rules
         that tie parameters together. No deployment limits: see :meth:`check_limits`."""
-        for param in PARAMETERS.values():
+        for param in TRANSFER_PARAMETERS.values():
             _CHECKS[param.kind](param, getattr(self, param.name), allow_weight_paths)
         if self.content_weight == 0 and self.style_weight == 0:
             raise ParamError("style_weight", "content_weight and style_weight cannot both be 0")
@@ -407,6 +450,17 @@ class TransferParams:
                 )
             if sum(self.style_blend) <= 0:
                 raise ParamError("style_blend", "at least one blend weight must be above 0")
+        if self.scales > self.iterations:
+            raise ParamError(
+                "scales", f"{self.scales} scales need at least {self.scales} iterations"
+            )
+        coarsest = self.max_size // 2 ** (self.scales - 1)
+        if coarsest < PARAMETERS["max_size"].low:
+            raise ParamError(
+                "scales",
+                f"{self.scales} scales start at {coarsest} px, below "
+                f"{PARAMETERS['max_size'].low}: use fewer scales or a larger max_size",
+            )
         if not 1 <= n_styles <= MAX_STYLES:
             raise ParamError("style", f"give 1 to {MAX_STYLES} style images, got {n_styles}")
         return self
@@ -414,7 +468,7 @@ class TransferParams:
     def check_limits(self, limits: Limits, *, n_styles: int = 1) -> TransferParams:
         """Does this server allow it? The deployment's caps (the rows' ``limit``), applied by
         the service when it takes a job. Assumes :meth:`validate` passed."""
-        for param in PARAMETERS.values():
+        for param in TRANSFER_PARAMETERS.values():
             if param.limit is None:
                 continue
             cap = param.high_within(limits)
@@ -438,11 +492,80 @@ class TransferParams:
         return tuple(float(w) / total for w in raw)
 
 
-PARAMETERS: Mapping[str, Param] = MappingProxyType({
+TRANSFER_PARAMETERS: Mapping[str, Param] = MappingProxyType({
     f.name: Param(name=f.name, default=f.default, **f.metadata["param"])
     for f in fields(TransferParams)
 })  # fmt: skip
-"""The parameter table, in field order."""
+"""The transfer's part of the table, in field order: what decides the picture."""
+
+
+# ---- job options: inputs of a job that do not change its picture ----------------------------
+
+WEBHOOK_EVENTS = ("started", "progress", "completed")  # completed: succeeded, failed, canceled
+MAX_URL_CHARS = 2048
+URL_SCHEMES = ("https", "http")  # http only where the deployment allows it (webhook_targets)
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """A job's inputs besides its picture's: where to tell its events. The intrinsic checks
+    are here; whether this server may call the URL (https only, no private address) is
+    ``shared.webhook_targets``'s question, asked at submit and again at each delivery."""
+
+    webhook: str | None = field(
+        default=None,
+        metadata=_row(
+            "url",
+            high=MAX_URL_CHARS,
+            choices=URL_SCHEMES,
+            null_label="No webhook",
+            label="Webhook URL",
+            hint="Told of the job's events by a signed POST (Standard Webhooks).",
+            note="https URL POSTed the job JSON plus its event, signed (Standard Webhooks)",
+        ),
+    )
+    webhook_events: tuple[str, ...] = field(
+        default=WEBHOOK_EVENTS,
+        metadata=_row(
+            "choice_list",
+            choices=WEBHOOK_EVENTS,
+            label="Webhook events",
+            hint="Which events to send; completed is succeeded, failed or canceled.",
+            note="comma-separated; completed = succeeded, failed or canceled; default all",
+        ),
+    )
+
+    @classmethod
+    def from_inputs(cls, data: Mapping[str, Any] | None = None) -> JobOptions:
+        """Build from form strings or JSON values; unknown keys are errors, empty values
+        mean the default. Events without a URL are an error (nothing would send them)."""
+        data = dict(data or {})
+        for key in data:
+            if key not in JOB_PARAMETERS:
+                raise ParamError(key, f"unknown job option; known: {', '.join(JOB_PARAMETERS)}")
+        values = {k: _coerce(k, v) for k, v in data.items() if v is not None and v != ""}
+        options = cls(**values)
+        for param in JOB_PARAMETERS.values():
+            _CHECKS[param.kind](param, getattr(options, param.name), False)
+        if options.webhook is None and "webhook_events" in values:
+            raise ParamError("webhook_events", "give a webhook URL to send the events to")
+        return options
+
+    def to_columns(self) -> dict[str, Any]:
+        """The job row's columns (``Job.webhook_url``, ``Job.webhook_events``)."""
+        if self.webhook is None:
+            return {"webhook_url": None, "webhook_events": None}
+        return {"webhook_url": self.webhook, "webhook_events": list(self.webhook_events)}
+
+
+JOB_PARAMETERS: Mapping[str, Param] = MappingProxyType({
+    f.name: Param(name=f.name, default=f.default, **f.metadata["param"])
+    for f in fields(JobOptions)
+})  # fmt: skip
+"""The job options' part of the table."""
+
+PARAMETERS: Mapping[str, Param] = MappingProxyType({**TRANSFER_PARAMETERS, **JOB_PARAMETERS})
+"""The parameter table: the transfer's rows in field order, then the job options'."""
 
 PUBLIC_PARAMETERS: tuple[str, ...] = tuple(n for n, p in PARAMETERS.items() if p.public)
 """What the API and the form may set; the rest (Adam's betas, layers, precision) are the
@@ -486,13 +609,15 @@ def _to_int(value: Any) -> int:
         if not value.is_integer():
             raise ValueError
         return int(value)
-    return int(str(value).strip())
+    if isinstance(value, int):
+        return value
+    return parse_int(str(value).strip())  # ASCII digits only (shared/text.py)
 
 
 def _to_float(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError
-    return float(str(value).strip()) if isinstance(value, str) else float(value)
+    return parse_decimal(value.strip()) if isinstance(value, str) else float(value)
 
 
 def _to_bool(value: Any) -> bool:
@@ -501,7 +626,7 @@ def _to_bool(value: Any) -> bool:
 
 def _to_float_list(value: Any) -> tuple[float, ...]:
     items = value.split(",") if isinstance(value, str) else list(value)
-    return tuple(float(str(x).strip()) for x in items)
+    return tuple(_to_float(x) for x in items)
 
 
 def _to_layers(value: Any) -> LayerWeights:
@@ -522,6 +647,11 @@ def _to_str(value: Any) -> str:
     return str(value).strip()
 
 
+def _to_str_list(value: Any) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return tuple(str(x).strip() for x in items if str(x).strip())
+
+
 _COERCE: dict[str, Callable[[Any], Any]] = {
     "int": _to_int,
     "float": _to_float,
@@ -529,6 +659,8 @@ _COERCE: dict[str, Callable[[Any], Any]] = {
     "choice": _to_str,
     "float_list": _to_float_list,
     "layers": _to_layers,
+    "url": _to_str,
+    "choice_list": _to_str_list,
 }
 _EXPECTED = {"int": "an integer", "float": "a number", "bool": "true or false"}
 
@@ -616,6 +748,45 @@ def _check_layers(param: Param, layers: LayerWeights, allow_paths: bool) -> None
         raise ParamError(name, "at least one layer weight must be above 0")
 
 
+def _check_url(param: Param, value: Any, allow_paths: bool) -> None:
+    """An absolute http(s) URL with a host, no user name or password, no fragment."""
+    if value is None and param.null_label:
+        return
+    name = param.name
+    if not isinstance(value, str) or not value:
+        raise ParamError(name, "must be a URL")
+    if len(value) > (param.high or MAX_URL_CHARS):
+        raise ParamError(name, f"must be at most {fmt(param.high)} characters long")
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise ParamError(name, "must not contain spaces or control characters")
+    try:
+        parts = urlsplit(value)
+        port = parts.port  # raises for a port that is not a number from 0 to 65535
+    except ValueError as exc:
+        raise ParamError(name, f"is not a valid URL: {exc}") from None
+    if parts.scheme.lower() not in param.choices:
+        raise ParamError(name, f"must be an {' or '.join(param.choices)} URL")
+    if not parts.hostname:
+        raise ParamError(name, "must name a host")
+    if parts.username is not None or parts.password is not None:
+        raise ParamError(name, "must not contain a user name or password")
+    if parts.fragment:
+        raise ParamError(name, "must not contain a #fragment")
+    if port == 0:
+        raise ParamError(name, "must not use port 0")
+
+
+def _check_choice_list(param: Param, value: Any, allow_paths: bool) -> None:
+    name = param.name
+    if not isinstance(value, tuple) or not value:
+        raise ParamError(name, f"give one or more of {', '.join(param.choices)}")
+    for item in value:
+        if item not in param.choices:
+            raise ParamError(name, f"unknown {item!r}; choose from {', '.join(param.choices)}")
+    if len(set(value)) != len(value):
+        raise ParamError(name, "an item is listed twice")
+
+
 _CHECKS: dict[str, Callable[[Param, Any, bool], None]] = {
     "int": _check_int,
     "float": _check_float,
@@ -623,4 +794,23 @@ _CHECKS: dict[str, Callable[[Param, Any, bool], None]] = {
     "choice": _check_choice,
     "float_list": _check_float_list,
     "layers": _check_layers,
+    "url": _check_url,
+    "choice_list": _check_choice_list,
 }
+
+
+# ---- what the network needs of a picture ----------------------------------------------------
+
+
+def min_side(layers: tuple[str, ...]) -> int:
+    """The shortest side, in pixels, a picture needs for VGG19 to reach the deepest of
+    ``layers``: each block before it halves the picture (block 5 needs 16 px). The engine
+    refuses a smaller content image; the web refuses such a job at submit."""
+    deepest = max(int(name[len("block")]) for name in layers)
+    return int(2 ** (deepest - 1))
+
+
+def job_min_side(params: TransferParams) -> int:
+    """:func:`min_side` of the layers a job uses (those with a weight above 0)."""
+    layers = params.content_layers + params.style_layers
+    return min_side(tuple(name for name, weight in layers if weight > 0))

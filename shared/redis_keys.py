@@ -16,6 +16,12 @@ def stream_key(job_id: str) -> str:
     return f"{NAMESPACE}progress:{job_id}"
 
 
+def tiles_key(job_id: str) -> str:
+    """The job's progress within an iteration, for jobs painted in tiles (a short stream:
+    one entry per tile; ``shared.tile_progress``)."""
+    return f"{NAMESPACE}tiles:{job_id}"
+
+
 def cancel_key(job_id: str) -> str:
     """The job's cancel flag, read by its runner's stream writer a few times a second."""
     return f"{NAMESPACE}cancel:{job_id}"
@@ -47,3 +53,9 @@ def worker_key(name: str) -> str:
 
 
 WORKER_PATTERN = _WORKER + "*"  # SCAN match for all of them
+
+# ---- rate limits (web/limits.py) ------------------------------------------------------------
+
+# Flask-Limiter's storage (the ``limits`` package) puts its keys under this prefix and a
+# colon: ``stylequeue:rate:LIMITS:LIMITER/<client address>/<scope>/...``.
+RATE_LIMIT_PREFIX = f"{NAMESPACE}rate"

@@ -12,6 +12,7 @@ functions with an explicit mapping (tests).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import re
@@ -21,8 +22,9 @@ from functools import lru_cache
 from pathlib import Path
 
 from stylequeue.shared import bounds
+from stylequeue.shared.memory import parse_bytes
 from stylequeue.shared.scheduling import OWNER_SLOTS
-from stylequeue.shared.text import parse_bool
+from stylequeue.shared.text import FALSE_WORDS, parse_bool, parse_int
 
 PREFIX = "STYLEQUEUE_"
 # Every variable the loaders below read; the README's configuration table lists the same set
@@ -36,14 +38,27 @@ ENV_VARS: tuple[str, ...] = tuple(
         "MAX_ITERATIONS", "MAX_STYLES", "MAX_ACTIVE_JOBS", "JOB_SOFT_TIME_LIMIT",
         "JOB_TIME_LIMIT", "PROGRESS_MAXLEN", "PROGRESS_TTL_SECONDS", "LOCK_TTL_SECONDS",
         "QUEUED_GRACE_SECONDS", "CHECKPOINT_SECONDS", "SHUTDOWN_GRACE_SECONDS", "VAR_DIR",
-        "METRICS_TOKEN", "ADMIN_TOKENS", "OWNER_SLOTS",
+        "METRICS_TOKEN", "ADMIN_TOKENS", "OWNER_SLOTS", "RETENTION_DAYS",
+        # webhooks (shared/webhook_*.py, the hooks worker)
+        "WEBHOOK_SECRET", "WEBHOOK_PROGRESS_SECONDS", "WEBHOOK_ALLOW_PRIVATE",
+        "WEBHOOK_ALLOW_HTTP", "WEBHOOK_TIMEOUT_SECONDS", "WEBHOOK_BACKOFF_SECONDS",
+        "WEBHOOK_RETRY_WINDOW_SECONDS",
+        # a public deployment's bounds (web)
+        "ANONYMOUS", "ANONYMOUS_MAX_ACTIVE_JOBS", "MAX_ACTIVE_JOBS_PER_ADDRESS",
+        "STORAGE_QUOTA_BYTES", "SUBMIT_RATE_LIMIT", "AUTH_FAILURE_RATE_LIMIT", "TRUSTED_PROXIES",
         # the engine (worker and `stylequeue transfer`)
-        "VGG19_WEIGHTS", "PRECISION", "ENGINE_XLA", "ENGINE_DETERMINISTIC",
+        "VGG19_WEIGHTS", "PRECISION", "ENGINE_XLA", "ENGINE_DETERMINISTIC", "WORKER_MEMORY",
         # `stylequeue submit` and `stylequeue fleet`
         "SERVER", "API_TOKEN", "ADMIN_TOKEN",
     )
 )  # fmt: skip
 TOKEN_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# Flask-Limiter's (the ``limits`` package's) notation: "30/minute;300/hour", or "off"
+RATE_LIMIT_RE = re.compile(
+    r"\s*\d+\s*(/|per)\s*(\d+\s*)?(second|minute|hour|day|month|year)s?\s*"
+    r"([;,]\s*\d+\s*(/|per)\s*(\d+\s*)?(second|minute|hour|day|month|year)s?\s*)*",
+    re.ASCII,
+)
 
 
 class SettingsError(ValueError):
@@ -70,6 +85,8 @@ class EngineSettings:
     precision: str = "auto"  # auto | float32 | mixed_bfloat16
     xla: bool = False  # compile the step with XLA (jit_compile)
     deterministic: bool | None = None  # op determinism; None: auto (on where a GPU is)
+    # memory budget in bytes (shared.memory); None: what the machine has (worker, CLI)
+    worker_memory: int | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +96,20 @@ class ClientSettings:
     server: str = "http://127.0.0.1:8000"
     api_token: str | None = None
     admin_token: str | None = None  # `stylequeue fleet`: one of the server's admin tokens
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """Job webhooks: signing, the progress throttle, where they may go, retries."""
+
+    # ``whsec_...``: signs every delivery when set (else each owner's own secret signs)
+    secret: str | None = field(default=None, repr=False)
+    progress_seconds: int = 5  # at most one ``progress`` event per job this often
+    allow_private: bool = False  # loopback/private receivers (tests, `make run`)
+    allow_http: bool = False  # plain-http receivers (else https only)
+    timeout_seconds: float = 10.0  # one attempt's whole request
+    backoff_seconds: float = 30.0  # the first retry's delay; doubled each time (capped)
+    retry_window_seconds: int = 24 * 3600  # no attempt later than this after the event
 
 
 @dataclass(frozen=True)
@@ -106,18 +137,35 @@ class Settings:
     shutdown_grace_seconds: int = 10
     # fair share: at most this many of one owner's jobs in the broker (shared/scheduling.py)
     owner_slots: int = OWNER_SLOTS
+    # finished jobs are deleted (row, files, stream) this many days after they ended; 0: kept
+    # forever (shared/retention.py)
+    retention_days: int = 30
     var_dir: str = "./var"
     cookie_secure: bool = False  # session cookie only over HTTPS (set behind TLS)
     # bearer token for GET /metrics; None: only loopback callers may scrape
     metrics_token: str | None = None
     precision: str = "auto"  # engine precision of this worker: auto | float32 | mixed_bfloat16
     engine_xla: bool = False  # see EngineSettings
+    # ---- a public deployment's bounds (web/limits.py, shared/quota.py) ----
+    anonymous: bool = True  # False: submitting needs an API token (the pages say so)
+    anonymous_max_active_jobs: int = 50  # queued + running jobs of all browser sessions together
+    max_active_jobs_per_address: int = 10  # ... of the browser sessions of one client address
+    storage_quota_bytes: int = 500 * 1024 * 1024  # stored inputs per owner; 0: no quota
+    submit_rate_limit: str = "20/minute;200/hour"  # submissions per client address; "": none
+    auth_failure_rate_limit: str = "10/minute;100/hour"  # refused credentials per address
+    trusted_proxies: int = 0  # reverse proxies in front whose X-Forwarded-* headers count
     engine_deterministic: bool | None = None
+    webhooks: WebhookSettings = field(default_factory=lambda: WebhookSettings())
+    worker_memory: int | None = None  # see EngineSettings
 
     @property
     def engine(self) -> EngineSettings:
         return EngineSettings(
-            self.vgg19_weights, self.precision, self.engine_xla, self.engine_deterministic
+            self.vgg19_weights,
+            self.precision,
+            self.engine_xla,
+            self.engine_deterministic,
+            self.worker_memory,
         )
 
 
@@ -127,10 +175,13 @@ def _int(
     raw = env.get(PREFIX + name)
     if raw is None or raw == "":
         return default
+    text = raw.strip()
     try:
-        value = int(raw)
+        value = -parse_int(text[1:]) if text.startswith("-") else parse_int(text)
     except ValueError:
-        raise SettingsError(f"{PREFIX}{name} must be an integer, got {raw!r}") from None
+        raise SettingsError(
+            f"{PREFIX}{name} must be an integer (digits 0-9), got {raw!r}"
+        ) from None
     if value < minimum:
         raise SettingsError(f"{PREFIX}{name} must be >= {minimum}, got {value}")
     if maximum is not None and value > maximum:
@@ -140,11 +191,52 @@ def _int(
     return value
 
 
+MAX_RETENTION_DAYS = 36_500  # a century: further than any date the job JSON could show
+
+
+def _retention_days(env: Mapping[str, str]) -> int:
+    days = _int(env, "RETENTION_DAYS", 30, 0)
+    if days > MAX_RETENTION_DAYS:
+        raise SettingsError(
+            f"{PREFIX}RETENTION_DAYS must be <= {MAX_RETENTION_DAYS} (0 keeps jobs forever), "
+            f"got {days}"
+        )
+    return days
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(PREFIX + name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{PREFIX}{name} must be a number, got {raw!r}") from None
+    if not value >= minimum or value == float("inf"):
+        raise SettingsError(f"{PREFIX}{name} must be a finite number >= {minimum:g}, got {raw}")
+    return value
+
+
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     try:
         return parse_bool(env.get(PREFIX + name), PREFIX + name, default=default)
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
+
+
+def _rate(env: Mapping[str, str], name: str, default: str) -> str:
+    """A rate in Flask-Limiter's notation (``30/minute;300/hour``); ``off`` (or a word of
+    :data:`~.text.FALSE_WORDS`) turns it off (``""``)."""
+    raw = env.get(PREFIX + name)
+    if raw is None or raw.strip() == "":
+        return default
+    if raw.strip().lower() in FALSE_WORDS:
+        return ""
+    if not RATE_LIMIT_RE.fullmatch(raw):
+        raise SettingsError(
+            f"{PREFIX}{name} must be rates such as 30/minute;300/hour (or off), got {raw!r}"
+        )
+    return raw.strip()
 
 
 def _bool_or_auto(env: Mapping[str, str], name: str) -> bool | None:
@@ -191,6 +283,41 @@ def _parse_tokens(raw: str, variable: str, kind: str) -> dict[str, str]:
     return tokens
 
 
+WEBHOOK_SECRET_PREFIX = "whsec_"
+
+
+def parse_webhook_secret(raw: str | None) -> str | None:
+    """``whsec_`` and the base64 of 24 to 64 random bytes (the Standard Webhooks form)."""
+    raw = (raw or "").strip()
+    if not raw:
+        return None
+    make = "`stylequeue webhook-secret`"
+    if not raw.startswith(WEBHOOK_SECRET_PREFIX):
+        raise SettingsError(f"{PREFIX}WEBHOOK_SECRET must start with whsec_; make one with {make}")
+    try:
+        key = base64.b64decode(raw[len(WEBHOOK_SECRET_PREFIX) :], validate=True)
+    except ValueError:
+        raise SettingsError(f"{PREFIX}WEBHOOK_SECRET: whsec_ must be followed by base64") from None
+    if not 24 <= len(key) <= 64:
+        raise SettingsError(
+            f"{PREFIX}WEBHOOK_SECRET must hold 24 to 64 random bytes, got {len(key)}; "
+            f"make one with {make}"
+        )
+    return raw
+
+
+def load_webhook_settings(env: Mapping[str, str]) -> WebhookSettings:
+    return WebhookSettings(
+        secret=parse_webhook_secret(env.get(PREFIX + "WEBHOOK_SECRET")),
+        progress_seconds=_int(env, "WEBHOOK_PROGRESS_SECONDS", 5, 0),
+        allow_private=_bool(env, "WEBHOOK_ALLOW_PRIVATE", False),
+        allow_http=_bool(env, "WEBHOOK_ALLOW_HTTP", False),
+        timeout_seconds=_float(env, "WEBHOOK_TIMEOUT_SECONDS", 10.0, 0.1),
+        backoff_seconds=_float(env, "WEBHOOK_BACKOFF_SECONDS", 30.0, 0.01),
+        retry_window_seconds=_int(env, "WEBHOOK_RETRY_WINDOW_SECONDS", 24 * 3600, 0),
+    )
+
+
 def load_engine_settings(environ: Mapping[str, str] | None = None) -> EngineSettings:
     env = os.environ if environ is None else environ
     precision = env.get(PREFIX + "PRECISION") or "auto"
@@ -203,7 +330,19 @@ def load_engine_settings(environ: Mapping[str, str] | None = None) -> EngineSett
         precision=precision,
         xla=_bool(env, "ENGINE_XLA", False),
         deterministic=_bool_or_auto(env, "ENGINE_DETERMINISTIC"),
+        worker_memory=_bytes_or_none(env, "WORKER_MEMORY"),
     )
+
+
+def _bytes_or_none(env: Mapping[str, str], name: str) -> int | None:
+    """``6GB``, ``512MiB`` (``shared.memory.parse_bytes``); unset or empty: None."""
+    raw = (env.get(PREFIX + name) or "").strip()
+    if not raw:
+        return None
+    try:
+        return parse_bytes(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{PREFIX}{name}: {exc}") from None
 
 
 def load_client_settings(environ: Mapping[str, str] | None = None) -> ClientSettings:
@@ -262,12 +401,28 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         checkpoint_seconds=_int(env, "CHECKPOINT_SECONDS", 30, 0),
         shutdown_grace_seconds=_int(env, "SHUTDOWN_GRACE_SECONDS", 10, 1),
         owner_slots=_int(env, "OWNER_SLOTS", OWNER_SLOTS, 1),
+        retention_days=_retention_days(env),
         var_dir=var_dir,
         precision=engine.precision,
         engine_xla=engine.xla,
         engine_deterministic=engine.deterministic,
+        worker_memory=engine.worker_memory,
         cookie_secure=_bool(env, "COOKIE_SECURE", False),
         metrics_token=(env.get(PREFIX + "METRICS_TOKEN") or "").strip() or None,
+        webhooks=load_webhook_settings(env),
+        anonymous=_bool(env, "ANONYMOUS", True),
+        anonymous_max_active_jobs=_int(
+            env, "ANONYMOUS_MAX_ACTIVE_JOBS", Settings.anonymous_max_active_jobs, 1
+        ),
+        max_active_jobs_per_address=_int(
+            env, "MAX_ACTIVE_JOBS_PER_ADDRESS", Settings.max_active_jobs_per_address, 1
+        ),
+        storage_quota_bytes=_int(env, "STORAGE_QUOTA_BYTES", Settings.storage_quota_bytes, 0),
+        submit_rate_limit=_rate(env, "SUBMIT_RATE_LIMIT", Settings.submit_rate_limit),
+        auth_failure_rate_limit=_rate(
+            env, "AUTH_FAILURE_RATE_LIMIT", Settings.auth_failure_rate_limit
+        ),
+        trusted_proxies=_int(env, "TRUSTED_PROXIES", 0, 0, 5),
     )
 
 

@@ -6,6 +6,7 @@ Keys are ``/``-separated paths such as ``jobs/<id>/inputs/content.png``;
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -26,7 +27,11 @@ class Storage(Protocol):
     def get(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
     def list(self, prefix: str) -> list[str]: ...
-    def delete_prefix(self, prefix: str) -> int: ...
+    def delete_prefix(self, prefix: str, *, unfinished: bool = False) -> int:
+        """Delete the objects under ``prefix``; with ``unfinished`` also what writes that
+        never finished left there (a purge: nothing may write there any more)."""
+        ...
+
     def check(self) -> None:
         """Raise if the store cannot be reached (readiness)."""
 
@@ -36,6 +41,13 @@ def _check_key(key: str) -> str:
     if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
         raise ValueError(f"bad object key {key!r}")
     return key
+
+
+def _raise(exc: OSError) -> None:
+    """``os.walk``'s error hook: a folder removed meanwhile holds nothing; anything else
+    (an unreadable folder) must fail the walk rather than read as empty."""
+    if not isinstance(exc, FileNotFoundError):
+        raise exc
 
 
 class FileStorage:
@@ -49,8 +61,12 @@ class FileStorage:
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        except FileNotFoundError:  # a delete_prefix pruned the empty folder in between
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
@@ -72,17 +88,45 @@ class FileStorage:
         base = self.root.joinpath(*[p for p in prefix.split("/") if p])
         if not base.is_dir():
             return []
-        return sorted(
-            p.relative_to(self.root).as_posix()
-            for p in base.rglob("*")
-            if p.is_file() and not p.name.startswith(".tmp-")
-        )
+        found: list[str] = []
+        # os.walk raising, not rglob: an unreadable folder must fail the listing, not read
+        # as empty (a purge checks that nothing is left by listing it)
+        for folder, _dirs, files in os.walk(base, onerror=_raise):
+            found.extend(
+                Path(folder, name).relative_to(self.root).as_posix()
+                for name in files
+                if not name.startswith(".tmp-")
+            )
+        return sorted(found)
 
-    def delete_prefix(self, prefix: str) -> int:
+    def delete_prefix(self, prefix: str, *, unfinished: bool = False) -> int:
+        """Delete the objects under ``prefix`` and the folders left empty, above it too (a
+        bucket keeps no folders either). Temporary files of writes under way are kept (not
+        objects yet; the write may still finish), unless ``unfinished``: then they go too,
+        whoever wrote them."""
         keys = self.list(prefix)
         for key in keys:
             self._path(key).unlink(missing_ok=True)
+        self._prune(prefix, unfinished)
         return len(keys)
+
+    def _prune(self, prefix: str, unfinished: bool) -> None:
+        base = self.root.joinpath(*[p for p in prefix.split("/") if p])
+        if base == self.root or not base.is_dir():
+            return
+        for folder, _dirs, files in os.walk(base, topdown=False, onerror=_raise):
+            for name in files:
+                if unfinished and name.startswith(".tmp-"):
+                    Path(folder, name).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # not empty: a write landed meanwhile
+                os.rmdir(folder)
+        for parent in base.parents:  # and the folders above it that it leaves empty
+            if parent == self.root or self.root not in parent.parents:
+                break
+            try:
+                parent.rmdir()
+            except OSError:  # not empty (or gone): the folders above are not either
+                break
 
     def check(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -145,11 +189,20 @@ class S3Storage:
             keys.extend(obj["Key"][len(self.prefix) :] for obj in page.get("Contents", []))
         return sorted(keys)
 
-    def delete_prefix(self, prefix: str) -> int:
+    def delete_prefix(self, prefix: str, *, unfinished: bool = False) -> int:
+        # single-part puts (all we make) leave nothing half-written: ``unfinished`` adds nothing
         keys = self.list(prefix)
         for start in range(0, len(keys), 1000):
             chunk = [{"Key": self.prefix + k} for k in keys[start : start + 1000]]
-            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
+            done = self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True}
+            )
+            if failed := done.get("Errors"):  # a bulk delete answers 200 even when keys fail
+                first = failed[0]
+                raise OSError(
+                    f"S3 kept {len(failed)} of {len(chunk)} objects under {prefix!r}, e.g. "
+                    f"{first.get('Key')}: {first.get('Code')} {first.get('Message')}"
+                )
         return len(keys)
 
     def check(self) -> None:

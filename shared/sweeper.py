@@ -17,9 +17,22 @@ Three kinds of rows are (re-)sent to the broker:
    so a steady stream of small jobs cannot starve them. The old message stays; when a worker
    takes it, the job is running or finished and it is dropped.
 
-Terminal rows are never touched. A duplicate delivery is harmless: ``run_job`` ignores
-terminal rows and jobs whose lock a live runner holds. Several sweepers may run at once
-(beat, ``stylequeue sweep``, tests); a short Redis lock lets only one work at a time.
+Then what deleting asks for (shared/deletion.py):
+
+4. finished jobs older than ``STYLEQUEUE_RETENTION_DAYS`` (shared/retention.py) are removed,
+   at most :data:`EXPIRE_BATCH` a pass, oldest ending first;
+5. removed jobs whose files or stream may still be there (deleted by their owner or
+   expired, and not purged yet: storage or Redis was down, or a runner held the lock) are
+   purged, at most :data:`PURGE_BATCH` a pass and for about :data:`PURGE_SECONDS`; a pass
+   stops after :data:`PURGE_FAILURES` failures (storage is down: the next pass retries).
+
+And webhook messages written but never sent to the ``webhooks`` queue (the broker was down
+when the job made the event): shared/webhook_outbox.py.
+
+Terminal rows are never touched but by retention. A duplicate delivery is harmless:
+``run_job`` ignores terminal rows and jobs whose lock a live runner holds. Several sweepers
+may run at once (beat, ``stylequeue sweep``, tests); a short Redis lock lets only one work
+at a time.
 
 Runs from the ``stylequeue.sweep_queued`` task (Celery beat, every 30 s) and from
 ``stylequeue sweep``.
@@ -31,6 +44,7 @@ import contextlib
 import json
 import logging
 import secrets
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -42,6 +56,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from stylequeue.shared.broker import BrokerLayout, broker_layout, run_job_id
 from stylequeue.shared.celery_app import QUEUE
 from stylequeue.shared.db import get_sessionmaker, session_scope
+from stylequeue.shared.deletion import (
+    PurgeResult,
+    count_pending,
+    expire_finished,
+    pending,
+    purge,
+)
 from stylequeue.shared.jobs import EnqueueFailed, JobNotCommitted, enqueue_job, top_up_owner
 from stylequeue.shared.locks import lock_exists, release_if_held
 from stylequeue.shared.models import Job
@@ -55,11 +76,17 @@ from stylequeue.shared.scheduling import (
 )
 from stylequeue.shared.settings import Settings
 from stylequeue.shared.states import JobStatus, transition, utcnow
+from stylequeue.shared.storage import get_storage
+from stylequeue.shared.webhook_outbox import send_unsent
 
 log = logging.getLogger("stylequeue.sweeper")
 
 SWEEP_LOCK_SECONDS = 25
 BATCH = 500
+EXPIRE_BATCH = 100  # expired jobs removed per pass
+PURGE_BATCH = 100  # removed jobs purged per pass, at most...
+PURGE_SECONDS = 15.0  # ...and for about this long, within the sweep lock
+PURGE_FAILURES = 3  # failed purges that end a pass (storage is down)
 
 
 @dataclass
@@ -67,6 +94,10 @@ class SweepReport:
     requeued: int = 0  # queued rows sent to the broker again
     recovered: int = 0  # running rows of dead runners put back on the queue
     promoted: int = 0  # long jobs past the aging threshold sent again at high priority
+    expired: int = 0  # finished jobs removed by retention (their files go with the purge)
+    purged: int = 0  # removed jobs whose files and stream are now gone
+    purge_pending: int = 0  # removed jobs left to purge after this pass (failed or busy)
+    webhooks: int = 0  # webhook messages sent that their writer had not sent
     skipped: bool = False  # another sweep held the sweep lock
     errors: list[str] = field(default_factory=list)
     sent: set[str] = field(default_factory=set)  # job ids enqueued by this pass
@@ -90,6 +121,15 @@ def sweep(settings: Settings, celery_app: Celery) -> SweepReport:
         _recover_orphans(settings, celery_app, client, report)
         _requeue_stale(settings, celery_app, client, report)
         _promote_aged(settings, celery_app, client, report)
+        _expire_finished(settings, report)
+        _purge_removed(settings, client, report)
+        report.webhooks = len(
+            send_unsent(
+                get_sessionmaker(settings.database_url),
+                celery_app,
+                settings.queued_grace_seconds,
+            )
+        )
     except redis.RedisError as exc:  # Redis went away mid-pass: the next pass carries on
         report.errors.append(f"redis unavailable: {exc}")
     except SQLAlchemyError as exc:  # so did the database: same, never kill the sweep loop
@@ -98,15 +138,66 @@ def sweep(settings: Settings, celery_app: Celery) -> SweepReport:
         with contextlib.suppress(redis.RedisError):  # else it expires on its own
             release_if_held(client, SWEEP_LOCK_KEY, token)
         client.close()
-    if report.requeued or report.recovered or report.promoted or report.errors:
+    if report.requeued or report.recovered or report.promoted or report.webhooks or report.errors:
         log.info(
-            "sweep: re-enqueued %d queued, recovered %d orphaned, promoted %d aged%s",
+            "sweep: re-enqueued %d queued, recovered %d orphaned, promoted %d aged, "
+            "sent %d webhooks%s",
             report.requeued,
             report.recovered,
             report.promoted,
+            report.webhooks,
             f", errors: {'; '.join(report.errors)}" if report.errors else "",
         )
+    if report.expired or report.purged or report.purge_pending:
+        log.info(
+            "sweep: removed %d jobs past the retention of %d days, purged %d removed jobs "
+            "(%d left to purge)",
+            report.expired,
+            settings.retention_days,
+            report.purged,
+            report.purge_pending,
+        )
     return report
+
+
+# ---- deleting: retention, and purges left to do -----------------------------------------------
+
+
+def _expire_finished(settings: Settings, report: SweepReport) -> None:
+    """Finished jobs past the retention lose their row now (their purge follows)."""
+    if settings.retention_days <= 0:
+        return  # kept forever
+    sessions = get_sessionmaker(settings.database_url)
+    removed = expire_finished(sessions, utcnow(), settings.retention_days, EXPIRE_BATCH)
+    report.expired += len(removed)
+
+
+def _purge_removed(settings: Settings, client: redis.Redis, report: SweepReport) -> None:
+    """Removed jobs not purged yet (deletion.pending): their files and stream go."""
+    sessions = get_sessionmaker(settings.database_url)
+    todo = pending(sessions, PURGE_BATCH)
+    if not todo:
+        return
+    try:
+        storage = get_storage(settings)
+    except Exception as exc:  # a store that cannot even be set up (boto3 missing, say)
+        report.errors.append(f"storage unavailable: {type(exc).__name__}: {exc}")
+        report.purge_pending = len(todo)
+        return
+    failures = 0
+    until = time.monotonic() + PURGE_SECONDS
+    for job_id in todo:
+        if failures >= PURGE_FAILURES or time.monotonic() > until:
+            break
+        result = purge(
+            sessions, storage, client, job_id, lock_ttl_seconds=settings.lock_ttl_seconds
+        )
+        if result is PurgeResult.PURGED:
+            report.purged += 1
+        elif result is PurgeResult.FAILED:
+            failures += 1
+            report.errors.append(f"purge of job {job_id} failed (retried next pass)")
+    report.purge_pending = count_pending(sessions)
 
 
 # ---- running rows whose runner died --------------------------------------------------------

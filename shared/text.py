@@ -1,4 +1,5 @@
-"""Small text rules every part reads alike: yes/no words, URLs shown without passwords.
+"""Small text rules every part reads alike: yes/no words, numbers, URLs shown without
+passwords.
 
 Pure functions, standard library only (the CLI's HTTP client, the web, the worker and the
 settings all import them).
@@ -6,11 +7,17 @@ settings all import them).
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit, urlunsplit
 
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
 MASK = "***"
+# ASCII only: Python's int() and float() also take other scripts' digits (Arabic-Indic
+# "\u0661\u0660" is 10), "²" passes str.isdigit() and then fails int(), and "1_000" is
+# Python syntax, not a number.
+_INTEGER = re.compile(r"[0-9]+", re.ASCII)
+_DECIMAL = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?", re.ASCII)
 
 
 def parse_bool(value: object, field: str, default: bool | None = None) -> bool:
@@ -32,6 +39,23 @@ def parse_bool(value: object, field: str, default: bool | None = None) -> bool:
     raise ValueError(
         f"{field} must be one of {'/'.join(TRUE_WORDS)} or {'/'.join(FALSE_WORDS)}, got {value!r}"
     )
+
+
+def parse_int(text: str) -> int:
+    """A whole number written in ASCII digits (no sign, spaces or underscores), or
+    :class:`ValueError`. THE parser of numbers from people: query strings, form fields
+    and settings all come through here (callers name the field in their error)."""
+    if not _INTEGER.fullmatch(text):
+        raise ValueError(f"not a whole number in digits 0-9: {text!r}")
+    return int(text)
+
+
+def parse_decimal(text: str) -> float:
+    """A number such as ``-1.5``, ``.02`` or ``1e4`` in ASCII (no ``nan``, ``inf`` or
+    underscores), or :class:`ValueError`; see :func:`parse_int`."""
+    if not _DECIMAL.fullmatch(text):
+        raise ValueError(f"not a number in digits 0-9: {text!r}")
+    return float(text)
 
 
 def hide_password(url: str) -> str:

@@ -122,7 +122,10 @@ def _truncate(url: str) -> None:
     from stylequeue.shared.db import get_engine
 
     with get_engine(url).begin() as conn:
-        conn.execute(text("DELETE FROM jobs"))
+        for table in ("jobs", "job_deletions", "removed_job_totals"):
+            conn.execute(text(f"DELETE FROM {table}"))
+        conn.execute(text("DELETE FROM jobs"))  # and, by cascade, their webhook messages
+        conn.execute(text("DELETE FROM webhook_secrets"))
 
 
 # ---- object storage ------------------------------------------------------------------------

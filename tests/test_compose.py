@@ -210,7 +210,9 @@ def test_schema_valid(doc: Doc) -> None:
 
 
 def test_services_present(doc: Doc) -> None:
-    expected = {"postgres", "redis", "minio", "minio-init", "migrate", "web", "worker", "sweeper"}
+    expected = {
+        "postgres", "redis", "minio", "minio-init", "migrate", "web", "worker", "hooks", "sweeper"
+    }  # fmt: skip
     assert expected <= set(doc["services"])
     assert doc["services"]["flower"]["profiles"] == ["monitoring"]
     for name in ("postgres", "redis", "minio", "web"):
@@ -325,9 +327,9 @@ def test_env_checker_catches_mistakes(text: str) -> None:
     assert env_example_problems(text, commented) == [
         "POSTGRES_PASSWORD is required but commented out in .env.example"
     ]
-    dropped = "\n".join(line for line in env.splitlines() if "WEB_PORT" not in line)
+    dropped = "\n".join(line for line in env.splitlines() if "HTTP_PORT" not in line)
     assert env_example_problems(text, dropped) == [
-        "WEB_PORT is used in docker-compose.yml but not in .env.example"
+        "HTTP_PORT is used in docker-compose.yml but not in .env.example"
     ]
 
 

@@ -1,5 +1,5 @@
-"""The arrows point one way: ``web -> shared``, ``worker -> shared``, nothing back; the
-engine depends on nothing but its parameters.
+"""The arrows point one way: ``web -> shared``, ``worker -> shared``, ``hooks -> web,
+shared``, nothing back; the engine depends on nothing but its parameters.
 
 Each check imports a layer's every module in a fresh interpreter and looks at what came in
 with them (``sys.modules``), so an import hidden in a function body that runs at import
@@ -45,20 +45,31 @@ def _under(loaded: set[str], *roots: str) -> list[str]:
 
 def test_shared_imports_neither_web_nor_worker_nor_cli() -> None:
     loaded = _loaded_after_importing(_modules("shared"))
-    assert _under(loaded, "stylequeue.web", "stylequeue.worker", "stylequeue.cli") == []
+    assert (
+        _under(loaded, "stylequeue.web", "stylequeue.worker", "stylequeue.hooks", "stylequeue.cli")
+        == []
+    )
     assert _under(loaded, "flask", "tensorflow", "keras") == []
 
 
 def test_web_never_imports_the_worker_or_tensorflow() -> None:
     loaded = _loaded_after_importing(_modules("web"))
-    assert _under(loaded, "stylequeue.worker", "stylequeue.cli") == []
+    assert _under(loaded, "stylequeue.worker", "stylequeue.hooks", "stylequeue.cli") == []
     assert _under(loaded, "tensorflow", "keras") == []
 
 
 @pytest.mark.parametrize("module", ["stylequeue.worker.runner", "stylequeue.worker.app"])
 def test_the_worker_never_imports_the_web(module: str) -> None:
     loaded = _loaded_after_importing([module])
-    assert _under(loaded, "stylequeue.web", "stylequeue.cli", "flask") == []
+    assert _under(loaded, "stylequeue.web", "stylequeue.hooks", "stylequeue.cli", "flask") == []
+
+
+def test_the_webhooks_worker_never_imports_the_worker_or_tensorflow() -> None:
+    """The light worker runs from the web image: the job JSON's web, shared, no engine."""
+    loaded = _loaded_after_importing(_modules("hooks"))
+    assert "stylequeue.hooks.tasks" in loaded and "stylequeue.web.job_json" in loaded
+    assert _under(loaded, "stylequeue.worker", "stylequeue.cli") == []
+    assert _under(loaded, "tensorflow", "keras") == []
 
 
 def test_the_engine_depends_on_nothing_but_its_parameters() -> None:
@@ -72,11 +83,13 @@ def test_the_engine_depends_on_nothing_but_its_parameters() -> None:
         if m != "stylequeue.worker" and not m.startswith("stylequeue.worker.engine")
     ]
     assert outside == []
-    # the parameters, and the pure rules they are made of (bounds, decoding an image, yes/no)
+    # the parameters, and the pure rules they are made of (bounds, decoding an image, yes/no),
+    # and the memory model (pure arithmetic on the parameters, shared with the web)
     assert _under(loaded, "stylequeue.shared") == [
         "stylequeue.shared",
         "stylequeue.shared.bounds",
         "stylequeue.shared.images",
+        "stylequeue.shared.memory",
         "stylequeue.shared.params",
         "stylequeue.shared.text",
     ]

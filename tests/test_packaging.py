@@ -13,7 +13,7 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PARTS = ("shared", "web", "worker", "cli", "migrations")
+PARTS = ("shared", "web", "worker", "hooks", "cli", "migrations")
 
 
 def test_the_wheel_installs_one_top_level_package(tmp_path: Path) -> None:
@@ -34,6 +34,7 @@ def test_the_wheel_installs_one_top_level_package(tmp_path: Path) -> None:
         "stylequeue/migrations/script.py.mako",
         "stylequeue/migrations/versions/",
         "stylequeue/worker/engine/core.py",
+        "stylequeue/hooks/app.py",
         "stylequeue/cli/main.py",
     ):
         assert any(n.startswith(needed) for n in names), needed

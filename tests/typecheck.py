@@ -12,11 +12,11 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PARTS = ("shared", "web", "worker", "cli")
+PARTS = ("shared", "web", "worker", "hooks", "cli")
 
 
 def layout(build: Path) -> Path:
-    """``build/stylequeue/{__init__.py, shared, web, worker, cli}`` as symlinks; the root."""
+    """``build/stylequeue/{__init__.py, shared, web, worker, hooks, cli}`` as symlinks; the root."""
     package = build / "stylequeue"
     package.mkdir(parents=True, exist_ok=True)
     links = {"__init__.py": ROOT / "stylequeue" / "__init__.py"}

@@ -49,6 +49,11 @@ def settings_env(settings: Settings, base: dict[str, str] | None = None) -> dict
             for lf in fields(value):
                 env[PREFIX + lf.name.upper()] = str(getattr(value, lf.name))
             continue
+        if f.name == "webhooks":
+            for wf in fields(value):
+                if getattr(value, wf.name) is not None:
+                    env[PREFIX + "WEBHOOK_" + wf.name.upper()] = str(getattr(value, wf.name))
+            continue
         env[PREFIX + f.name.upper()] = str(value)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env["PYTHONUNBUFFERED"] = "1"

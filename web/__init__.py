@@ -8,50 +8,65 @@ to, a Celery app. Importing this package has no side effects.
 from __future__ import annotations
 
 import logging
-import secrets
 from datetime import timedelta
 
 from celery import Celery
-from flask import Flask, Response
+from flask import Flask
 
 from stylequeue.shared.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
 SESSION_LIFETIME = timedelta(days=365)  # the browser's owner id: keep jobs findable
+MAX_FORM_PARTS = 200  # fields and files in one form (web/errors.py says so past it)
 
 
 def create_app(settings: Settings | None = None, *, celery: Celery | None = None) -> Flask:
     """Build the app. ``celery`` replaces the one made from settings (tests, embedding)."""
-    from stylequeue.web import api, auth, errors, health, metrics, pages
+    from stylequeue.web import (
+        api,
+        auth,
+        errors,
+        health,
+        limits,
+        metrics,
+        openapi,
+        pages,
+        security_headers,
+        webhook_api,
+    )  # fmt: skip
     from stylequeue.web.extensions import init_services
 
     settings = settings or get_settings()
-    app = Flask(__name__)
+    # No app-wide static folder: the pages blueprint serves web/static under /assets/ (one
+    # path per file, hashed URLs).
+    app = Flask(__name__, static_folder=None)
     _configure(app, settings)
-    init_services(app, settings, celery)
+    svc = init_services(app, settings, celery)
     errors.register_error_handlers(app)
+    limits.init_app(app, settings, svc.redis.connection_pool)  # first: before authentication
     app.before_request(auth.protect)
-    app.after_request(_security_headers)
+    security_headers.init_app(app)
     app.context_processor(auth.template_context)
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(webhook_api.bp)
+    app.register_blueprint(openapi.bp)  # GET /api/v1/openapi.json: the API's contract
     app.register_blueprint(pages.bp)
     return app
 
 
 def _configure(app: Flask, settings: Settings) -> None:
-    secret = settings.secret_key
-    if not secret:
-        secret = secrets.token_hex(32)
-        log.warning(
-            "STYLEQUEUE_SECRET_KEY is not set: using a random key, so browser sessions "
-            "(and the jobs they own) will not survive a restart or span several web processes"
-        )
+    from stylequeue.web.secret_key import shared_secret_key
+
+    # Without a configured key, one kept in the var dir: the same for every process.
+    secret = settings.secret_key or shared_secret_key(settings.var_dir)
     app.config.update(
         SECRET_KEY=secret,
         MAX_CONTENT_LENGTH=settings.limits.max_upload_bytes,
+        # a submit has a few dozen parts at most; werkzeug's default (1000) is far above
+        MAX_FORM_PARTS=MAX_FORM_PARTS,
         SESSION_COOKIE_NAME="stylequeue_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SECURE=settings.cookie_secure,
@@ -62,9 +77,3 @@ def _configure(app: Flask, settings: Settings) -> None:
     )
     # app.json is typed as the JSONProvider base; sort_keys is DefaultJSONProvider's (ours)
     app.json.sort_keys = False  # type: ignore[attr-defined]
-
-
-def _security_headers(response: Response) -> Response:
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "same-origin")
-    return response

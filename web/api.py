@@ -18,6 +18,9 @@ from stylequeue.shared.fleet import list_workers
 from stylequeue.shared.fleet_status import fleet_status
 from stylequeue.shared.jobs import CancelOutcome, owned_jobs_page, request_cancel
 from stylequeue.shared.models import Job
+from stylequeue.shared.webhook_outbox import send as send_webhooks
+from stylequeue.web import job_removal
+from stylequeue.web.admission import check_fits, fleet_capacity
 from stylequeue.web.auth import (
     admin_only,
     csrf_token,
@@ -29,22 +32,28 @@ from stylequeue.web.base import JobNotFound, get_job_or_404, page_params, pagina
 from stylequeue.web.config_info import config_payload
 from stylequeue.web.errors import ApiError
 from stylequeue.web.extensions import services
+from stylequeue.web.idempotency import keyed_submit, replay, winner
 from stylequeue.web.job_json import job_json
 from stylequeue.web.media import (
     THUMB_LINK_SIZE,
     download_arg,
+    image_response,
     load_object,
-    png_response,
     thumb_arg,
     thumb_key,
     thumb_response,
 )
 from stylequeue.web.progress_reader import parse_after, parse_limit, read_progress
-from stylequeue.web.submission import check_active_limit, parse_submission, submit_job, top_up
+from stylequeue.web.submission import (
+    KeyTaken,
+    check_active_limit,
+    parse_submission,
+    submit_job,
+    top_up,
+)
+from stylequeue.web.tiles import current_tiles
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
-# What anyone may see of a worker (the pages' banners); the rest is the operators' fleet view.
-PUBLIC_WORKER_FIELDS = ("name", "weights", "weights_ok", "weights_error", "precision")
 
 
 # ---- session, config, fleet -----------------------------------------------------------------
@@ -62,26 +71,26 @@ def get_session() -> Response:
 
 @bp.get("/config")
 def get_config() -> Response:
-    return jsonify(config_payload(services().settings.limits))
+    svc = services()
+    payload = config_payload(svc.settings.limits)
+    payload["fleet"] = fleet_capacity(svc, svc.settings.limits)  # what the workers can paint
+    return jsonify(payload)
 
 
 @bp.get("/fleet")
 def get_fleet() -> Response:
-    """Live workers and their weights. The pages show a banner when a worker runs ``random``
-    weights, cannot load its weights (its jobs will fail), or when no worker is online."""
+    """What the pages' banners need, and nothing more (no host, pid or path): a worker is
+    online, one runs ``random`` weights, one cannot load its weights (its jobs will fail).
+    Operators see the details at ``/api/v1/admin/fleet``."""
     try:
         workers = list_workers(services().redis)
     except redis.RedisError:
         raise ApiError(503, "redis_unavailable", "the worker registry cannot be read now") from None
-    broken = [w for w in workers if w.get("weights_ok") is False]
     return jsonify(
         {
-            "workers": [{k: w.get(k) for k in PUBLIC_WORKER_FIELDS} for w in workers],
+            "online": bool(workers),
             "random_weights": any(w.get("weights") == "random" for w in workers),
-            "weights_unavailable": bool(broken),
-            "weights_error": (broken[0].get("weights_error") or broken[0].get("error"))
-            if broken
-            else None,
+            "weights_unavailable": any(w.get("weights_ok") is False for w in workers),
         }
     )
 
@@ -105,6 +114,8 @@ def admin_fleet() -> tuple[Response, int, dict[str, str]]:
 
 @bp.post("/jobs")
 def create_job() -> tuple[Response, int, dict[str, str]]:
+    """Check, store, commit, enqueue (``web.submission``). With an Idempotency-Key, the job
+    an earlier request with the same key and inputs made is answered instead (200)."""
     svc = services()
     caller = current_caller()
     if request.mimetype != "multipart/form-data":
@@ -115,9 +126,20 @@ def create_job() -> tuple[Response, int, dict[str, str]]:
         )
     owner = caller.owner if caller.via == "token" else ensure_session_owner()
     assert owner is not None
+    keyed = keyed_submit(svc, owner)
+    if keyed is not None and keyed.earlier is not None:
+        return replay(keyed.earlier)
     check_active_limit(svc, owner)
-    submission = parse_submission(request.form, request.files, svc.settings.limits)
-    job = submit_job(svc, owner, submission)
+    submission = parse_submission(
+        request.form, request.files, svc.settings.limits, svc.settings.webhooks
+    )
+    content = submission.content
+    check_fits(svc, submission.params, content.width, content.height)  # a worker can hold it
+    try:
+        job = submit_job(svc, owner, submission, keyed)
+    except KeyTaken:
+        assert keyed is not None
+        return replay(winner(svc, owner, keyed))
     location = url_for("api.get_job", job_id=job.id)
     return jsonify(job_json(job)), 201, {"Location": location}
 
@@ -151,6 +173,8 @@ def job_progress(job_id: str) -> Response:
             "status": job.status,
             "iterations_done": job.iterations_done,
             "iterations_total": job.iterations_total,
+            # a job painted in tiles: how far its current iteration is (null otherwise)
+            "tiles": current_tiles(services(), job),
         }
     )
 
@@ -177,6 +201,7 @@ def cancel_job(job_id: str) -> tuple[Response, int]:
             f"the job has already {done.job.status}; there is nothing to cancel",
         )
     if done.outcome is CancelOutcome.CANCELED:
+        send_webhooks(svc.sessionmaker, svc.celery, [done.webhook_message])  # completed
         top_up(svc, done.job.owner)  # it may have held the owner's slot in the broker
     if done.outcome is CancelOutcome.REQUESTED and not done.worker_told:
         raise ApiError(
@@ -185,6 +210,15 @@ def cancel_job(job_id: str) -> tuple[Response, int]:
             "the cancel is recorded but the worker cannot be told now; try again",
         )
     return jsonify(job_json(done.job)), 202
+
+
+@bp.delete("/jobs/<job_id>")
+def delete_job(job_id: str) -> tuple[str, int]:
+    """The job goes, with its files and progress (web.job_removal); a running one is stopped
+    first. 204; then every path of the job is a 404. Not the caller's job: 404."""
+    if job_removal.delete_job(services(), job_id, current_owner()) is None:
+        raise JobNotFound()
+    return "", 204
 
 
 # ---- images ---------------------------------------------------------------------------------
@@ -205,7 +239,7 @@ def job_result(job_id: str) -> Response:
         return _thumb(job, job.result_key, "result", thumb, missing, immutable=job.terminal)
     data = load_object(services(), job.result_key, missing)
     download = download_arg()
-    return png_response(
+    return image_response(
         data, immutable=job.terminal, download_name=f"stylequeue-{job.id}.png" if download else None
     )
 
@@ -238,7 +272,7 @@ def job_snapshot(job_id: str, iteration: int) -> Response:
     if thumb is not None:
         name = f"snapshot-{iteration:06d}"
         return _thumb(job, key, name, thumb, missing, immutable=job.terminal)
-    return png_response(load_object(services(), key, missing), immutable=job.terminal)
+    return image_response(load_object(services(), key, missing), immutable=job.terminal)
 
 
 @bp.get("/jobs/<job_id>/inputs/content")
@@ -249,7 +283,7 @@ def job_input_content(job_id: str) -> Response:
     missing = ApiError(404, "input_not_found", "no content image")
     if thumb is not None:
         return _thumb(job, key, "content", thumb, missing, immutable=True)
-    return png_response(load_object(services(), key, missing), immutable=True)
+    return image_response(load_object(services(), key, missing), immutable=True)
 
 
 @bp.get("/jobs/<job_id>/inputs/style/<int:index>")
@@ -264,7 +298,7 @@ def job_input_style(job_id: str, index: int) -> Response:
         raise missing
     if thumb is not None:
         return _thumb(job, styles[index], f"style-{index}", thumb, missing, immutable=True)
-    return png_response(load_object(services(), styles[index], missing), immutable=True)
+    return image_response(load_object(services(), styles[index], missing), immutable=True)
 
 
 def _thumb(
@@ -272,4 +306,8 @@ def _thumb(
 ) -> Response:
     """The ``px`` thumbnail of ``key``; kept in storage only when the source cannot change."""
     cache_key = thumb_key(job.id, name, px) if immutable else None
-    return thumb_response(services(), key, missing, px, immutable=immutable, cache_key=cache_key)
+    svc = services()
+    return thumb_response(
+        svc, key, missing, px, immutable=immutable, cache_key=cache_key,
+        after_caching=lambda: job_removal.purge_if_deleted(svc, job.id),
+    )  # fmt: skip

@@ -44,15 +44,21 @@ from flask import current_app, g, request, session
 
 from stylequeue.web.errors import ApiError
 from stylequeue.web.extensions import services
+from stylequeue.web.limits import note_failed_authentication
 
 OWNER_KEY = "owner"
 CSRF_KEY = "csrf"
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
-# Endpoints that need no caller at all (probes, static files), and /metrics, which checks its
-# own token (STYLEQUEUE_METRICS_TOKEN, not an API token: web/metrics.py).
-PUBLIC_ENDPOINTS = frozenset({"health.healthz", "health.readyz", "metrics.metrics", "static"})
+# Endpoints that need no caller at all (probes, static files, the OpenAPI document), and
+# /metrics, which checks its own token (STYLEQUEUE_METRICS_TOKEN, not an API token:
+# web/metrics.py). (The static files are the pages blueprint's: ``pages.static``, /assets/.)
+PUBLIC_ENDPOINTS = frozenset(
+    {"health.healthz", "health.readyz", "metrics.metrics", "pages.static", "openapi.openapi_json"}
+)
+# Endpoints that create jobs: with STYLEQUEUE_ANONYMOUS=off, only for API tokens.
+SUBMIT_ENDPOINTS = frozenset({"api.create_job"})
 ADMIN_KEY = "admin"  # session: {"name", "fp", "since"} once an operator signed in
 ADMIN_SESSION_SECONDS = 12 * 3600
 ADMIN_VIEW_FLAG = "stylequeue_admin_only"
@@ -68,10 +74,10 @@ class Caller:
 
 
 def _token_owner(token: str) -> str | None:
-    return _lookup(services().settings.api_tokens, token)
+    return lookup_token(services().settings.api_tokens, token)
 
 
-def _lookup(tokens: Mapping[str, str], token: str) -> str | None:
+def lookup_token(tokens: Mapping[str, str], token: str) -> str | None:
     """Constant-time lookup, so response timing does not leak how much of a token matched."""
     found = None
     for known, owner in tokens.items():
@@ -82,6 +88,13 @@ def _lookup(tokens: Mapping[str, str], token: str) -> str | None:
 
 def _unauthorized(message: str) -> ApiError:
     return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
+
+
+def _refused(message: str) -> ApiError:
+    """A credential was presented and is wrong: counted against the caller's address
+    (``web/limits.py``: too many and the address is refused credentials for a while)."""
+    note_failed_authentication()
+    return _unauthorized(message)
 
 
 def current_caller() -> Caller:
@@ -97,7 +110,7 @@ def current_caller() -> Caller:
             raise _unauthorized("use 'Authorization: Bearer <token>'")
         owner = _token_owner(token)
         if owner is None:
-            raise _unauthorized("unknown API token")
+            raise _refused("unknown API token")
         caller = Caller(owner, "token")
     else:
         caller = Caller(session.get(OWNER_KEY), "session")
@@ -165,9 +178,10 @@ def _fingerprint(token: str) -> str:
 def admin_sign_in(token: str) -> str | None:
     """Check an operator's token typed into the sign-in form; on success keep the sign-in
     (not the token) in the session and return the operator's name."""
-    name = _lookup(admin_tokens(), token.strip()) if token.strip() else None
+    name = lookup_token(admin_tokens(), token.strip()) if token.strip() else None
     if name is None:
         log.warning("refused an admin sign-in from %s", request.remote_addr)
+        note_failed_authentication()
         return None
     ensure_session_owner()  # the session (and its CSRF token) the pages use
     session[ADMIN_KEY] = {
@@ -208,12 +222,12 @@ def current_admin() -> str:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise _unauthorized("use 'Authorization: Bearer <admin token>'")
-        name = _lookup(admin_tokens(), token)
+        name = lookup_token(admin_tokens(), token)
         if name is not None:
             return name
         if _token_owner(token) is not None:
             raise ApiError(403, "forbidden", "this is an API token, not an admin token")
-        raise _unauthorized("unknown admin token")
+        raise _refused("unknown admin token")
     name = session_admin()
     if name is None:
         raise _unauthorized(
@@ -240,6 +254,14 @@ def protect() -> None:
         return
     caller = current_caller()
     if request.method not in SAFE_METHODS and caller.via == "session":
+        if request.endpoint in SUBMIT_ENDPOINTS and not services().settings.anonymous:
+            raise ApiError(
+                401,
+                "token_required",
+                "this server takes new jobs from API clients only: send "
+                "'Authorization: Bearer <token>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         _check_csrf()
 
 

@@ -14,6 +14,7 @@ from flask import request, url_for
 
 from stylequeue.shared.jobs import DEFAULT_PER_PAGE, MAX_PAGE, MAX_PER_PAGE, JobsPage, get_owned_job
 from stylequeue.shared.models import Job
+from stylequeue.shared.text import parse_int
 from stylequeue.web.auth import current_owner
 from stylequeue.web.errors import ApiError
 from stylequeue.web.extensions import services
@@ -52,8 +53,12 @@ def _int_arg(name: str, *, lenient: bool) -> int:
     raw = request.args.get(name, "")
     if raw == "":
         return default
-    if raw.isascii() and raw.isdigit() and low <= int(raw) <= high:
-        return int(raw)
+    try:
+        value: int | None = parse_int(raw)  # ASCII digits only (shared/text.py)
+    except ValueError:
+        value = None
+    if value is not None and low <= value <= high:
+        return value
     if lenient:
         return default
     raise ApiError(

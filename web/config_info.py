@@ -27,14 +27,16 @@ _RANGED = ("int", "float", "float_list")
 def parameter_spec(param: Param, limits: Limits) -> dict[str, Any]:
     """One parameter as the API describes it: type, choices or min/max, note, default."""
     spec: dict[str, Any] = {"type": param.kind}
-    if param.kind == "choice":
+    if param.kind in ("choice", "choice_list"):
         spec["choices"] = list(param.choices)
+    if param.kind == "url":
+        spec["max_length"] = param.high
     if param.kind in _RANGED:
         spec["min"] = param.low
         spec["max"] = param.high_within(limits)
     if param.note:
         spec["note"] = param.note
-    spec["default"] = param.default
+    spec["default"] = list(param.default) if isinstance(param.default, tuple) else param.default
     return spec
 
 

@@ -81,10 +81,23 @@ def wants_json() -> bool:
     return best == "application/json"
 
 
+def _too_large() -> tuple[str, str]:
+    """413: the body over ``MAX_CONTENT_LENGTH``, or (within it) werkzeug's form limits."""
+    config = current_app.config
+    limit = config.get("MAX_CONTENT_LENGTH")
+    if limit is None or request.content_length is None or request.content_length > limit:
+        return "too_large", f"the request is too large; the limit is {limit} bytes in all"
+    parts = config.get("MAX_FORM_PARTS") or 1000
+    text_kb = (config.get("MAX_FORM_MEMORY_SIZE") or 500_000) // 1000
+    return "too_many_parts", (
+        f"the form has too many parts or too long a text field: at most {parts} parts, "
+        f"each text field at most {text_kb} KB"
+    )
+
+
 def _http_message(exc: HTTPException) -> str:
     if exc.code == 413:
-        limit = current_app.config.get("MAX_CONTENT_LENGTH")
-        return f"the request is too large; the limit is {limit} bytes in all"
+        return _too_large()[1]
     if exc.code == 404:
         return "no such resource"
     if exc.code == 405:
@@ -102,9 +115,8 @@ def handle_http_exception(exc: HTTPException) -> Response | HTTPException:
     status = exc.code or 500
     # Keep headers such as Allow (405) and WWW-Authenticate; the body becomes JSON.
     headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
-    return error_response(
-        status, DEFAULT_CODES.get(status, "error"), _http_message(exc), headers=headers
-    )
+    code = _too_large()[0] if status == 413 else DEFAULT_CODES.get(status, "error")
+    return error_response(status, code, _http_message(exc), headers=headers)
 
 
 def handle_unexpected(exc: Exception) -> Response | HTTPException:
@@ -137,3 +149,26 @@ def register_error_handlers(app: Flask) -> None:
         app.register_error_handler(unavailable, handle_unavailable)
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(Exception, handle_unexpected)
+
+
+# The shape above as a JSON Schema, for the OpenAPI document (web/openapi.py): one place
+# says what an error body is; ``error_response`` makes every one of them.
+ERROR_SCHEMA: dict[str, object] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string", "description": "machine-readable, e.g. not_found"},
+                "message": {"type": "string", "minLength": 1, "description": "for people"},
+                "field": {
+                    "type": "string",
+                    "description": "the form field, parameter or header that is wrong",
+                },
+            },
+            "additionalProperties": False,
+        }
+    },
+}

@@ -37,7 +37,7 @@ DEFAULT_PRESET = "quick"
 MAIN_FIELDS = ("iterations", "max_size")
 ADVANCED_FIELDS = (
     "style_weight", "content_weight", "tv_weight", "learning_rate", "style_scale",
-    "snapshot_every", "seed", "weights", "preserve_colors",
+    "snapshot_every", "seed", "weights", "preserve_colors", "optimizer", "scales",
 )  # fmt: skip
 # What choosing a preset fills in (a preset leaves the weights to the worker).
 PRESET_KEYS = tuple(n for n in MAIN_FIELDS + ADVANCED_FIELDS if PARAMETERS[n].kind != "choice")

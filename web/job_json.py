@@ -13,8 +13,11 @@ from typing import Any
 from flask import url_for
 
 from stylequeue.shared.models import Job
+from stylequeue.shared.retention import expires_at
 from stylequeue.shared.states import JobStatus, utcnow
+from stylequeue.web.extensions import services
 from stylequeue.web.media import THUMB_LINK_SIZE
+from stylequeue.web.webhook_json import webhook_json
 
 
 def iso(dt: datetime | None) -> str | None:
@@ -110,6 +113,9 @@ def job_json(job: Job) -> dict[str, Any]:
         "enqueued_at": iso(job.enqueued_at),
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
+        # when retention deletes it (shared/retention.py): null while active or kept forever
+        "expires_at": iso(expires_at(job, services().settings.retention_days)),
         "duration_seconds": duration_seconds(job),
+        **webhook_json(job),  # webhook, webhook_events, webhook_deliveries
         "links": job_links(job),
     }

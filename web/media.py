@@ -1,4 +1,4 @@
-"""Serving stored PNGs (inputs, snapshots, results) and their thumbnails, with safe caching.
+"""Serving stored images (inputs, snapshots, results) and their thumbnails, with safe caching.
 
 Every image gets a strong ETag (a hash of its bytes) and answers conditional requests with
 304. Inputs never change, and nothing of a finished job changes, so those are cached for a
@@ -20,13 +20,14 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+from collections.abc import Callable
 
 from flask import Response, request
 from PIL import Image
 from werkzeug.http import is_resource_modified
 
 from stylequeue.shared import keys
-from stylequeue.shared.images import ALLOWED_FORMATS
+from stylequeue.shared.images import ALLOWED_FORMATS, upright_rgb
 from stylequeue.shared.storage import ObjectNotFound
 from stylequeue.shared.text import parse_bool
 from stylequeue.web.errors import ApiError
@@ -92,11 +93,20 @@ def _finish(
     return response
 
 
-def png_response(data: bytes, *, immutable: bool, download_name: str | None = None) -> Response:
+def image_mimetype(data: bytes) -> str:
+    """The type of a stored image, by its first bytes: results and snapshots are PNGs, an
+    input may be kept as the JPEG or WebP it was sent as (``shared.uploads``)."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return "image/png"
+
+
+def image_response(data: bytes, *, immutable: bool, download_name: str | None = None) -> Response:
     etag = hashlib.sha256(data).hexdigest()[:32]
-    return _finish(
-        Response(data, mimetype="image/png"), etag, immutable=immutable, download_name=download_name
-    )
+    response = Response(data, mimetype=image_mimetype(data))
+    return _finish(response, etag, immutable=immutable, download_name=download_name)
 
 
 def make_thumbnail(data: bytes, px: int, max_pixels: int) -> bytes:
@@ -110,8 +120,10 @@ def make_thumbnail(data: bytes, px: int, max_pixels: int) -> bytes:
                     f"the image is {width}x{height} pixels, over the limit of {max_pixels}; "
                     "no thumbnail is made of it",
                 )  # fmt: skip
-            img.thumbnail((px, px), Image.Resampling.LANCZOS)
-            small = img if img.mode in ("RGB", "L") else img.convert("RGB")
+            if img.format == "JPEG":
+                img.draft("RGB", (px, px))  # a DCT-scaled decode, never below px
+            small = upright_rgb(img)  # the one reading rule: EXIF orientation, modes
+            small.thumbnail((px, px), Image.Resampling.LANCZOS)
             out = io.BytesIO()
             small.save(out, format="WEBP", quality=THUMB_QUALITY)
             return out.getvalue()
@@ -141,9 +153,11 @@ def thumb_response(
     *,
     immutable: bool,
     cache_key: str | None = None,
+    after_caching: Callable[[], None] | None = None,
 ) -> Response:
     """The thumbnail of the object at ``key``; kept under ``cache_key`` when given (only
-    for sources that never change)."""
+    for sources that never change), then ``after_caching`` is called (the job may have been
+    deleted while we made it: the cached copy must not outlive it)."""
     if cache_key is not None and (cached := _read_cached(svc, cache_key)) is not None:
         etag, body = cached
         return _finish(Response(body, mimetype=THUMB_MIMETYPE), etag, immutable=immutable)
@@ -156,6 +170,8 @@ def thumb_response(
     if cache_key is not None:
         try:
             svc.storage.put(cache_key, _CACHE_MAGIC + etag.encode() + b"\n" + body)
+            if after_caching is not None:
+                after_caching()
         except Exception:
             log.warning("caching the thumbnail %s failed", cache_key, exc_info=True)
     return _finish(Response(body, mimetype=THUMB_MIMETYPE), etag, immutable=immutable)

@@ -4,8 +4,9 @@ an operator (``docs/fleet.md``).
 Who may scrape: with ``STYLEQUEUE_METRICS_TOKEN`` set, only a caller sending it as
 ``Authorization: Bearer <token>`` (401 without the header, 403 with another token); without
 it, only loopback callers (403 otherwise). The address is ``request.remote_addr`` as the
-WSGI server sees it: behind a reverse proxy on the same host every caller looks local, so
-set a token there (no ProxyFix is configured).
+WSGI server sees it, or the proxies' ``X-Forwarded-For`` when ``STYLEQUEUE_TRUSTED_PROXIES``
+is set (``web/limits.py``); behind a proxy that is not counted there every caller looks
+local, so set a token there. A wrong token counts as a refused credential (rate-limited).
 
 The figures are computed at scrape time (:mod:`stylequeue.web.metrics_collector`) on a
 private registry, never prometheus_client's global one.
@@ -22,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from stylequeue.shared.broker import broker_layout
 from stylequeue.web.errors import ApiError
 from stylequeue.web.extensions import services
+from stylequeue.web.limits import note_failed_authentication
 from stylequeue.web.metrics_collector import FleetCollector
 
 bp = Blueprint("metrics", __name__)
@@ -62,6 +64,7 @@ def check_scraper() -> None:
             headers={"WWW-Authenticate": "Bearer"},
         )
     if not hmac.compare_digest(token.encode(), expected.encode()):
+        note_failed_authentication()
         raise ApiError(403, "forbidden", "wrong metrics token")
 
 

@@ -33,8 +33,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from stylequeue.shared.broker import BrokerLayout, Unacked, unacked_messages, waiting_counts
+from stylequeue.shared.deletion import RemovalReason
 from stylequeue.shared.fleet import list_workers
-from stylequeue.shared.models import Job
+from stylequeue.shared.models import Job, JobDeletion, RemovedJobTotals
 from stylequeue.shared.redis_keys import stream_key
 from stylequeue.shared.states import JobStatus, utcnow
 
@@ -78,6 +79,8 @@ class JobFigures:
     preemptions: int = 0
     checkpoints: int = 0
     resumes: int = 0
+    removed: dict[str, int] = field(default_factory=dict)  # reason -> jobs removed so far
+    purges_pending: int = 0  # removed jobs whose files or stream may still be there
 
 
 def read_job_figures(session: Session, now: datetime) -> JobFigures:
@@ -134,7 +137,21 @@ def read_job_figures(session: Session, now: datetime) -> JobFigures:
         figures.attempts, figures.crashes, figures.preemptions,
         figures.checkpoints, figures.resumes,
     ) = (int(n) for n in sums)  # fmt: skip
+    _add_removed(session, figures)
     return figures
+
+
+def _add_removed(session: Session, figures: JobFigures) -> None:
+    """Removed jobs (deleted or expired, shared/deletion.py): how many, and what they had
+    added to the counters summed over the rows, so those do not go back when rows go."""
+    for totals in session.scalars(select(RemovedJobTotals)):
+        figures.removed[totals.reason] = totals.jobs
+        figures.attempts += totals.attempts
+        figures.crashes += totals.crashes
+        figures.preemptions += totals.preemptions
+        figures.checkpoints += totals.checkpoints
+        figures.resumes += totals.resumes
+    figures.purges_pending = session.scalar(select(func.count()).select_from(JobDeletion)) or 0
 
 
 # ---- the collector --------------------------------------------------------------------------
@@ -313,32 +330,50 @@ def _buckets(
 def _event_counters(figures: JobFigures) -> Iterator[Metric]:
     yield CounterMetricFamily(
         PREFIX + "job_attempts",
-        "Attempts started, summed over the jobs in the database (the jobs' attempts column)",
+        "Attempts started, summed over the jobs in the database (the jobs' attempts column) "
+        "and the jobs removed from it",
         value=figures.attempts,
     )
     yield CounterMetricFamily(
         PREFIX + "job_crashes",
         "Attempts that ended without their runner finishing them (the runner died or was "
         "lost and the job was restarted): attempts beyond the first that no preemption "
-        "explains, summed over the jobs in the database",
+        "explains, summed over the jobs in the database and the jobs removed from it",
         value=figures.crashes,
     )
     yield CounterMetricFamily(
         PREFIX + "job_preemptions",
         "Attempts handed back by a worker told to stop (SIGTERM): checkpointed and queued "
-        "again, summed over the jobs in the database (the jobs' preemptions column)",
+        "again, summed over the jobs in the database (the jobs' preemptions column) and the "
+        "jobs removed from it",
         value=figures.preemptions,
+    )
+    removed = CounterMetricFamily(
+        PREFIX + "jobs_removed",
+        "Jobs removed from the database: deleted by their owner, or expired "
+        "(STYLEQUEUE_RETENTION_DAYS after they ended)",
+        labels=["reason"],
+    )
+    for reason in RemovalReason:
+        removed.add_metric([reason.value], float(figures.removed.get(reason.value, 0)))
+    yield removed
+    yield GaugeMetricFamily(
+        PREFIX + "job_purges_pending",
+        "Removed jobs whose files or progress stream may still be there: purged within a "
+        "second or two normally; one that stays up means storage or Redis keeps failing "
+        "(the sweeper retries every pass)",
+        value=figures.purges_pending,
     )
     yield CounterMetricFamily(
         PREFIX + "job_checkpoints",
         "Checkpoints saved by running jobs, summed over the jobs in the database (the jobs' "
-        "checkpoints column)",
+        "checkpoints column) and the jobs removed from it",
         value=figures.checkpoints,
     )
     yield CounterMetricFamily(
         PREFIX + "job_resumes",
         "Attempts that resumed from a checkpoint instead of iteration 1, summed over the jobs "
-        "in the database (the jobs' resumes column)",
+        "in the database (the jobs' resumes column) and the jobs removed from it",
         value=figures.resumes,
     )
 

@@ -20,6 +20,7 @@ from stylequeue.shared.images import ALLOWED_FORMATS
 from stylequeue.shared.params import PRESETS
 from stylequeue.shared.settings import Limits
 from stylequeue.web import auth
+from stylequeue.web.admission import fleet_capacity
 from stylequeue.web.base import JobNotFound, get_job_or_404, page_params
 from stylequeue.web.config_info import limits_payload
 from stylequeue.web.extensions import services
@@ -31,7 +32,7 @@ from stylequeue.web.form_spec import (
     preset_values,
 )
 from stylequeue.web.job_json import job_json
-from stylequeue.web.static_assets import ONE_YEAR, asset, import_map
+from stylequeue.web.static_assets import ONE_YEAR, asset, import_map_json
 from stylequeue.web.time_estimate import preset_estimate
 
 
@@ -68,7 +69,7 @@ def _render(template: str, status: int = 200, **context: Any) -> Page:
     html = render_template(
         template,
         asset=asset,
-        import_map=import_map(),
+        import_map_json=import_map_json(),
         csrf_value=auth.csrf_token(),
         **context,
     )
@@ -97,6 +98,7 @@ def index() -> Page:
     return _render(
         "pages/index.html",
         nav="new",
+        anonymous=services().settings.anonymous,
         samples=SAMPLES,
         presets=presets,
         default_preset=DEFAULT_PRESET,
@@ -104,6 +106,7 @@ def index() -> Page:
         advanced_fields=advanced_fields,
         accept=",".join(sorted(ALLOWED_FORMATS.values())),
         max_upload_mb=f"{limits.max_upload_bytes / 1024 / 1024:g}",
+        fleet=fleet_capacity(services(), limits),
         page_config=_page_config(limits),
     )
 
@@ -122,8 +125,15 @@ def jobs() -> Page:
 @bp.get("/jobs/<job_id>")
 def dashboard(job_id: str) -> Page:
     data = job_json(get_job_or_404(job_id))
-    config = {"job": data, "urls": {"fleet": url_for("api.get_fleet")}}
-    return _render("pages/dashboard.html", nav="jobs", job=data, page_config=config)
+    days = services().settings.retention_days
+    config = {
+        "job": data,
+        "retention_days": days,
+        "urls": {"fleet": url_for("api.get_fleet"), "jobs": url_for("pages.jobs")},
+    }
+    return _render(
+        "pages/dashboard.html", nav="jobs", job=data, retention_days=days, page_config=config
+    )
 
 
 @bp.get("/fleet")

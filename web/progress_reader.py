@@ -18,6 +18,7 @@ import redis
 from stylequeue.shared.models import Job
 from stylequeue.shared.progress import FIELDS, STREAM_ID_RE
 from stylequeue.shared.storage import ObjectNotFound
+from stylequeue.shared.text import parse_int
 from stylequeue.web.errors import ApiError
 from stylequeue.web.extensions import Services
 from stylequeue.web.job_json import finite
@@ -26,7 +27,11 @@ log = logging.getLogger(__name__)
 
 MAX_ENTRIES = 1000  # per response; the client asks again with the returned last_id
 _STREAM_ID = re.compile(STREAM_ID_RE, re.ASCII)  # \d: 0-9 only, as Redis reads ids
-_MAX_ID_PART = 2**64 - 1  # each half of a stream id is an unsigned 64-bit integer
+# What ?after= may be: every id this server hands out (a millisecond time has 13 digits) and
+# nothing Redis refuses (each half is an unsigned 64-bit integer: 19 digits always fit).
+# The OpenAPI document states this pattern, so the two cannot disagree.
+AFTER_RE = r"^\d{1,19}-\d{1,19}$"
+_AFTER = re.compile(AFTER_RE, re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -41,7 +46,7 @@ def parse_after(raw: str | None) -> str | None:
     """``after`` must be a stream id (``<ms>-<seq>``); empty or absent means from the start."""
     if raw is None or raw == "":
         return None
-    if not _STREAM_ID.fullmatch(raw) or max(_id_key(raw)) > _MAX_ID_PART:
+    if not _AFTER.fullmatch(raw):
         # fullmatch: "$" would let "1-0\n" through, and Redis refuses it (a 503, not a 400)
         raise ApiError(
             400,
@@ -56,11 +61,15 @@ def parse_after(raw: str | None) -> str | None:
 def parse_limit(raw: str | None) -> int:
     if raw is None or raw == "":
         return MAX_ENTRIES
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_ENTRIES:
+    try:
+        limit = parse_int(raw)  # ASCII digits only ("²" passes str.isdigit, then int fails)
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= MAX_ENTRIES:
         raise ApiError(
             400, "invalid_parameter", f"limit must be from 1 to {MAX_ENTRIES}", field="limit"
         )
-    return int(raw)
+    return limit
 
 
 def _id_key(stream_id: str) -> tuple[int, int]:

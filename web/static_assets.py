@@ -12,6 +12,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from flask import url_for
+from jinja2.utils import htmlsafe_json_dumps
+from markupsafe import Markup
 
 STATIC_DIR = Path(__file__).parent / "static"
 ONE_YEAR = 365 * 24 * 3600
@@ -38,3 +40,9 @@ def asset(filename: str) -> str:
 
 def import_map() -> dict[str, dict[str, str]]:
     return {"imports": {url_for("pages.static", filename=m): asset(m) for m in SHARED_MODULES}}
+
+
+def import_map_json() -> Markup:
+    """The import map exactly as the pages inline it: the Content-Security-Policy allows that
+    one inline script by the hash of this text (``web/security_headers.py``)."""
+    return htmlsafe_json_dumps(import_map())

@@ -3,42 +3,58 @@
 The order is the contract (DESIGN, "One job, end to end"):
 
 1. every parameter and every image is checked before anything is written, so a rejected
-   request leaves no object and no row;
-2. the clean PNGs go to storage; if that fails, what was written is deleted (503, no row);
-3. the ``queued`` row is committed, in the transaction that counts the owner's active jobs
-   (a submit that lost the race for the last slot deletes its inputs: 429, no row); only
+   request leaves no object and no row: the cheap checks first (parameters, then every
+   file's type, size and header dimensions, and whether the content can be painted at
+   all), then each file is decoded whole (``shared.uploads``);
+2. the inputs go to storage, compactly (a JPEG or WebP as sent, else lossless WebP); if
+   that fails, what was written is deleted (503, no row);
+3. the ``queued`` row is committed, in the transaction that checks the caps (the owner's
+   active jobs, all browser sessions' and one address's, the owner's stored bytes:
+   ``shared.quota``; a submit that lost the race for the last slot deletes its inputs:
+   429, no row); only
    then is ``run_job`` sent, so a worker never gets an id it cannot find
    (:func:`stylequeue.shared.jobs.enqueue_job`, the sweeper's too), and only while the
    owner has fewer than ``OWNER_SLOTS`` jobs in the broker (fair share,
    :func:`stylequeue.shared.jobs.top_up_owner`): else the row waits, unsent, its turn;
 4. a broker that is down is logged, not an error: the row stays ``queued`` with
    ``enqueued_at`` NULL and the sweeper sends it later.
+
+A ``webhook`` is checked like a parameter (the table's ``url`` row), then against this
+server's rules: https unless http is allowed, and a host that resolves to public addresses
+only (``shared.webhook_targets``; the delivery checks again when it connects).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from werkzeug.datastructures import FileStorage, ImmutableMultiDict
 
 from stylequeue.shared import keys
-from stylequeue.shared.images import CleanImage, ImageRejected, validate_image
-from stylequeue.shared.jobs import (
-    ActiveJobLimitReached,
-    EnqueueFailed,
-    count_active_jobs,
-    insert_job_within_limit,
-    top_up_owner,
-)
+from stylequeue.shared.idempotency import release_expired_key
+from stylequeue.shared.images import ImageHeader, ImageRejected, read_header
+from stylequeue.shared.jobs import EnqueueFailed, top_up_owner
 from stylequeue.shared.models import Job, new_id
-from stylequeue.shared.params import PUBLIC_PARAMETERS, ParamError, TransferParams
-from stylequeue.shared.settings import Limits
+from stylequeue.shared.params import (
+    JOB_PARAMETERS,
+    PUBLIC_PARAMETERS,
+    JobOptions,
+    ParamError,
+    TransferParams,
+    job_min_side,
+)
+from stylequeue.shared.quota import CapReached, check_caps, insert_within_caps
+from stylequeue.shared.settings import Limits, WebhookSettings
 from stylequeue.shared.states import JobStatus, utcnow
+from stylequeue.shared.uploads import StoredInput, check_paintable, compact, output_size
+from stylequeue.shared.webhook_targets import TargetRefused, check_target
 from stylequeue.web.errors import ApiError
 from stylequeue.web.extensions import Services
+from stylequeue.web.idempotency import KeyedSubmit
+from stylequeue.web.submit_caps import cap_error, caps, client_key_for
 
 log = logging.getLogger(__name__)
 
@@ -54,18 +70,14 @@ IGNORED_FIELDS = frozenset({"csrf_token"})
 @dataclass(frozen=True)
 class Submission:
     params: TransferParams
-    content: CleanImage
-    styles: list[CleanImage]
+    content: StoredInput
+    styles: list[StoredInput]
+    options: JobOptions = field(default_factory=JobOptions)  # the webhook
 
-
-def output_size(width: int, height: int, max_size: int) -> tuple[int, int]:
-    """The picture the job paints: the content image scaled down so its longest side is at
-    most ``max_size`` (never scaled up), aspect ratio kept."""
-    longest = max(width, height)
-    if longest <= max_size:
-        return width, height
-    scale = max_size / longest
-    return max(1, round(width * scale)), max(1, round(height * scale))
+    @property
+    def input_bytes(self) -> int:
+        """What storing the inputs costs the owner's quota."""
+        return len(self.content.data) + sum(len(style.data) for style in self.styles)
 
 
 # ---- 1. checking --------------------------------------------------------------------------
@@ -86,6 +98,38 @@ def parse_params(
     form: ImmutableMultiDict[str, str], n_styles: int, limits: Limits
 ) -> TransferParams:
     """Form fields -> validated params; every error names its field."""
+    values = _form_values(form)
+    transfer = {k: v for k, v in values.items() if k not in JOB_PARAMETERS}
+    try:
+        return TransferParams.from_inputs(transfer, limits=limits, n_styles=n_styles)
+    except ParamError as exc:
+        raise ApiError(422, "invalid_parameter", exc.message, field=exc.field) from None
+
+
+def parse_job_options(form: ImmutableMultiDict[str, str], webhooks: WebhookSettings) -> JobOptions:
+    """The job options (the table's job rows), checked; a webhook also against this
+    server's rules (:func:`~stylequeue.shared.webhook_targets.check_target`: resolves the
+    host). A refusal is a 422 naming ``webhook``."""
+    values = {k: v for k, v in _form_values(form).items() if k in JOB_PARAMETERS}
+    try:
+        options = JobOptions.from_inputs(values)
+    except ParamError as exc:
+        raise ApiError(422, "invalid_parameter", exc.message, field=exc.field) from None
+    if options.webhook is not None:
+        try:
+            check_target(options.webhook, webhooks)
+        except TargetRefused as exc:
+            raise ApiError(
+                422,
+                "webhook_refused",
+                f"this server will not call it: {exc.reason}",
+                field="webhook",
+            ) from None
+    return options
+
+
+def _form_values(form: ImmutableMultiDict[str, str]) -> dict[str, str]:
+    """The parameter fields of the form, one value each; unknown or repeated: 400."""
     values: dict[str, str] = {}
     for name in form:
         if name in IGNORED_FIELDS:
@@ -103,10 +147,7 @@ def parse_params(
                 400, "duplicate_parameter", f"{name!r} is given {len(given)} times", field=name
             )
         values[name] = given[0]
-    try:
-        return TransferParams.from_inputs(values, limits=limits, n_styles=n_styles)
-    except ParamError as exc:
-        raise ApiError(422, "invalid_parameter", exc.message, field=exc.field) from None
+    return values
 
 
 def input_max_side(limits: Limits) -> int:
@@ -115,17 +156,58 @@ def input_max_side(limits: Limits) -> int:
     return 2 * limits.max_size
 
 
-def _clean(data: bytes, field: str, limits: Limits, label: str) -> CleanImage:
+@dataclass(frozen=True)
+class _Upload:
+    data: bytes
+    field: str
+    label: str
+
+
+def _rejected(exc: ImageRejected, label: str | None) -> ApiError:
+    message = f"{label}: {exc.message}" if label else exc.message
+    return ApiError(exc.status, exc.code, message, field=exc.field)
+
+
+def _header(upload: _Upload, limits: Limits) -> ImageHeader:
     try:
-        return validate_image(data, field, limits.max_image_pixels, input_max_side(limits))
+        return read_header(upload.data, upload.field, limits.max_image_pixels)
     except ImageRejected as exc:
-        raise ApiError(exc.status, exc.code, f"{label}: {exc.message}", field=exc.field) from None
+        raise _rejected(exc, upload.label) from None
+
+
+def _paintable(width: int, height: int, params: TransferParams, limits: Limits) -> None:
+    """422 for a content image the job could only fail on (too small or thin to paint)."""
+    try:
+        need = job_min_side(params)
+        check_paintable(width, height, params.max_size, limits.max_size, need, CONTENT_FIELD)
+    except ImageRejected as exc:
+        raise _rejected(exc, "content image" if exc.field == CONTENT_FIELD else None) from None
+
+
+def _compact(upload: _Upload, header: ImageHeader, limits: Limits) -> StoredInput:
+    try:
+        return compact(upload.data, header, upload.field, input_max_side(limits))
+    except ImageRejected as exc:
+        raise _rejected(exc, upload.label) from None
+
+
+def _check_images(
+    uploads: list[_Upload], params: TransferParams, limits: Limits
+) -> list[StoredInput]:
+    """Cheapest first: every file's header (type, size, dimensions) and whether the content
+    can be painted, before any file is decoded; then each file whole, compacted."""
+    headers = [_header(upload, limits) for upload in uploads]
+    _paintable(headers[0].width, headers[0].height, params, limits)
+    stored = [_compact(u, h, limits) for u, h in zip(uploads, headers, strict=True)]
+    _paintable(stored[0].width, stored[0].height, params, limits)  # as stored (rounding)
+    return stored
 
 
 def parse_submission(
     form: ImmutableMultiDict[str, str],
     files: ImmutableMultiDict[str, FileStorage],
     limits: Limits,
+    webhooks: WebhookSettings,
 ) -> Submission:
     """Check the whole request (parts, parameters, images) without writing anything."""
     for name in FILE_FIELDS:
@@ -159,47 +241,36 @@ def parse_submission(
             field=STYLE_FIELD,
         )
     params = parse_params(form, len(styles), limits)
-    content = _clean(contents[0], CONTENT_FIELD, limits, "content image")
-    cleaned = [
-        _clean(
-            data, STYLE_FIELD, limits, f"style image {i + 1}" if len(styles) > 1 else "style image"
-        )
-        for i, data in enumerate(styles)
-    ]
-    return Submission(params, content, cleaned)
+    options = parse_job_options(form, webhooks)
+    uploads = [_Upload(contents[0], CONTENT_FIELD, "content image")]
+    for i, data in enumerate(styles):
+        label = f"style image {i + 1}" if len(styles) > 1 else "style image"
+        uploads.append(_Upload(data, STYLE_FIELD, label))
+    stored = _check_images(uploads, params, limits)
+    return Submission(params, stored[0], stored[1:], options)
 
 
-def too_many_active_jobs(active: int, limit: int) -> ApiError:
-    return ApiError(
-        429,
-        "too_many_active_jobs",
-        f"you have {active} jobs queued or running (limit {limit}); "
-        "wait for one to finish or cancel one",
-        headers={"Retry-After": "30"},
-    )
-
-
-def check_active_limit(svc: Services, owner: str) -> None:
-    """429 when the owner already has as many queued + running jobs as allowed: an early
-    answer, before the uploads are read and stored. The insert checks again, atomically
-    (:func:`submit_job`)."""
-    limit = svc.settings.limits.max_active_jobs
-    with svc.db() as session:
-        active = count_active_jobs(session, owner)
-    if active >= limit:
-        raise too_many_active_jobs(active, limit)
+def check_active_limit(svc: Services, owner: str, incoming_bytes: int = 0) -> None:
+    """429 (or 403 for the storage quota) when one more job of ``owner``'s would pass a cap
+    (``shared.quota``): an early answer, before the uploads are read and stored. The insert
+    checks again, atomically (:func:`submit_job`)."""
+    try:
+        with svc.db() as session:
+            check_caps(session, owner, client_key_for(owner), caps(svc.settings), incoming_bytes)
+    except CapReached as exc:
+        raise cap_error(exc, incoming_bytes) from None
 
 
 # ---- 2-4. storing, committing, enqueueing ------------------------------------------------
 
 
 def _store_inputs(svc: Services, job_id: str, sub: Submission) -> dict[str, object]:
-    content_key = keys.content_key(job_id)
-    style_keys = [keys.style_key(job_id, i) for i in range(len(sub.styles))]
+    content_key = keys.content_key(job_id, sub.content.extension)
+    style_keys = [keys.style_key(job_id, i, s.extension) for i, s in enumerate(sub.styles)]
     try:
-        svc.storage.put(content_key, sub.content.png, "image/png")
+        svc.storage.put(content_key, sub.content.data, sub.content.mimetype)
         for key, image in zip(style_keys, sub.styles, strict=True):
-            svc.storage.put(key, image.png, "image/png")
+            svc.storage.put(key, image.data, image.mimetype)
     except Exception:
         log.exception("storing the inputs of job %s failed", job_id)
         _forget_inputs(svc, job_id)
@@ -243,12 +314,23 @@ def _enqueue(svc: Services, job: Job) -> None:
             job.enqueued_at = session.scalar(select(Job.enqueued_at).where(Job.id == job.id))
 
 
-def submit_job(svc: Services, owner: str, sub: Submission) -> Job:
+class KeyTaken(Exception):
+    """Another submit with this Idempotency-Key inserted its job first (the unique index
+    refused ours); our inputs are deleted. ``web.idempotency.winner`` finds that job."""
+
+
+def submit_job(svc: Services, owner: str, sub: Submission, keyed: KeyedSubmit | None = None) -> Job:
     """Store, commit, enqueue. Returns the job as committed (plus ``enqueued_at``).
 
-    The row is inserted only while the owner is under the active-job limit, counted in the
-    insert's own transaction (:func:`~stylequeue.shared.jobs.insert_job_within_limit`); a
-    refused submit's stored inputs are deleted (429, no row, no object)."""
+    The row is inserted only while every cap holds, counted in the insert's own transaction
+    (:func:`~stylequeue.shared.quota.insert_within_caps`); a refused submit's stored inputs
+    are deleted (429 or 403, no row, no object). With ``keyed`` (an Idempotency-Key) the
+    row carries the key, and a concurrent submit's row with the same key makes the insert
+    fail: :class:`KeyTaken`, our inputs deleted."""
+    check_active_limit(svc, owner, sub.input_bytes)  # the quota, now that the size is known
+    if keyed is not None:  # a key older than the window names no job any more
+        with svc.db() as session:
+            release_expired_key(session, owner, keyed.key)
     job_id = new_id()
     input_keys = _store_inputs(svc, job_id, sub)
     width, height = output_size(sub.content.width, sub.content.height, sub.params.max_size)
@@ -266,14 +348,27 @@ def submit_job(svc: Services, owner: str, sub: Submission) -> Job:
         width=width,
         height=height,
         created_at=utcnow(),
+        **sub.options.to_columns(),
+        input_bytes=sub.input_bytes,
+        client_key=client_key_for(owner),
+        idempotency_key=keyed.key if keyed else None,
+        request_fingerprint=keyed.fingerprint if keyed else None,
     )
     try:
         with svc.db() as session:
-            insert_job_within_limit(session, job, svc.settings.limits.max_active_jobs)
-    except ActiveJobLimitReached as exc:
-        # Another submit of this owner's took the last slot since check_active_limit.
+            insert_within_caps(session, job, caps(svc.settings))
+    except CapReached as exc:
+        # Another submit took the last room since check_active_limit.
         _forget_inputs(svc, job_id)
-        raise too_many_active_jobs(exc.active, exc.limit) from None
+        raise cap_error(exc, sub.input_bytes) from None
+    except IntegrityError:
+        _forget_inputs(svc, job_id)
+        if keyed is None:
+            log.exception("inserting job %s failed", job_id)
+            raise ApiError(
+                503, "database_unavailable", "the job could not be recorded; try again"
+            ) from None
+        raise KeyTaken() from None
     except SQLAlchemyError:
         log.exception("inserting job %s failed", job_id)
         _forget_inputs(svc, job_id)

@@ -4,8 +4,9 @@ The parent process never imports TensorFlow: it only receives messages and super
 pool. Each prefork child, once forked, drops inherited DB pools, imports the engine, turns
 GPU memory growth on, warms the VGG19 extractor (so the first job does not pay for it) and
 announces itself in the fleet registry every ~30 s until it shuts down: its weights and
-precision, the device it computes on, and its memory at each beat (GPU memory in use where
-it runs on a GPU, else the process's resident memory), for the fleet view.
+precision, the device it computes on, its memory budget (``worker.budget``: what the web
+admits jobs by) and its memory at each beat (GPU memory in use where it runs on a GPU, else
+the process's resident memory), for the fleet view.
 
 Preemption: SIGTERM reaches only the parent (Celery's warm shutdown: stop consuming, wait
 for the running task; the pool child does not get the signal). The parent's
@@ -37,8 +38,9 @@ from celery.signals import (
 )
 
 import stylequeue.worker.tasks  # noqa: F401  (registers run_job and sweep_queued)
-from stylequeue.shared.celery_app import create_celery
+from stylequeue.shared.celery_app import WEBHOOKS_QUEUE, create_celery
 from stylequeue.shared.settings import EngineSettings, get_settings
+from stylequeue.worker.budget import worker_budget
 from stylequeue.worker.stop_signal import request_preempt
 
 log = logging.getLogger("stylequeue.worker")
@@ -64,6 +66,16 @@ class _ChildState:
 @celeryd_after_setup.connect
 def _remember_nodename(sender: str, **_: Any) -> None:
     _ChildState.nodename = sender
+
+
+@celeryd_after_setup.connect
+def _never_take_webhooks(sender: str, instance: Any, **_: Any) -> None:
+    """A GPU worker never consumes the ``webhooks`` queue, whatever ``-Q`` says: a slow
+    receiver must not hold a GPU, and the light hooks worker delivers them."""
+    queues = instance.app.amqp.queues
+    if WEBHOOKS_QUEUE in queues.consume_from:
+        log.warning("%s: not consuming the %s queue (the hooks worker's)", sender, WEBHOOKS_QUEUE)
+        queues.deselect(WEBHOOKS_QUEUE)
 
 
 @worker_init.connect
@@ -161,6 +173,9 @@ def warm_engine(knobs: EngineSettings) -> dict[str, Any]:
         "extractor warm: weights=%s, precision=%s, took %.1fs",
         weights, precision, time.monotonic() - started,
     )  # fmt: skip
+    # measured once the model is warm (on a GPU, TensorFlow holds it already)
+    budget = worker_budget(knobs, info.get("device"))
+    info.update(memory_budget=budget.bytes, memory_budget_source=budget.source)
     return info
 
 

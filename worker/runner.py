@@ -9,7 +9,8 @@ State machine of an attempt::
 
     lock held by a live runner ............ return "busy" (the message is acked; that
                                              runner finishes the job)
-    row missing ........................... return (the message is dropped)
+    row missing ........................... return (the message is dropped); under the
+                                             lock: purge what is left (a deleted job)
     row terminal .......................... return (duplicate delivery); its stream is set
                                              to expire and unreferenced attempts' files
                                              deleted (it may have ended outside a runner)
@@ -26,6 +27,8 @@ State machine of an attempt::
         SoftTimeLimitExceeded ............. -> failed, latest snapshot saved as the result
         any other exception ............... -> failed with a one-line reason
         lock lost (we were presumed dead) . leave the row alone: the new runner owns it
+        row gone (the job was deleted) .... write nothing more; purge the job's files and
+                                             stream (shared.deletion), then return
 
 Fencing: the sweeper may presume a runner dead (its lock expired, say during a Redis outage)
 and another runner start attempt N + 1 while the first still runs. Every write of an attempt
@@ -54,6 +57,12 @@ about once a second). ``_Recorder.writing`` drains them and writes the row once 
 every way out of the engine, so each ending above finds every iteration streamed (or, Redis
 away, given a stand-in id: logged) and every snapshot stored.
 
+Deleting: ``DELETE /api/v1/jobs/<id>`` (or retention) removes the row at once and sets the
+cancel flag. The attempt notices at its next fenced row write (a flush, every second or
+snapshot) or by the flag, and before it stores a result it looks for the row once more:
+gone, it writes nothing more and purges the whole job under its lock (``shared.deletion``),
+files of earlier attempts and checkpoints included, so nothing of it is left.
+
 Checkpoints (``worker.checkpoints``): every ``STYLEQUEUE_CHECKPOINT_SECONDS`` the engine hands
 over its whole state and, once the writers have caught up (``_Recorder.drain``: a
 checkpoint holds only streamed entries and stored snapshots; a periodic one waits while
@@ -81,9 +90,11 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy.orm import Session, object_session
 
 from stylequeue.shared import keys
-from stylequeue.shared.db import session_scope
+from stylequeue.shared.db import get_sessionmaker, session_scope
+from stylequeue.shared.deletion import purge
 from stylequeue.shared.locks import JobLock
 from stylequeue.shared.models import Job
 from stylequeue.shared.params import TransferParams
@@ -92,15 +103,20 @@ from stylequeue.shared.redis_client import redis_client
 from stylequeue.shared.settings import Settings
 from stylequeue.shared.states import JobStatus, transition
 from stylequeue.shared.storage import ObjectNotFound, Storage, get_storage
+from stylequeue.shared.tile_progress import AttemptTiles
+from stylequeue.shared.webhook_outbox import PROGRESS, record, record_change
+from stylequeue.worker.budget import worker_budget
 from stylequeue.worker.checkpoints import Checkpoint, CheckpointStore, fingerprint
 from stylequeue.worker.progress_sink import ProgressSink
 from stylequeue.worker.row_flusher import RowFlusher
 from stylequeue.worker.snapshot_writer import SnapshotWriter
 from stylequeue.worker.stop_signal import StopReason, StopSignal, preempt_requested
 from stylequeue.worker.stream_writer import StreamWriter
+from stylequeue.worker.webhook_events import AttemptWebhooks
 
 if TYPE_CHECKING:
     import numpy as np
+    from celery import Celery
 
     from stylequeue.worker.engine.state import EngineState
 
@@ -123,6 +139,7 @@ class Action(StrEnum):
     GAVE_UP = "gave_up"  # lost MAX_ATTEMPTS times: failed without running
     LOST = "lost"  # presumed dead, the job restarted elsewhere: left to the new runner
     PREEMPTED = "preempted"  # the worker is shutting down: checkpointed, back to queued
+    DELETED = "deleted"  # the job was deleted while running: stopped, everything purged
 
 
 @dataclass
@@ -159,8 +176,10 @@ def execute(
     worker_name: str,
     deadline: float | None = None,
     client: redis.Redis | None = None,
+    celery: Celery | None = None,
 ) -> Outcome:
-    """Run one attempt of ``job_id`` under its lock. Never raises for job errors."""
+    """Run one attempt of ``job_id`` under its lock. Never raises for job errors.
+    ``celery`` sends the job's webhook events (one is made from settings if not given)."""
     with session_scope(settings.database_url) as session:
         job = session.get(Job, job_id)
         # A cheap answer to duplicate deliveries, without touching the lock; _start re-checks
@@ -188,9 +207,11 @@ def execute(
             log.info("job %s: another runner holds its lock; not running it twice", job_id)
             return Outcome(Action.BUSY)
         lock.start_renewing()
+        webhooks = AttemptWebhooks(settings, celery)
         try:
-            return _Attempt(job_id, settings, worker_name, lock, client, deadline).run()
+            return _Attempt(job_id, settings, worker_name, lock, client, deadline, webhooks).run()
         finally:
+            webhooks.close()
             # Released only after the final state is committed: the sweeper reads "running
             # and no lock" as "runner died".
             lock.release()
@@ -218,6 +239,13 @@ def delete_attempts(storage: Storage, job_id: str, attempts: Iterable[int]) -> N
             log.warning("job %s: could not delete attempt %d: %s", job_id, attempt, exc)
 
 
+def _session_of(job: Job) -> Session:
+    """The session a row from :meth:`AttemptFence.row` is in (its event goes with it)."""
+    session = object_session(job)
+    assert session is not None
+    return session
+
+
 class AttemptFence:
     """What makes a write this attempt's: its number in the row, checked under ``SELECT ...
     FOR UPDATE``, and its lock still held (the lock's token is also checked by Redis in each
@@ -230,10 +258,28 @@ class AttemptFence:
         self.token = lock.value
         self.attempt = 0  # set once the row is marked running with this attempt's number
         self._refused = False
+        self.gone = False  # the row was found missing: the job was deleted
 
     @property
     def lost(self) -> bool:
-        return self._refused or self.lock.lost.is_set()
+        """Write nothing more: another runner has the job, or the job is gone."""
+        return self._refused or self.gone or self.lock.lost.is_set()
+
+    def check_gone(self) -> bool:
+        """Look for the row (a plain read); True, and :attr:`gone` set, when it is missing."""
+        if not self.gone:
+            with session_scope(self.database_url) as session:
+                self.gone = session.get(Job, self.job_id) is None
+        return self.gone
+
+    def gone_now(self) -> bool:
+        """:meth:`check_gone`, a database error reading as "still there" (the next row write
+        finds out)."""
+        try:
+            return self.check_gone()
+        except Exception as exc:
+            log.warning("job %s: could not look for its row: %s", self.job_id, exc)
+            return False
 
     def refused(self) -> None:
         """A fenced write was refused: the lock holds another runner's token."""
@@ -257,6 +303,8 @@ class AttemptFence:
         """The row locked for update while it is ours, else None (write nothing then)."""
         with session_scope(self.database_url) as session:
             job = session.get(Job, self.job_id, with_for_update=True)
+            if job is None:
+                self.gone = True
             yield job if self.holds(job) else None
 
 
@@ -269,8 +317,10 @@ class _Attempt:
         lock: JobLock,
         client: redis.Redis,
         deadline: float | None,
+        webhooks: AttemptWebhooks,
     ) -> None:
         self.job_id = job_id
+        self.webhooks = webhooks
         self.settings = settings
         self.worker_name = worker_name
         self.client = client
@@ -302,8 +352,11 @@ class _Attempt:
     def run(self) -> Outcome:
         self.resume = self._find_checkpoint()
         started = self._start()
+        self.webhooks.send()  # started, or completed when it ended without running
         if isinstance(started, Outcome):
-            if started.action in (Action.CANCELED, Action.GAVE_UP, Action.DUPLICATE):
+            if started.action is Action.MISSING:
+                self._purge_deleted(locked=True)  # deleted just now; we hold its lock
+            elif started.action in (Action.CANCELED, Action.GAVE_UP, Action.DUPLICATE):
                 self._expire_stream()  # a dead attempt's entries: expire like any job's
                 # Ended without running: earlier (dead) attempts' files the row does not
                 # point at go now, and its checkpoints; nobody else would delete them.
@@ -348,6 +401,7 @@ class _Attempt:
                 return Outcome(Action.DUPLICATE, job.status)
             if job.cancel_requested or self.sink.read_cancel_flag():
                 transition(job, JobStatus.CANCELED, cancel_requested=True)
+                self.webhooks.note(record_change(session, job))
                 log.info("job %s: canceled before it started", self.job_id)
                 self.unreferenced = keys.unreferenced_attempts(job)
                 return Outcome(Action.CANCELED, job.status)
@@ -359,6 +413,7 @@ class _Attempt:
                     job, JobStatus.FAILED,
                     error=f"worker lost {crashes} times; giving up on this job",
                 )  # fmt: skip
+                self.webhooks.note(record_change(session, job))
                 self.unreferenced = keys.unreferenced_attempts(job)
                 return Outcome(Action.GAVE_UP, job.status, error=job.error)
             resume = self.resume
@@ -376,6 +431,8 @@ class _Attempt:
                 resumed_from=resume.iteration if resume else None,
                 error=None, result_key=None, history_key=None,
             )  # fmt: skip
+            self.webhooks.note(record_change(session, job))  # started, on the first attempt
+            self.webhooks.watch(job)
             self.computed_before = job.iterations_computed or 0
             self.fingerprint = self._fingerprint(dict(job.params), dict(job.input_keys))
             params = TransferParams.from_dict(job.params)
@@ -473,11 +530,15 @@ class _Attempt:
         self.recorder = recorder = _Recorder(
             job_id=self.job_id, fence=self.fence, sink=self.sink, stop=self.stop,
             storage=self.storage, encode_png=engine.encode_png, params=params, weights=weights,
+            webhooks=self.webhooks,
             entries=list(resume.history) if resume else [],
             best_loss=resume.state.best_loss if resume else None,
             best_iteration=resume.state.best_iteration if resume else None,
             resumed_from=resume.iteration if resume else 0,
             computed_before=self.computed_before,
+            tiles=AttemptTiles(
+                self.client, self.job_id, self.fence.token, self.settings.progress_ttl_seconds
+            ),
         )  # fmt: skip
         self._restore(recorder)
         content = engine.decode_image(self.storage.get(input_keys["content"]))
@@ -494,8 +555,12 @@ class _Attempt:
                 xla=self.settings.engine_xla, deterministic=self.settings.engine_deterministic,
                 resume=resume.state if resume else None,
                 checkpoint_due=checkpointer.due, on_checkpoint=checkpointer.save,
+                # above the worker's memory budget the engine paints in tiles (or refuses)
+                memory_budget=worker_budget(self.settings.engine).bytes,
+                on_tile=recorder.on_tile,
             )  # fmt: skip
-        if self.fence.lost:
+        # deleted meanwhile (the cancel flag may have stopped us before any row write)?
+        if self.fence.lost or self.fence.check_gone():
             return self._lost()
         if result.stopped and self.stop.reason is StopReason.PREEMPT:
             return self._preempted()
@@ -516,8 +581,9 @@ class _Attempt:
             error=error,
             result_key=result_key,
             history_key=history,
-            best_loss=float(result.best_loss),
-            best_iteration=int(result.best_iteration),
+            # a tiled job stopped before its first whole iteration has no loss yet
+            best_loss=float(result.best_loss) if result.best_iteration else None,
+            best_iteration=int(result.best_iteration) or None,
             weights=str(result.weights),
             width=width,
             height=height,
@@ -534,6 +600,8 @@ class _Attempt:
                 # The sweeper presumed us dead and re-queued the job: the new runner owns it.
                 return self._lost()
             transition(job, status, error=error, **fields)
+            self.webhooks.note(record_change(_session_of(job), job))  # completed
+        self.webhooks.send()
         self._expire_stream()
         # Once the job is ours for good, the files of the attempts before ours go (a later
         # attempt cannot exist: the row is terminal), and its checkpoints.
@@ -614,6 +682,8 @@ class _Attempt:
         return self._fail(f"time limit reached after {n} iterations{saved}", **fields)
 
     def _lost(self) -> Outcome:
+        if self.fence.gone_now():  # not: lost to another runner
+            return self._deleted()
         log.error(
             "job %s: lost its lock (presumed dead and re-queued); leaving it to the new runner",
             self.job_id,
@@ -621,6 +691,27 @@ class _Attempt:
         self._tidy_after_lost()
         iterations = self.recorder.iterations if self.recorder is not None else 0
         return Outcome(Action.LOST, None, iterations=iterations)
+
+    def _deleted(self) -> Outcome:
+        """The job was deleted while this attempt ran: nothing more is written (the fence
+        says ``lost``), and everything of the job goes now, under its lock."""
+        log.info("job %s: deleted while running; stopped, purging what it left", self.job_id)
+        try:
+            held = self.fence.lock.owned()
+        except redis.RedisError:
+            held = False
+        self._purge_deleted(locked=held)
+        iterations = self.recorder.iterations if self.recorder is not None else 0
+        return Outcome(Action.DELETED, None, iterations=iterations)
+
+    def _purge_deleted(self, *, locked: bool) -> None:
+        """Purge the deleted job (``shared.deletion.purge``): ``locked`` when we still hold
+        its lock; otherwise the purge takes it (busy: whoever holds it purges). Never raises:
+        what fails is left to the sweeper."""
+        purge(
+            get_sessionmaker(self.settings.database_url), self.storage, self.client,
+            self.job_id, lock_ttl_seconds=self.settings.lock_ttl_seconds, locked=locked,
+        )  # fmt: skip
 
     def _tidy_after_lost(self) -> None:
         """Our files once a later attempt has started (it cleared the row's references to
@@ -689,6 +780,7 @@ class _Recorder:
     encode_png: Callable[[np.ndarray], bytes]
     params: TransferParams
     weights: str
+    webhooks: AttemptWebhooks
     entries: list[dict[str, Any]] = field(default_factory=list)
     snapshots: list[int] = field(default_factory=list)
     best_loss: float | None = None
@@ -700,6 +792,7 @@ class _Recorder:
     # is (id and values) when computed again, not streamed twice
     replay: dict[int, dict[str, Any]] = field(default_factory=dict)
     computed_before: int = 0  # iterations earlier attempts ran
+    tiles: AttemptTiles | None = None  # progress within an iteration (tiled jobs)
     stream: StreamWriter | None = None  # while the engine runs (writing())
     snapshotter: SnapshotWriter | None = None
     row: RowFlusher | None = None
@@ -738,8 +831,29 @@ class _Recorder:
             assert self.snapshotter is not None, "on_iteration outside writing()"
             self.snapshotter.put(k, report)
 
+    def on_tile(self, report: Any) -> None:
+        """A tiled job's progress within an iteration: to the tile stream, reading the cancel
+        flag on the way (a cancel takes effect within one tile). Best effort while Redis is
+        away; a refused write means the job is another runner's."""
+        if self.fence.lost or self.tiles is None:
+            return
+        try:
+            cancel = self.tiles.append_checking_cancel(
+                {"iteration": report.iteration, "phase": report.phase, "done": report.done,
+                 "total": report.total, "elapsed": report.elapsed}
+            )  # fmt: skip
+        except Fenced:
+            self.fence.refused()
+            return
+        except redis.RedisError as exc:
+            log.debug("job %s: tile progress not written: %s", self.job_id, exc)
+            return
+        self.stop.note_flag(cancel)
+
     def _store_snapshot(self, iteration: int, report: Any) -> None:
         """The snapshot writer's thread: make the image, encode it, store it, list it."""
+        if self.fence.lost:  # another runner's, or deleted: store nothing more of it
+            return
         image = report.snapshot
         self.storage.put(
             keys.snapshot_key(self.job_id, iteration, attempt=self.fence.attempt),
@@ -757,10 +871,10 @@ class _Recorder:
         out, whatever ends the loop (a failed snapshot store is raised then if nothing else
         was), and the row written once more where the loop stopped."""
         self.stream = StreamWriter(
-            self.sink, on_cancel=self.stop.note_flag, on_fenced=self.fence.refused, bound=bound
+            self.sink, on_cancel=self._on_cancel, on_fenced=self.fence.refused, bound=bound
         ).start()
         self.snapshotter = SnapshotWriter(self.job_id, self._store_snapshot).start()
-        self.row = RowFlusher(self.job_id, self.flush, DB_FLUSH_SECONDS).start()
+        self.row = RowFlusher(self.job_id, self._flush_by_time, DB_FLUSH_SECONDS).start()
         try:
             yield
             self.snapshotter.drain()
@@ -777,8 +891,20 @@ class _Recorder:
         if self.snapshotter is not None:
             self.snapshotter.drain()
 
-    def flush(self) -> None:
-        """Write progress fields to the row while it is ours; read its cancel_requested."""
+    def _on_cancel(self, flag: bool) -> None:
+        """The stream writer's thread read the cancel flag. A delete sets it too: then the
+        job is gone (``fence.lost``), and nothing more of it is stored."""
+        self.stop.note_flag(flag)
+        if flag:
+            self.fence.gone_now()
+
+    def _flush_by_time(self) -> None:
+        """The row flusher's turn; the ``progress`` webhook event goes with it when due."""
+        self.flush(progress=self.webhooks.progress_due())
+
+    def flush(self, *, progress: bool = False) -> None:
+        """Write progress fields to the row while it is ours; read its cancel_requested.
+        With ``progress``, the job's ``progress`` webhook event goes with them."""
         with self.fence.row() as job:
             if job is None:
                 return
@@ -788,6 +914,10 @@ class _Recorder:
             job.best_iteration = self.best_iteration
             job.snapshot_iterations = list(self.snapshots)
             self.stop.note_row_cancel(bool(job.cancel_requested))
+            if progress:
+                self.webhooks.note(record(_session_of(job), job, PROGRESS))
+                self.webhooks.progress_recorded()
+        self.webhooks.send()
 
 
 class _Checkpointer:

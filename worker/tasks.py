@@ -27,7 +27,7 @@ def run_job(self: Task, job_id: str) -> str:
 
     node = getattr(self.request, "hostname", None) or socket.gethostname()
     settings = get_settings()
-    outcome = runner.execute(job_id, settings, worker_name=f"{node}/{os.getpid()}")
+    outcome = runner.execute(job_id, settings, worker_name=f"{node}/{os.getpid()}", celery=self.app)
     if outcome.action is runner.Action.PREEMPTED:
         requeue_preempted(settings, self.app, job_id)
     top_up_after(settings, self.app, job_id)
@@ -77,8 +77,14 @@ def top_up_after(settings: Settings, app: Any, job_id: str) -> None:
 
 @shared_task(name=SWEEP, bind=True, ignore_result=True)
 def sweep_queued(self: Task) -> dict[str, Any]:
-    """Re-enqueue stuck ``queued`` rows and recover jobs of dead runners (beat, every 30 s)."""
+    """Re-enqueue stuck ``queued`` rows, recover jobs of dead runners, remove expired jobs
+    and purge removed ones (beat, every 30 s)."""
     from stylequeue.shared.sweeper import sweep
 
     report = sweep(get_settings(), self.app)
-    return {"requeued": report.requeued, "recovered": report.recovered}
+    return {
+        "requeued": report.requeued,
+        "recovered": report.recovered,
+        "expired": report.expired,
+        "purged": report.purged,
+    }

@@ -184,6 +184,11 @@ print(f"[INFO/MainProcess] {name} ready.", flush=True)
 time.sleep(600)
 """
 SAID_READY = r"dev \| worker ready"
+STUB_HOOKS = """
+import os, time
+print("stub hooks ready", os.environ["STYLEQUEUE_WEBHOOK_ALLOW_PRIVATE"], flush=True)
+time.sleep(600)
+"""
 RUNNER = """
 import json, sys
 import stylequeue.cli.dev as d
@@ -191,6 +196,7 @@ web, worker, options = sys.argv[1:4]
 opts = json.loads(options)
 d.web_argv = lambda host, p: [sys.executable, "-c", web, host, str(p), *opts["web_args"]]
 d.worker_argv = lambda *_: [sys.executable, "-c", worker, *opts["worker_args"]]
+d.hooks_argv = lambda *_: [sys.executable, "-c", opts["hooks"]]
 if opts["backoff"]:
     d.RESTARTED["worker"] = d.Backoff(*opts["backoff"])
 d.dev(["--port", str(opts["port"])], prog_name="stylequeue")
@@ -214,7 +220,7 @@ def _start_dev(
         "STYLEQUEUE_SECRET_KEY": "",
     }
     options = {"port": port, "worker_args": list(worker_args), "web_args": list(web_args),
-               "backoff": backoff}  # fmt: skip
+               "backoff": backoff, "hooks": STUB_HOOKS}  # fmt: skip
     return subprocess.Popen(
         [sys.executable, "-c", RUNNER, STUB_WEB, worker, json.dumps(options)],
         cwd=ROOT,
@@ -290,10 +296,14 @@ def test_dev_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
         proc = _start_dev(tmp_path, taken)
         try:
             seen = _read_until(proc, r"stylequeue is up: http://127\.0\.0\.1:\d+/")
+            url_line = seen[-1]
+            for started in (r"worker \| stub worker ready", r"hooks \| stub hooks ready"):
+                if not re.search(started, "\n".join(seen)):  # its first line may come later
+                    seen += _read_until(proc, started)
         except BaseException:
             proc.kill()
             raise
-    url_port = int(seen[-1].rsplit(":", 1)[1].strip("/ "))
+    url_port = int(url_line.rsplit(":", 1)[1].strip("/ "))
     assert url_port != taken
     text = "\n".join(seen)
     assert "migrate |" in text and "database at head" in text
@@ -310,6 +320,8 @@ def test_dev_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
     assert proc.returncode == 0, out
     assert "stopped" in out
     assert "worker | stub worker ready" in text + out
+    # the webhooks worker, allowed to call a receiver on this machine
+    assert "hooks | stub hooks ready true" in text + out
     assert not re.search(SAID_READY, text + out)  # this stand-in never warms up nor announces
     assert not _port_open(redis_port) and not _port_open(url_port)
 
@@ -342,8 +354,8 @@ def test_restart_schedule_starts_over_after_the_process_stayed_up() -> None:
     assert restarts.count == 7
 
 
-def test_the_worker_and_sweeper_restart_the_web_and_redis_do_not() -> None:
-    assert set(dev.RESTARTED) == {"worker", "sweeper"}
+def test_the_workers_and_sweeper_restart_the_web_and_redis_do_not() -> None:
+    assert set(dev.RESTARTED) == {"worker", "hooks", "sweeper"}
     assert "web" not in dev.RESTARTED and "redis" not in dev.RESTARTED
 
 
@@ -497,3 +509,23 @@ def test_worker_ready_line_says_when_the_worker_cannot_paint() -> None:
     reason = "VGG19 weights 'imagenet' unavailable: the download failed (offline)"
     line = dev._worker_line({"weights": "imagenet", "weights_ok": False, "weights_error": reason})
     assert line == f"worker up, but it cannot paint: {reason}"
+
+
+def test_the_dev_hooks_worker_is_the_light_one_on_the_webhooks_queue(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """What ``make run`` starts for webhooks really starts, and takes the webhooks queue."""
+    argv = dev.hooks_argv()
+    assert argv[argv.index("-A") + 1] == "stylequeue.hooks.app"
+    assert argv[argv.index("-Q") + 1] == "webhooks" and "threads" in argv
+    env = {**os.environ, "STYLEQUEUE_REDIS_URL": redis_url, "STYLEQUEUE_VAR_DIR": str(tmp_path)}
+    log = tmp_path / "hooks.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _wait_for(lambda: "ready." in log.read_text(), timeout=60)
+        text = log.read_text()
+        assert ".> webhooks " in text and ".> style " not in text, text
+    finally:
+        proc.terminate()
+        proc.wait(30)

@@ -44,7 +44,7 @@ class FakeServer(requests.Session):
             self.polls += 1
             entries = [{"id": f"{self.polls}-0", "iteration": self.polls, "loss": 1.0}]
             return _Response({"entries": entries, "last_id": f"{self.polls}-0",
-                              "status": state["status"]})  # fmt: skip
+                              "status": state["status"], "tiles": state.get("tiles")})  # fmt: skip
         return _Response({"id": JOB, **state})
 
 
@@ -87,6 +87,16 @@ def test_an_already_finished_job_is_read_once_and_returned() -> None:
     assert server.polls == 1
 
 
+def test_a_tiled_jobs_progress_within_its_iteration_reaches_the_update() -> None:
+    tiles = {"iteration": 2, "phase": "step", "done": 5, "total": 16, "elapsed": 30.0}
+    server = FakeServer([_state("running", False, tiles=tiles), _state("succeeded", True)])
+    seen: list[Any] = []
+    first = {"id": JOB, **_state("running", False)}
+    cli.follow(server, BASE, first, on_update=lambda j, _e: seen.append(j.get("tiles")),
+               sleep=lambda _s: None)  # fmt: skip
+    assert seen[0] == tiles and seen[-1] is None
+
+
 # ---- defaults from settings ------------------------------------------------------------------
 
 
@@ -95,7 +105,9 @@ def test_server_and_token_default_to_the_settings(
 ) -> None:
     seen: dict[str, Any] = {}
 
-    def fake_create(session: requests.Session, base: str, *args: Any) -> dict[str, Any]:
+    def fake_create(
+        session: requests.Session, base: str, *args: Any, **kwargs: Any
+    ) -> dict[str, Any]:
         seen["base"], seen["auth"] = base, session.headers.get("Authorization")
         return {"id": JOB, "status": "queued"}
 

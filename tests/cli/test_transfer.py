@@ -74,6 +74,25 @@ def test_several_styles_with_blend_and_preserve_colors(
         assert img.size == (32, 27)
 
 
+def test_lbfgs_and_scales_from_the_command_line(images: tuple[Path, Path], tmp_path: Path) -> None:
+    content, style = images
+    out = tmp_path / "out.png"
+    snaps = tmp_path / "snaps"
+    code, stderr = _run(
+        str(content), str(style), "-o", str(out), "--weights", "random", "--iterations", "4",
+        "--size", "48", "--optimizer", "lbfgs", "--scales", "2", "--lbfgs-history", "3",
+        "--snapshots", str(snaps), "--snapshot-every", "1",
+    )  # fmt: skip
+    assert code == 0, stderr
+    with Image.open(out) as img:
+        assert img.size == (48, 40)
+    # iterations 1-2 at 24 px, shown at the final size like 3-4
+    for n in range(1, 5):
+        with Image.open(snaps / f"iter_{n:05d}.png") as img:
+            assert img.size == (48, 40), n
+    assert "best loss" in stderr and "at iteration 4/4" in stderr, stderr
+
+
 def test_missing_file_is_one_line_and_exit_2(images: tuple[Path, Path], tmp_path: Path) -> None:
     content, _ = images
     code, stderr = _run(str(content), str(tmp_path / "nope.png"), "-o", str(tmp_path / "o.png"))
@@ -94,6 +113,10 @@ def test_missing_file_is_one_line_and_exit_2(images: tuple[Path, Path], tmp_path
         (["--style-blend", "1,2"], "error: style_blend: give one weight per style image"),
         (["--weights", "vgg.bin"], "error: weights: must be imagenet, random or a path"),
         (["--init", "zeros"], "error: init:"),
+        (["--optimizer", "sgd"], "error: optimizer: must be one of adam, lbfgs"),
+        (["--scales", "9"], "error: scales: must be from 1 to 4"),
+        (["--scales", "3", "--iterations", "2"], "error: scales: 3 scales need at least 3"),
+        (["--lbfgs-history", "0"], "error: lbfgs_history: must be from 1 to"),
     ],
 )
 def test_bad_values_are_one_line_and_exit_2(

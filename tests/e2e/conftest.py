@@ -61,7 +61,18 @@ def e2e_settings(tmp_path_factory: pytest.TempPathFactory, e2e_redis: str) -> Se
         "STYLEQUEUE_SECRET_KEY": "e2e-secret",
         "STYLEQUEUE_QUEUED_GRACE_SECONDS": "5",
     })  # fmt: skip
-    return replace(base, database_url=database_url, redis_url=e2e_redis, limits=E2E_LIMITS)
+    # Every browser context comes from 127.0.0.1: the per-address bounds of a public
+    # deployment (web/limits.py, shared/quota.py) would count the whole session's jobs as
+    # one visitor's. The CSP test (test_csp.py) runs under the real headers all the same.
+    return replace(
+        base,
+        database_url=database_url,
+        redis_url=e2e_redis,
+        limits=E2E_LIMITS,
+        submit_rate_limit="10000/minute",
+        anonymous_max_active_jobs=10_000,
+        max_active_jobs_per_address=10_000,
+    )
 
 
 @pytest.fixture(scope="session")

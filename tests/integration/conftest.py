@@ -29,6 +29,7 @@ from PIL import Image
 from stylequeue.shared.settings import Settings, load_settings
 from tests import services
 from tests.conftest import POSTGRES_ENV, TEST_LIMITS
+from tests.openapi_contract import RequestsContract
 from tests.services import served
 from tests.worker_process import WorkerProcess
 
@@ -234,3 +235,10 @@ def stack(
     settings = build_settings(tmp_path_factory.mktemp("var"), stack_db_url, module_redis)
     assert settings.storage_url.startswith("file://"), settings.storage_url
     yield from start_stack(settings, tmp_path_factory.mktemp("logs"))
+
+
+@pytest.fixture(autouse=True)
+def contract_checked_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every /api/v1 response these tests read is checked against the server's OpenAPI
+    document (tests/openapi_contract.py)."""
+    RequestsContract().install(monkeypatch)

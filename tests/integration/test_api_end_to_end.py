@@ -421,8 +421,9 @@ def test_job_end_to_end_on_s3(s3_stack: Stack, s3_bucket: str, s3_endpoint: str)
     listed = s3.list_objects_v2(Bucket=s3_bucket, Prefix=keys.job_prefix(job_id))
     stored = {obj["Key"] for obj in listed.get("Contents", [])}
     attempt = job["attempts"]
+    # (the content, a PNG, is kept as lossless WebP)
     assert {keys.result_key(job_id, attempt=attempt), keys.history_key(job_id, attempt=attempt),
-            keys.content_key(job_id)} <= stored  # fmt: skip
+            keys.content_key(job_id, "webp")} <= stored  # fmt: skip
     assert {keys.snapshot_key(job_id, it, attempt=attempt) for it in job["snapshots"]} <= stored
     # nothing went to the local folder
     var = Path(s3_stack.settings.var_dir)

@@ -119,9 +119,28 @@ def test_no_wait_prints_only_the_job_id(stack: Stack, images: tuple[Path, Path])
     assert token_session("bob").get(stack.api(f"/jobs/{job_id}"), timeout=30).status_code == 404
 
 
+def test_optimizer_and_scales_reach_the_job(stack: Stack, images: tuple[Path, Path]) -> None:
+    content, style = images
+    proc = stylequeue(
+        "submit", str(content), str(style), "--server", stack.url, "--token", TOKENS["alice"],
+        "--size", "48", "--iterations", "6", "--weights", "random", "--optimizer", "lbfgs",
+        "--scales", "2", "--no-wait",
+    )  # fmt: skip
+    assert proc.returncode == 0, described(proc)
+    session = token_session("alice")
+    job = wait_until_finished(stack, session, proc.stdout.strip())
+    assert job["status"] == "succeeded", job
+    assert (job["params"]["optimizer"], job["params"]["scales"]) == ("lbfgs", 2)
+    assert job["iterations_done"] == 6
+
+
 @pytest.mark.parametrize(
     ("option", "value", "field"),
-    [("--iterations", "0", "iterations"), ("--size", "100000", "max_size")],
+    [
+        ("--iterations", "0", "iterations"),
+        ("--size", "100000", "max_size"),
+        ("--scales", "5", "scales"),
+    ],
 )
 def test_bad_value_prints_the_servers_field_and_message(
     stack: Stack, images: tuple[Path, Path], tmp_path: Path, option: str, value: str, field: str

@@ -20,6 +20,7 @@ GPU_WORKER = {
     "precision": "mixed_bfloat16", "pid": 4242, "host": "gpu-box", "device": "GPU",
     "device_name": "NVIDIA H200", "devices": 1,
     "memory": {"kind": "gpu", "used_bytes": 3 * 2**30, "peak_bytes": 4 * 2**30},
+    "memory_budget": 139 * 2**30,
 }  # fmt: skip
 CPU_WORKER = {
     "weights": "random", "weights_ok": True, "precision": "float32", "pid": 77,
@@ -62,6 +63,7 @@ def test_workers_queue_and_last_hour(settings: Settings) -> None:
     assert (gpu["host"], gpu["device"], gpu["device_name"]) == ("gpu-box", "GPU", "NVIDIA H200")
     assert (gpu["weights"], gpu["precision"]) == ("imagenet", "mixed_bfloat16")
     assert gpu["memory"] == GPU_WORKER["memory"]
+    assert gpu["memory_budget"] == 139 * 2**30  # what the web admits jobs by
     assert gpu["last_seen"] and 0 <= gpu["seen_seconds_ago"] < 3600
     job = gpu["job"]
     assert job["id"] == running and job["iteration"] == 30 and job["iterations_total"] == 5

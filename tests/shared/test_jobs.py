@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import timedelta
@@ -12,23 +10,19 @@ from typing import Any
 import pytest
 import redis
 from celery import Celery
-from sqlalchemy import select
 
-from stylequeue.shared import jobs
 from stylequeue.shared.celery_app import create_celery
 from stylequeue.shared.db import get_sessionmaker, session_scope
 from stylequeue.shared.jobs import (
     DEFAULT_PER_PAGE,
     MAX_PAGE,
     MAX_PER_PAGE,
-    ActiveJobLimitReached,
     CancelOutcome,
     EnqueueFailed,
     JobNotCommitted,
     count_active_jobs,
     enqueue_job,
     get_owned_job,
-    insert_job_within_limit,
     owned_jobs_page,
     request_cancel,
 )
@@ -216,67 +210,6 @@ def test_count_active_jobs_counts_queued_and_running_of_the_owner(settings: Sett
         assert count_active_jobs(session, ALICE) == 2
         assert count_active_jobs(session, BOB) == 1
         assert count_active_jobs(session, "api:nobody") == 0
-
-
-def new_job(owner: str = ALICE) -> Job:
-    return Job(id=new_id(), owner=owner, status="queued", params={"iterations": 5},
-               input_keys={"content": "x", "styles": ["y"]}, iterations_total=5,
-               created_at=utcnow())  # fmt: skip
-
-
-def alices_rows(settings: Settings) -> int:
-    with session_scope(settings.database_url) as session:
-        return len(session.scalars(select(Job.id).where(Job.owner == ALICE)).all())
-
-
-def test_insert_within_limit(settings: Settings) -> None:
-    insert(settings, status="running")
-    insert(settings, status="succeeded")  # ended: not counted
-    sessions = get_sessionmaker(settings.database_url)
-    with sessions() as session, pytest.raises(ActiveJobLimitReached) as refused:
-        insert_job_within_limit(session, new_job(), 1)
-    assert (refused.value.owner, refused.value.active, refused.value.limit) == (ALICE, 1, 1)
-    assert alices_rows(settings) == 2
-    with sessions() as session:
-        insert_job_within_limit(session, new_job(), 2)
-        insert_job_within_limit(session, new_job(BOB), 1)  # another owner's own count
-    assert alices_rows(settings) == 3
-
-
-def test_concurrent_inserts_never_pass_the_limit(
-    settings: Settings, database_backend: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Two submits for the last slot at once: each counts, and (without the per-owner
-    advisory lock) both would see room before either inserts. Exactly one row results."""
-    barrier = threading.Barrier(2)
-    real = jobs.count_active_jobs
-
-    def count_then_wait(session: Any, owner: str) -> int:
-        active = real(session, owner)
-        # both have counted before either inserts, unless one waits for the other
-        with contextlib.suppress(threading.BrokenBarrierError):
-            barrier.wait(timeout=2)
-        return active
-
-    monkeypatch.setattr(jobs, "count_active_jobs", count_then_wait)
-    sessions = get_sessionmaker(settings.database_url)
-    results: list[str] = []
-
-    def submit_one() -> None:
-        with sessions() as session:
-            try:
-                insert_job_within_limit(session, new_job(), 1)
-                results.append("inserted")
-            except ActiveJobLimitReached:
-                results.append("refused")
-
-    threads = [threading.Thread(target=submit_one) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    assert sorted(results) == ["inserted", "refused"]
-    assert alices_rows(settings) == 1
 
 
 # ---- cancel -------------------------------------------------------------------------------

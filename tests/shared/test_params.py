@@ -6,16 +6,21 @@ service takes a job. These need no TensorFlow.
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import pytest
 
 from stylequeue.shared.params import (
+    JOB_PARAMETERS,
     MAX_SEED,
     MAX_STYLES,
+    MAX_URL_CHARS,
     PARAMETERS,
     PRESETS,
     PUBLIC_PARAMETERS,
+    TRANSFER_PARAMETERS,
+    WEBHOOK_EVENTS,
+    JobOptions,
     ParamError,
     TransferParams,
 )
@@ -64,6 +69,21 @@ INVALID: list[tuple[dict, str]] = [
     ({"snapshot_every": -1}, "snapshot_every"),
     ({"precision": "float16"}, "precision"),
     ({"weights": "/models/vgg19.h5"}, "weights"),  # paths only where allowed
+    # Python's int() and float() read these; no client's number looks like them (the
+    # OpenAPI document says integer / number): plain ASCII decimals only
+    ({"iterations": "1_000"}, "iterations"),
+    ({"iterations": "\u0661\u0660"}, "iterations"),  # Arabic-Indic 10
+    ({"content_weight": "1_0"}, "content_weight"),
+    ({"style_scale": "\uff11"}, "style_scale"),  # a full-width 1
+    ({"style_blend": "1_0"}, "style_blend"),
+    ({"optimizer": "sgd"}, "optimizer"),
+    ({"optimizer": "LBFGS"}, "optimizer"),
+    ({"lbfgs_history": 0}, "lbfgs_history"),
+    ({"lbfgs_history": 101}, "lbfgs_history"),
+    ({"scales": 0}, "scales"),
+    ({"scales": 5}, "scales"),
+    ({"scales": "two"}, "scales"),
+    ({"scales": 3, "iterations": 2}, "scales"),  # each scale needs an iteration
 ]
 
 
@@ -85,6 +105,14 @@ def test_weight_paths_must_be_keras_files_and_style_count_is_bounded() -> None:
         with pytest.raises(ParamError) as info:
             TransferParams.from_inputs({}, n_styles=n_styles)
         assert info.value.field == "style"
+
+
+def test_optimizer_and_scales_are_job_parameters() -> None:
+    p = TransferParams.from_inputs({"optimizer": "lbfgs", "scales": "3", "iterations": "3"})
+    assert (p.optimizer, p.scales, p.lbfgs_history) == ("lbfgs", 3, 10)
+    default = TransferParams.from_inputs({})
+    assert (default.optimizer, default.scales) == ("adam", 1)
+    assert TransferParams.from_dict(p.to_dict()) == p
 
 
 def test_valid_inputs_pass_and_presets_apply() -> None:
@@ -147,11 +175,13 @@ def test_limits_only_lower_the_intrinsic_bounds() -> None:
 
 
 def test_the_table_has_one_row_per_field_and_the_fields_defaults() -> None:
-    assert list(PARAMETERS) == [f.name for f in fields(TransferParams)]
-    default = TransferParams()
+    assert list(TRANSFER_PARAMETERS) == [f.name for f in fields(TransferParams)]
+    assert list(JOB_PARAMETERS) == [f.name for f in fields(JobOptions)]
+    assert list(PARAMETERS) == list(TRANSFER_PARAMETERS) + list(JOB_PARAMETERS)
+    defaults = {**vars(TransferParams()), **vars(JobOptions())}
     for name, param in PARAMETERS.items():
         assert param.name == name
-        assert getattr(default, name) == param.default, name
+        assert defaults[name] == param.default, name
         assert param.label, name
         assert param.limit is None or hasattr(Limits(), param.limit), name
         assert len(param.choice_labels) in (0, len(param.choices)), name
@@ -187,7 +217,7 @@ def test_public_parameters_are_the_preset_and_the_documented_knobs() -> None:
     assert set(PUBLIC_PARAMETERS) == {
         "preset", "iterations", "max_size", "content_weight", "style_weight", "tv_weight",
         "learning_rate", "seed", "snapshot_every", "preserve_colors", "weights",
-        "style_scale", "style_blend", "init",
+        "style_scale", "style_blend", "init", "optimizer", "scales", "webhook", "webhook_events",
     }  # fmt: skip
     assert PARAMETERS["seed"].high == MAX_SEED
 
@@ -196,3 +226,75 @@ def test_hints_show_the_range_in_force() -> None:
     assert PARAMETERS["iterations"].hint_for(SERVER).endswith("1 to 200.")
     assert PARAMETERS["max_size"].hint_for(None).startswith("16 to 32768.")
     assert PARAMETERS["style_scale"].hint_for(SERVER) == "Size of the brush strokes, 0.1 to 4."
+
+
+# ---- the job options: a webhook and its events --------------------------------------------
+
+
+def test_job_options_default_to_no_webhook_and_every_event() -> None:
+    assert JobOptions.from_inputs({}) == JobOptions(None, WEBHOOK_EVENTS)
+    assert JobOptions.from_inputs({"webhook": "", "webhook_events": ""}).webhook is None
+    assert JobOptions().to_columns() == {"webhook_url": None, "webhook_events": None}
+
+
+def test_job_options_take_a_url_and_some_events() -> None:
+    options = JobOptions.from_inputs(
+        {"webhook": " https://hooks.example.org/in?x=1 ", "webhook_events": "completed, started"}
+    )
+    assert options.webhook == "https://hooks.example.org/in?x=1"
+    assert options.webhook_events == ("completed", "started")
+    assert options.to_columns() == {
+        "webhook_url": "https://hooks.example.org/in?x=1",
+        "webhook_events": ["completed", "started"],
+    }
+    as_json = JobOptions.from_inputs(
+        {"webhook": "http://[2001:db8::1]:8080/", "webhook_events": ["progress"]}
+    )
+    assert as_json.webhook_events == ("progress",)
+
+
+BAD_OPTIONS: list[tuple[dict, str, str]] = [
+    ({"webhook": "ftp://example.org/"}, "webhook", "https or http URL"),
+    ({"webhook": "example.org/hook"}, "webhook", "https or http URL"),
+    ({"webhook": "https:///path"}, "webhook", "host"),
+    ({"webhook": "https://user:pw@example.org/"}, "webhook", "user name or password"),
+    ({"webhook": "https://example.org/#x"}, "webhook", "fragment"),
+    ({"webhook": "https://example.org:99999/"}, "webhook", "not a valid URL"),
+    ({"webhook": "https://example.org:0/"}, "webhook", "port 0"),
+    ({"webhook": "https://exa mple.org/"}, "webhook", "spaces"),
+    ({"webhook": "https://example.org/" + "a" * MAX_URL_CHARS}, "webhook", "at most 2048"),
+    ({"webhook": "https://example.org/", "webhook_events": "done"}, "webhook_events", "'done'"),
+    ({"webhook": "https://example.org/", "webhook_events": ","}, "webhook_events", "one or more"),
+    ({"webhook": "https://e.org/", "webhook_events": "started,started"}, "webhook_events", "twice"),
+    ({"webhook_events": "completed"}, "webhook_events", "give a webhook URL"),
+    ({"webhok": "https://example.org/"}, "webhok", "unknown job option"),
+]
+
+
+@pytest.mark.parametrize(("data", "field", "says"), BAD_OPTIONS)
+def test_bad_job_options_name_their_field(data: dict, field: str, says: str) -> None:
+    with pytest.raises(ParamError) as info:
+        JobOptions.from_inputs(data)
+    assert info.value.field == field
+    assert says in info.value.message
+
+
+def test_transfer_params_do_not_take_job_options() -> None:
+    """The engine's part of the table stays the transfer's: a webhook is not a picture's."""
+    with pytest.raises(ParamError) as info:
+        TransferParams.from_inputs({"webhook": "https://example.org/"})
+    assert info.value.field == "webhook"
+    assert "webhook" not in TransferParams().to_dict()
+
+
+def test_min_side_is_what_the_deepest_layer_needs() -> None:
+    from stylequeue.shared.params import job_min_side, min_side
+
+    assert min_side(("block1_conv1",)) == 1 and min_side(("block3_conv4", "block1_conv1")) == 4
+    assert job_min_side(TransferParams()) == 16  # block5 layers: four halvings before them
+    shallow = replace(
+        TransferParams(),
+        content_layers=(("block2_conv2", 1.0), ("block5_conv2", 0.0)),  # weight 0: unused
+        style_layers=(("block1_conv1", 1.0), ("block3_conv1", 1.0)),
+    )
+    assert job_min_side(shallow) == 4

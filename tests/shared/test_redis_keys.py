@@ -31,6 +31,7 @@ def test_key_names_are_namespaced_and_distinct() -> None:
     job = "8d4c2a9e-0000-4000-8000-000000000001"
     names = [
         redis_keys.stream_key(job),
+        redis_keys.tiles_key(job),
         redis_keys.cancel_key(job),
         redis_keys.lock_key(job),
         redis_keys.SWEEP_LOCK_KEY,

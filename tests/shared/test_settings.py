@@ -319,6 +319,23 @@ def test_engine_settings_carry_weights_and_precision() -> None:
     assert load_settings(env).engine == EngineSettings("random", "float32")
 
 
+@pytest.mark.parametrize(
+    ("raw", "value"), [("6GB", 6 * 10**9), ("512MiB", 512 * 2**20), (" 2g ", 2 * 10**9), ("", None)]
+)
+def test_worker_memory(raw: str, value: int | None) -> None:
+    env = {"STYLEQUEUE_WORKER_MEMORY": raw}
+    assert load_engine_settings(env).worker_memory == value
+    assert load_settings(env).engine.worker_memory == value
+    assert load_settings({}).worker_memory is None
+
+
+@pytest.mark.parametrize("raw", ["lots", "0", "6 parsecs"])
+def test_worker_memory_that_is_not_a_size_names_the_variable(raw: str) -> None:
+    wanted = r"^STYLEQUEUE_WORKER_MEMORY: (expected a size|a memory budget must be above 0)"
+    with pytest.raises(SettingsError, match=wanted):
+        load_engine_settings({"STYLEQUEUE_WORKER_MEMORY": raw})
+
+
 def test_client_settings() -> None:
     assert load_client_settings({}) == ClientSettings("http://127.0.0.1:8000", None)
     env = {"STYLEQUEUE_SERVER": "https://styles.example.org", "STYLEQUEUE_API_TOKEN": "t0k"}
@@ -450,3 +467,33 @@ def test_settings_are_frozen() -> None:
     s = load_settings({})
     with pytest.raises(AttributeError):
         s.redis_url = "redis://other"  # type: ignore[misc]
+
+
+# ---- a public deployment's bounds -------------------------------------------------------------
+
+
+def test_public_bounds_defaults_and_values() -> None:
+    default = load_settings({})
+    assert default.anonymous is True and default.trusted_proxies == 0
+    assert default.submit_rate_limit and default.auth_failure_rate_limit
+    assert default.storage_quota_bytes > 0
+    set_ = load_settings({
+        "STYLEQUEUE_ANONYMOUS": "off", "STYLEQUEUE_TRUSTED_PROXIES": "1",
+        "STYLEQUEUE_SUBMIT_RATE_LIMIT": "5/minute;50 per hour",
+        "STYLEQUEUE_AUTH_FAILURE_RATE_LIMIT": "off", "STYLEQUEUE_STORAGE_QUOTA_BYTES": "0",
+        "STYLEQUEUE_ANONYMOUS_MAX_ACTIVE_JOBS": "7", "STYLEQUEUE_MAX_ACTIVE_JOBS_PER_ADDRESS": "2",
+    })  # fmt: skip
+    assert (set_.anonymous, set_.trusted_proxies, set_.storage_quota_bytes) == (False, 1, 0)
+    assert set_.submit_rate_limit == "5/minute;50 per hour"
+    assert set_.auth_failure_rate_limit == ""  # off
+    assert (set_.anonymous_max_active_jobs, set_.max_active_jobs_per_address) == (7, 2)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("SUBMIT_RATE_LIMIT", "lots"), ("AUTH_FAILURE_RATE_LIMIT", "5/fortnight"),
+     ("TRUSTED_PROXIES", "9"), ("ANONYMOUS_MAX_ACTIVE_JOBS", "0"), ("ANONYMOUS", "maybe")],
+)  # fmt: skip
+def test_bad_public_bounds_name_the_variable(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=f"STYLEQUEUE_{name}"):
+        load_settings({f"STYLEQUEUE_{name}": value})

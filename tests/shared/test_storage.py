@@ -252,3 +252,27 @@ def test_get_storage_reuses_one_store_per_url(make_settings, tmp_path: Path) -> 
     assert get_storage(one) is get_storage(one)
     assert get_storage(one) is not get_storage(two)
     assert get_storage(two).root == tmp_path / "two"  # type: ignore[attr-defined]
+
+
+def test_file_storage_delete_prefix_leaves_no_empty_folder(tmp_path: Path) -> None:
+    """A bucket keeps no folders: neither does the folder store once a prefix is emptied
+    (the job's own folder included); folders of other prefixes stay."""
+    store = FileStorage(tmp_path)
+    store.put("jobs/a/attempts/1/snapshots/000004.png", b"s")
+    store.put("jobs/a/inputs/content.png", b"c")
+    store.put("jobs/b/inputs/content.png", b"c")
+    assert store.delete_prefix("jobs/a/attempts/1/") == 1
+    assert not (tmp_path / "jobs" / "a" / "attempts").exists()
+    assert store.delete_prefix("jobs/a/") == 1
+    assert not (tmp_path / "jobs" / "a").exists()
+    assert (tmp_path / "jobs" / "b" / "inputs" / "content.png").exists()
+    store.put("jobs/a/inputs/content.png", b"again")  # the folder comes back when needed
+    assert store.get("jobs/a/inputs/content.png") == b"again"
+
+
+def test_file_storage_delete_prefix_unfinished_takes_temporary_files_too(tmp_path: Path) -> None:
+    store = FileStorage(tmp_path)
+    store.put("jobs/j/result.png", b"r")
+    (tmp_path / "jobs" / "j" / ".tmp-killed-mid-write").write_bytes(b"partial")
+    assert store.delete_prefix("jobs/j/", unfinished=True) == 1
+    assert not (tmp_path / "jobs" / "j").exists()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stylequeue.shared.text import hide_password, parse_bool
+from stylequeue.shared.text import hide_password, parse_bool, parse_decimal, parse_int
 
 TRUE = ["1", "true", "TRUE", "True", "yes", "Yes", "on", "ON", " on ", "\ttrue\n"]
 FALSE = ["0", "false", "FALSE", "no", "No", "off", "Off", " off "]
@@ -76,3 +76,24 @@ def test_password_is_masked(url: str, shown: str) -> None:
 )
 def test_urls_without_a_password_are_unchanged(url: str) -> None:
     assert hide_password(url) == url
+
+
+# ---- numbers: ASCII digits only -------------------------------------------------------------
+
+
+def test_parse_int_takes_ascii_digits_only() -> None:
+    assert parse_int("0") == 0 and parse_int("0042") == 42
+    # "²" passes str.isdigit() and then fails int(); int() takes other scripts' digits,
+    # underscores, signs and spaces: none of them is a number people type here
+    for text in ["²", "\u0661\u0660", "1_000", "+3", "-3", " 5", "5 ", "", "0x10", "1e3"]:
+        with pytest.raises(ValueError):
+            parse_int(text)
+
+
+def test_parse_decimal_takes_ascii_numbers_only() -> None:
+    assert [parse_decimal(t) for t in ["1", "-1.5", ".02", "1e4", "2.", "+3E-2"]] == [
+        1.0, -1.5, 0.02, 1e4, 2.0, 0.03,
+    ]  # fmt: skip
+    for text in ["nan", "inf", "Infinity", "1_0", "\u0661.5", "", ".", "1e", "0x1p3"]:
+        with pytest.raises(ValueError):
+            parse_decimal(text)

@@ -13,6 +13,7 @@ from flask.testing import FlaskClient
 from stylequeue.shared.settings import Settings
 from stylequeue.shared.storage import Storage, get_storage
 from stylequeue.web import create_app
+from tests.openapi_contract import ContractClient
 
 
 @pytest.fixture
@@ -28,3 +29,10 @@ def client(app: Flask) -> FlaskClient:
 @pytest.fixture
 def storage(settings: Settings) -> Storage:
     return get_storage(settings)
+
+
+@pytest.fixture(autouse=True)
+def contract_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every ``app.test_client()`` of the web tests checks each ``/api/v1`` response against
+    the app's OpenAPI document (tests/openapi_contract.py)."""
+    monkeypatch.setattr(Flask, "test_client_class", ContractClient)

@@ -89,6 +89,22 @@ def png_bomb(width: int = 100_000, height: int = 100_000) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunks
 
 
+def open_stored(data: bytes) -> Image.Image:
+    """A stored input as the worker reads it: decoded by the one rule (shared.images'
+    ``upright_rgb``: EXIF orientation, 16-bit, alpha, CMYK), whatever format it is kept in."""
+    from stylequeue.shared.images import upright_rgb
+
+    img = Image.open(io.BytesIO(data))
+    assert img.format in ("PNG", "JPEG", "WEBP"), img.format
+    img.load()
+    return upright_rgb(img)
+
+
+def stored_format(data: bytes) -> str:
+    with Image.open(io.BytesIO(data)) as img:
+        return str(img.format)
+
+
 def open_png(data: bytes) -> Image.Image:
     img = Image.open(io.BytesIO(data))
     assert img.format == "PNG"

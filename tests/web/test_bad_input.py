@@ -98,6 +98,10 @@ BAD_PARAMS = [
     ("style_blend", "1,2"),
     ("init", "zeros"),
     ("preset", "turbo"),
+    ("optimizer", "sgd"),
+    ("scales", "0"),
+    ("scales", "5"),
+    ("scales", "1.5"),
 ]
 
 
@@ -110,7 +114,18 @@ def test_bad_parameters(client, nothing_stored, name: str, value: str) -> None:
     assert error["code"] == "invalid_parameter"
 
 
-@pytest.mark.parametrize("name", ["colour", "precision", "beta_1", "content_layers"])
+def test_more_scales_than_iterations(client, nothing_stored) -> None:
+    """Each coarse-to-fine scale needs an iteration: the 422 names ``scales``."""
+    response = submit(client, fields=fields(iterations="2", scales="3"))
+    assert response.status_code == 422, response.get_json()
+    error = error_of(response)
+    assert (error["code"], error["field"]) == ("invalid_parameter", "scales")
+    assert "3 scales need at least 3 iterations" in error["message"]
+
+
+@pytest.mark.parametrize(
+    "name", ["colour", "precision", "beta_1", "content_layers", "lbfgs_history"]
+)
 def test_unknown_parameters(client, nothing_stored, name: str) -> None:
     response = submit(client, fields=fields(**{name: "1"}))
     assert response.status_code == 400

@@ -5,9 +5,12 @@ from __future__ import annotations
 import pytest
 
 from stylequeue.shared.params import (
+    JOB_PARAMETERS,
     PARAMETERS,
     PRESETS,
     PUBLIC_PARAMETERS,
+    WEBHOOK_EVENTS,
+    JobOptions,
     ParamError,
     TransferParams,
 )
@@ -43,10 +46,13 @@ def test_config_is_made_from_the_parameter_table(client, settings) -> None:
     for name, spec in parameters.items():
         param = PARAMETERS[name]
         assert spec["type"] == param.kind, name
-        assert spec["default"] == param.default, name
+        default = list(param.default) if isinstance(param.default, tuple) else param.default
+        assert spec["default"] == default, name  # JSON has lists, not tuples
         assert spec.get("note", "") == param.note, name
-        assert spec.get("choices", []) == list(param.choices if param.kind == "choice" else [])
-        if param.kind in ("int", "float", "float_list"):
+        listed = param.kind in ("choice", "choice_list")
+        assert spec.get("choices", []) == list(param.choices if listed else [])
+        assert spec.get("max_length") == (param.high if param.kind == "url" else None)
+        if param.kind in ("int", "float", "float_list"):  # numbers: their range
             cap = getattr(settings.limits, param.limit) if param.limit else param.high
             assert (spec["min"], spec["max"]) == (param.low, min(param.high, cap)), name
         else:
@@ -57,8 +63,9 @@ def test_config_is_made_from_the_parameter_table(client, settings) -> None:
 
 
 def _accepts(name: str, value: object) -> bool:
+    # 128 px (this server's largest): 4 scales start at 16 px, the smallest size allowed
     try:
-        TransferParams.from_inputs({"iterations": 5, "max_size": 64, name: value}, limits=LIMITS)
+        TransferParams.from_inputs({"iterations": 5, "max_size": 128, name: value}, limits=LIMITS)
         return True
     except ParamError as exc:
         assert exc.field == name
@@ -91,7 +98,10 @@ def test_defaults_are_valid() -> None:
     payload = config_payload(LIMITS)
     values = {n: s["default"] for n, s in payload["parameters"].items() if s["default"] is not None}
     values.update(iterations=5, max_size=64)
+    options = {n: values.pop(n) for n in list(values) if n in JOB_PARAMETERS}
     TransferParams.from_inputs(values, limits=LIMITS)
+    assert options == {"webhook_events": list(WEBHOOK_EVENTS)}  # no webhook by default
+    JobOptions.from_inputs({**options, "webhook": "https://example.org/hook"})
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from stylequeue.shared.settings import Limits
 
 # Public parameters the form does not offer as a field: the preset is the radio row above
 # the fields; a blend needs several style images and the start image is for experiments.
-NOT_ON_THE_FORM = {"preset", "style_blend", "init"}
+NOT_ON_THE_FORM = {"preset", "style_blend", "init", "webhook", "webhook_events"}  # API only
 
 
 class _Form(HTMLParser):
@@ -34,7 +34,7 @@ class _Form(HTMLParser):
             self.controls.setdefault(a["name"], []).append(control)
             self._select = control if tag == "select" else self._select
         elif tag == "option" and self._select is not None:
-            self._select["options"].append({"value": a.get("value", ""), "label": ""})
+            self._select["options"].append({**a, "value": a.get("value", ""), "label": ""})
             self._text_of.append(("option", ""))
         elif tag == "label" and a.get("for"):
             self._text_of.append(("label", a["for"]))

@@ -34,6 +34,8 @@ JOB_KEYS = {
     "cancel_requested", "attempts", "preemptions", "resumes_at", "worker", "width", "height",
     "n_styles", "snapshots",
     "created_at", "enqueued_at", "started_at", "finished_at", "duration_seconds", "links",
+    "expires_at",
+    "webhook", "webhook_events", "webhook_deliveries",
 }  # fmt: skip
 
 
@@ -298,10 +300,13 @@ def test_inputs(client) -> None:
     job_id = submit(client, styles=[images.jpeg(), images.png((30, 30))]).get_json()["id"]
     base = f"/api/v1/jobs/{job_id}/inputs"
     content = client.get(f"{base}/content", headers=ALICE)
-    assert content.status_code == 200 and images.open_png(content.data).size == (48, 32)
+    assert content.status_code == 200 and images.open_stored(content.data).size == (48, 32)
+    assert content.mimetype == "image/webp"  # a PNG is kept as lossless WebP
     assert "immutable" in content.headers["Cache-Control"]
+    first = client.get(f"{base}/style/0", headers=ALICE)
+    assert first.mimetype == "image/jpeg" and first.data == images.jpeg()  # kept as sent
     second = client.get(f"{base}/style/1", headers=ALICE)
-    assert images.open_png(second.data).size == (30, 30)
+    assert images.open_stored(second.data).size == (30, 30)
     assert client.get(f"{base}/style/2", headers=ALICE).status_code == 404
 
 

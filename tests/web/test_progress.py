@@ -86,7 +86,8 @@ def test_no_entries_yet(client, settings: Settings) -> None:
     job_id = insert_job(settings)
     body = progress(client, job_id).get_json()
     assert body == {"entries": [], "last_id": None, "more": False, "source": "stream",
-                    "status": "queued", "iterations_done": 0, "iterations_total": 5}  # fmt: skip
+                    "status": "queued", "iterations_done": 0, "iterations_total": 5,
+                    "tiles": None}  # fmt: skip
 
 
 def test_non_finite_losses_are_null(client, settings: Settings, stream: ProgressStream) -> None:
@@ -110,7 +111,9 @@ def test_after_is_validated(client, settings: Settings, after: str) -> None:
     assert error_of(response)["field"] == "after"
 
 
-@pytest.mark.parametrize("limit", ["0", "1001", "x"])
+# "\u00b2" (a superscript 2) and Arabic-Indic "10" are digits to str.isdigit() but no
+# integer of the document (ASCII); the first was a 500
+@pytest.mark.parametrize("limit", ["0", "1001", "x", "\u00b2", "\u0661\u0660", "+5", " 5"])
 def test_limit_is_validated(client, settings: Settings, limit: str) -> None:
     response = progress(client, insert_job(settings), limit=limit)
     assert response.status_code == 400

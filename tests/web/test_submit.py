@@ -19,9 +19,9 @@ from stylequeue.shared.db import get_sessionmaker
 from stylequeue.shared.models import Job
 from stylequeue.shared.settings import Settings
 from stylequeue.shared.storage import Storage, get_storage
+from stylequeue.shared.uploads import output_size
 from stylequeue.web import create_app
 from stylequeue.web.extensions import EXTENSION_KEY
-from stylequeue.web.submission import output_size
 from tests.services import free_port
 from tests.web import images
 from tests.web.helpers import (
@@ -58,12 +58,13 @@ def test_submit_stores_commits_and_enqueues(client, settings: Settings, storage:
     row = load_job(settings, job["id"])
     assert row.status == "queued" and row.owner == ALICE_OWNER
     assert row.enqueued_at is not None
+    # the PNGs become lossless WebP, the JPEG is kept as sent
     assert row.input_keys == {
-        "content": keys.content_key(job["id"]),
-        "styles": [keys.style_key(job["id"], 0), keys.style_key(job["id"], 1)],
+        "content": keys.content_key(job["id"], "webp"),
+        "styles": [keys.style_key(job["id"], 0, "jpg"), keys.style_key(job["id"], 1, "webp")],
     }
     for key in [row.input_keys["content"], *row.input_keys["styles"]]:
-        stored = images.open_png(storage.get(key))
+        stored = images.open_stored(storage.get(key))
         assert stored.mode == "RGB"
 
     messages = broker_messages(settings.redis_url)
@@ -247,11 +248,11 @@ def test_submit_and_result_on_s3(s3_settings: Settings) -> None:
     assert response.status_code == 201, response.get_json()
     job_id = response.get_json()["id"]
     assert storage.list(f"jobs/{job_id}/") == [
-        keys.content_key(job_id),
-        keys.style_key(job_id, 0),
+        keys.content_key(job_id, "webp"),
+        keys.style_key(job_id, 0, "jpg"),
     ]
     content = client.get(f"/api/v1/jobs/{job_id}/inputs/content", headers=ALICE)
-    assert content.status_code == 200 and images.open_png(content.data).size == (48, 32)
+    assert content.status_code == 200 and images.open_stored(content.data).size == (48, 32)
 
     assert client.get(f"/api/v1/jobs/{job_id}/result", headers=ALICE).status_code == 404
     result_png = images.png((48, 32), "red")
@@ -273,8 +274,8 @@ def test_large_inputs_are_stored_at_twice_the_output_limit(
     )
     assert response.status_code == 201, response.get_json()
     row = load_job(settings, response.get_json()["id"])
-    assert images.open_png(storage.get(row.input_keys["content"])).size == (side, side // 3)
-    assert images.open_png(storage.get(row.input_keys["styles"][0])).size == (
+    assert images.open_stored(storage.get(row.input_keys["content"])).size == (side, side // 3)
+    assert images.open_stored(storage.get(row.input_keys["styles"][0])).size == (
         round((side + 40) / 2),
         side,
     )

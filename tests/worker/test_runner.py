@@ -347,13 +347,14 @@ def test_runner_whose_job_was_restarted_elsewhere_writes_nothing_of_it(
     assert not storage.list(keys.attempt_prefix(job.id, 1))  # ours went, superseded
 
 
-@pytest.mark.parametrize("fate", ["canceled", "deleted"])
+@pytest.mark.parametrize("fate", ["canceled"])
 def test_lost_runner_lets_the_stream_of_an_ended_job_expire(
     wsettings: Settings, client: Any, monkeypatch: pytest.MonkeyPatch, fate: str
 ) -> None:
     """Presumed dead (the lock lapsed), the job then ended without a runner (the sweeper
-    re-queued it and it was canceled while queued) or its row went: nobody else will set the
-    stream's expiry, so the lost runner does."""
+    re-queued it and it was canceled while queued): nobody else will set the stream's expiry,
+    so the lost runner does. (Its row gone, the job was deleted: the lost runner purges it,
+    tests/worker/test_runner_deleted.py.)"""
     from stylequeue.shared.db import session_scope
     from stylequeue.shared.models import Job
     from stylequeue.worker import engine

@@ -32,6 +32,8 @@ from tests.worker_process import (
 )
 
 PARAMS = {"iterations": 200, "snapshot_every": 20, "max_size": 48}
+# L-BFGS's history and coarse-to-fine's scale travel in the checkpoints too
+LBFGS_SCALES = {**PARAMS, "optimizer": "lbfgs", "scales": 2}
 # how the job's worker is interrupted, one after the other: its pool child terminated (the
 # worker forks a new one, the message comes back at once), then the whole node killed
 INTERRUPTIONS = (("child", signal.SIGTERM), ("node", signal.SIGKILL))
@@ -69,17 +71,22 @@ def _newest_checkpoint(settings: Settings, job_id: str) -> int:
     return max((iteration for _, iteration in found), default=0)
 
 
+@pytest.mark.parametrize("params", [PARAMS, LBFGS_SCALES], ids=["adam", "lbfgs-scales"])
 def test_interrupted_again_and_again_the_job_ends_as_if_undisturbed(
-    worker_settings: Settings, celery_app: Any, tmp_path: Path, workers: list[WorkerProcess]
+    worker_settings: Settings,
+    celery_app: Any,
+    tmp_path: Path,
+    workers: list[WorkerProcess],
+    params: dict[str, Any],
 ) -> None:
     settings = worker_settings
     workers.extend(WorkerProcess(settings, tmp_path, name=f"w{i}") for i in range(2))
     for w in workers:
         w.start()
-    reference = submit(settings, celery_app, params=PARAMS)
+    reference = submit(settings, celery_app, params=params)
     wait_for_status(settings, reference.id, "succeeded")
 
-    job = submit(settings, celery_app, params=PARAMS)
+    job = submit(settings, celery_app, params=params)
     resumed: list[int | None] = []
     for n, (target, sig) in enumerate(INTERRUPTIONS):
         running = wait_for_status(settings, job.id, "running")
@@ -110,8 +117,8 @@ def test_interrupted_again_and_again_the_job_ends_as_if_undisturbed(
     assert done.attempts == len(INTERRUPTIONS) + 1
     assert all(r is not None and r > 0 for r in resumed), resumed
     assert resumed == sorted(resumed) and done.resumed_from == resumed[-1]
-    assert done.iterations_computed > PARAMS["iterations"]  # the work the kills cost
-    check_finished_job(settings, job.id, PARAMS["iterations"], PARAMS["snapshot_every"])
+    assert done.iterations_computed > params["iterations"]  # the work the kills cost
+    check_finished_job(settings, job.id, params["iterations"], params["snapshot_every"])
     storage = get_storage(settings)
     ref = get_job(settings, reference.id)
     assert storage.get(done.result_key) == storage.get(ref.result_key)

@@ -42,6 +42,9 @@ def test_tensorflow_stays_out_of_the_main_process(celery_worker: WorkerProcess) 
     info = celery_worker.fleet_info()
     assert info and info["weights"] == "random" and info["weights_ok"] is True
     assert info["device"] == "CPU" and info["memory"]["kind"] == "rss"  # for the fleet view
+    # the budget the web admits jobs by: measured at start (no STYLEQUEUE_WORKER_MEMORY here)
+    assert info["memory_budget"] > info["memory"]["used_bytes"]
+    assert info["memory_budget_source"] in ("cgroup", "available")
     from stylequeue.worker.engine.hardware import resolve_precision
 
     line = f"extractor warm: weights=random, precision={resolve_precision('auto')}, took "

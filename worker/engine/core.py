@@ -19,8 +19,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from keras import ops
 
-from stylequeue.shared.params import TransferParams
-from stylequeue.worker.engine import imageio, step_tf
+from stylequeue.shared.params import ParamError, TransferParams
+from stylequeue.worker.engine import imageio, optimizers, scales, step_tf
 from stylequeue.worker.engine.extractor import Extractor, get_extractor, weights_key
 from stylequeue.worker.engine.losses import gram_matrix, hyper_vector, loss_terms
 from stylequeue.worker.engine.state import EngineState, StateError
@@ -145,8 +145,8 @@ def _active(layers: tuple[tuple[str, float], ...]) -> tuple[tuple[str, ...], np.
     return tuple(n for n, _ in kept), np.array([w for _, w in kept], dtype=np.float32)
 
 
-def _prepare_content(content: np.ndarray, params: TransferParams, min_side: int) -> np.ndarray:
-    arr = imageio.resize_max(imageio.as_rgb_array(content), params.max_size)
+def _prepare_content(content: np.ndarray, max_size: int, min_side: int) -> np.ndarray:
+    arr = imageio.resize_max(imageio.as_rgb_array(content), max_size)
     if min(arr.shape[:2]) < min_side:
         raise ValueError(
             f"content image is {arr.shape[1]}x{arr.shape[0]} px after resizing; the deepest "
@@ -166,14 +166,19 @@ def _prepare_style(style: np.ndarray, longest: int, min_side: int) -> np.ndarray
 
 
 def _prepare(
-    content: np.ndarray, styles: Sequence[np.ndarray], params: TransferParams, weights: str
+    content: np.ndarray,
+    styles: Sequence[np.ndarray],
+    params: TransferParams,
+    weights: str,
+    size: int | None = None,
 ) -> _Job:
+    """The job at ``size`` px (a coarse scale's longest side), else at ``params.max_size``."""
     # valid (types, ranges, layer names); a service's Limits were applied when it took the job
     params.validate(n_styles=len(styles), allow_weight_paths=True)
     content_layers, content_lw = _active(params.content_layers)
     style_layers, style_lw = _active(params.style_layers)
     extractor = get_extractor(weights, content_layers + style_layers, params.precision)
-    content01 = _prepare_content(content, params, extractor.min_side)
+    content01 = _prepare_content(content, size or params.max_size, extractor.min_side)
     longest = round(params.style_scale * max(content01.shape[:2]))
 
     features = step_tf.get_features(extractor)(ops.convert_to_tensor(content01[None]))
@@ -213,26 +218,6 @@ def _initial_image(job: _Job) -> np.ndarray:
     return job.content
 
 
-def _start_state(
-    job: _Job, resume: EngineState | None
-) -> tuple[Any, Any, Any, Any, float, int, float]:
-    """(x, m, v, best x, best loss, best iteration, elapsed) the loop starts from: the
-    initial image with Adam at rest, or a resumed state."""
-    if resume is None:
-        x = ops.convert_to_tensor(_initial_image(job)[None])
-        return x, ops.zeros_like(x), ops.zeros_like(x), x, math.inf, 0, 0.0
-    resume.check(job.content.shape)
-    if resume.iteration >= job.params.iterations:
-        raise StateError(
-            f"cannot resume at iteration {resume.iteration} of {job.params.iterations}"
-        )
-    x, m, v, best_x = (
-        ops.convert_to_tensor(a[None])
-        for a in (resume.image, resume.adam_m, resume.adam_v, resume.best_image)
-    )
-    return x, m, v, best_x, resume.best_loss, resume.best_iteration, resume.elapsed
-
-
 def _finish(x01: np.ndarray, job: _Job) -> np.ndarray:
     """Float [0, 1] image -> uint8, with the content's colours if preserve_colors."""
     if job.params.preserve_colors:
@@ -241,77 +226,6 @@ def _finish(x01: np.ndarray, job: _Job) -> np.ndarray:
 
 
 # ---- the loop -------------------------------------------------------------------------------
-
-
-class _Step(NamedTuple):
-    """One dispatched step: its number, the image it started from, what it returned."""
-
-    k: int
-    previous: Any
-    x: Any
-    m: Any
-    v: Any
-    losses: Any  # [total, content, style, tv], still on the device until read
-
-
-@dataclass
-class _Loop:
-    """The loop's side of finished steps: read the losses, check them, keep the best, report,
-    checkpoint, ask whether to stop."""
-
-    job: _Job
-    best_x: Any
-    best_loss: float
-    best_iteration: int
-    elapsed_before: float
-    on_iteration: Callable[[IterationReport], None] | None
-    should_stop: Callable[[], bool] | None
-    checkpoint_due: Callable[[int], bool] | None
-    on_checkpoint: Callable[[EngineState], None] | None
-    done: int
-    history: list[dict[str, Any]] = field(default_factory=list)
-    started: float = field(default_factory=time.perf_counter)
-    n: int = field(init=False)  # the job's iterations and snapshot_every, looked up once
-    every: int = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.n = self.job.params.iterations
-        self.every = self.job.params.snapshot_every
-
-    def finish(self, s: _Step) -> bool:
-        """Iteration ``s.k`` is over (its losses are read here, which waits for the step on an
-        asynchronous device); True when the caller wants the loop to stop after it."""
-        total, c_loss, s_loss, tv_loss = step_tf.host_floats(s.losses)
-        elapsed = self.elapsed_before + (time.perf_counter() - self.started)
-        k, n, every = s.k, self.n, self.every
-        self.done = k
-        if not math.isfinite(total):
-            raise FloatingPointError(
-                f"loss became {total} at iteration {k}; lower learning_rate or the weights"
-            )
-        is_best = total < self.best_loss
-        if is_best:
-            # `previous` is the image this loss was measured on; tensors are immutable, so
-            # keeping the reference is the copy.
-            self.best_x, self.best_loss, self.best_iteration = s.previous, total, k
-        render = None
-        if self.on_iteration is not None and ((every and k % every == 0) or k == n):
-            render = partial(_render, s.x, self.job)
-        report = IterationReport(k, total, c_loss, s_loss, tv_loss, elapsed, render, is_best)
-        self.history.append(report.as_dict())
-        if self.on_iteration is not None:
-            self.on_iteration(report)
-        if k == n:
-            return False
-        if self.on_checkpoint is not None and self.checkpoint_due and self.checkpoint_due(k):
-            self.on_checkpoint(
-                _state(k, s.x, s.m, s.v, self.best_x, self.best_loss, self.best_iteration, elapsed)
-            )
-        return self.should_stop is not None and self.should_stop()
-
-
-def _render(x: Any, job: _Job) -> np.ndarray:
-    return _finish(np.asarray(ops.convert_to_numpy(x))[0], job)
 
 
 def transfer(
@@ -327,6 +241,9 @@ def transfer(
     resume: EngineState | None = None,
     checkpoint_due: Callable[[int], bool] | None = None,
     on_checkpoint: Callable[[EngineState], None] | None = None,
+    memory_budget: int | None = None,
+    tile: int | None = None,
+    on_tile: Callable[[Any], None] | None = None,
     read_behind: bool | None = None,
 ) -> TransferResult:
     """Stylise ``content`` (HxWx3 uint8 RGB, any size) after ``styles``.
@@ -337,6 +254,13 @@ def transfer(
     ``should_stop`` is asked after each iteration's callback, so a cancel takes effect
     within one iteration; the first iteration always runs, so a result always has a loss.
     Same inputs, params and machine -> bit-identical output.
+
+    ``params.optimizer`` picks Adam or L-BFGS (:mod:`optimizers`): an Adam iteration reports
+    the loss of the image it starts from, an L-BFGS iteration that of the image it ends on
+    (so L-BFGS's reported losses fall at every iteration). ``params.scales`` > 1 paints
+    coarse to fine (:mod:`scales`): iterations are numbered through all scales, a coarse
+    scale's snapshots are enlarged to the final size, and the result is the last scale's
+    best image.
 
     ``xla`` and ``deterministic`` are the host's knobs, not the job's (see
     :func:`step_tf.get_step`); the engine reads no settings, its callers pass them.
@@ -352,78 +276,260 @@ def transfer(
     ``checkpoint_due(k)`` is asked, and if it says yes ``on_checkpoint`` gets the loop's whole
     state (:class:`EngineState`, NumPy copies); when and where to keep it is the caller's
     business. ``resume`` continues from such a state: the loop goes on at its iteration + 1
-    with the same image, Adam moments and step, best image and loss, so on the same machine
+    with the same image, optimiser state, scale, best image and loss, so on the same machine
     and precision the result is bit-identical to the undisturbed run's. The state must come
     from the same inputs and parameters (the caller checks that); a state of another size, or
     one at or past ``params.iterations``, raises :class:`StateError`.
+
+    Memory (``worker.engine.memory``): given ``memory_budget`` (bytes), a job whose untiled
+    run would not fit is run in tiles that do (``worker.engine.tiling``; ``tile`` forces a
+    tile core size), reporting each tile to ``on_tile`` and asking ``should_stop`` after
+    each; one that fits in no tiling raises :class:`~stylequeue.shared.memory.BudgetError`
+    before any work.
     """
+    from stylequeue.worker.engine import memory  # the tiled path: its own modules
+
+    layout = memory.plan_job(content, params, memory_budget, tile)
+    if layout.tiled:
+        tiled: TransferResult = memory.run_tiled(
+            content, styles, params, layout, weights=weights, on_iteration=on_iteration,
+            on_tile=on_tile, should_stop=should_stop, resume=resume,
+            checkpoint_due=checkpoint_due, on_checkpoint=on_checkpoint,
+        )  # fmt: skip
+        return tiled
     started = time.perf_counter()
     styles = list(styles)
-    job = _prepare(content, styles, params, weights)
-    step = step_tf.get_step(
-        job.extractor,
-        job.content_layers,
-        job.style_layers,
-        xla=xla,
-        deterministic=deterministic,
-    )
-
-    n = job.params.iterations
-    x, m, v, best_x, best_loss, best_iteration, elapsed_before = _start_state(job, resume)
-    first = 1 if resume is None else resume.iteration + 1
-    content_targets = list(job.content_targets)
-    style_targets = list(job.style_targets)
-    content_lw = ops.convert_to_tensor(job.content_lw)
-    style_lw = ops.convert_to_tensor(job.style_lw)
-    hyper = ops.convert_to_tensor(job.hyper)
-    behind = step_tf.runs_async() if read_behind is None else read_behind
-
+    params.validate(n_styles=len(styles), allow_weight_paths=True)
+    final = imageio.resize_max(imageio.as_rgb_array(content), params.max_size).shape[:2]
+    plan = scales.plan(max(final), params.scales, params.iterations)
+    if resume is not None and resume.iteration >= params.iterations:
+        raise StateError(f"cannot resume at iteration {resume.iteration} of {params.iterations}")
+    if resume is not None and resume.scale >= len(plan):
+        raise StateError(f"a state of scale {resume.scale + 1}, the job has {len(plan)}")
     loop = _Loop(
-        job, best_x, best_loss, best_iteration, elapsed_before, on_iteration, should_stop,
-        checkpoint_due, on_checkpoint, done=first - 1,
+        on_iteration, should_stop, checkpoint_due, on_checkpoint, params.iterations,
+        (final[1], final[0]), resume.elapsed if resume is not None else 0.0,
     )  # fmt: skip
-    stopped = False
-    queued: _Step | None = None  # dispatched, its losses not read yet (read_behind)
-    for k, t in zip(range(first, n + 1), step_tf.iteration_tensors(first, n), strict=True):
-        previous = x
-        x, m, v, losses = step(
-            x, m, v, t, content_targets, style_targets, content_lw, style_lw, hyper
-        )
-        current = _Step(k, previous, x, m, v, losses)
-        ready, queued = (queued, current) if behind else (current, None)
-        if ready is not None and loop.finish(ready):
-            stopped = True
-            break  # a step queued after `ready` is dropped: as if it never ran
-    else:
-        if queued is not None:
-            loop.finish(queued)  # the last iteration: nothing asked after it
-
+    behind = step_tf.runs_async() if read_behind is None else read_behind
+    job: _Job | None = None
+    previous_best: np.ndarray | None = None
+    for index, stage in enumerate(plan):
+        if resume is not None and resume.scale > index:
+            continue  # finished before the state was taken
+        job = _prepare_scale(content, styles, params, weights, plan, index)
+        opt = optimizers.make(
+            job.params.optimizer, job.extractor, job.content_layers, job.style_layers,
+            _targets(job), history=job.params.lbfgs_history, beta_2=job.params.beta_2,
+            xla=xla, deterministic=deterministic,
+        )  # fmt: skip
+        if resume is not None and resume.scale == index:
+            carry = loop.resume(opt, resume, job, stage)
+            resume = None
+        else:
+            start = _initial_image(job) if previous_best is None else scales.upsample(
+                previous_best, job.content.shape[:2]
+            )  # fmt: skip
+            carry = loop.begin(opt, ops.convert_to_tensor(start[None]))
+        loop.run(opt, carry, job, index, stage, behind)
+        if loop.stopped:
+            break
+        previous_best = np.asarray(ops.convert_to_numpy(loop.best_x))[0]
+    assert job is not None  # plan() has at least one scale
     return TransferResult(
         image=_finish(np.asarray(ops.convert_to_numpy(loop.best_x))[0], job),
         best_iteration=loop.best_iteration,
         best_loss=loop.best_loss,
         iterations_done=loop.done,
-        stopped=stopped,
+        stopped=loop.stopped,
         history=loop.history,
         weights=weights,
-        params=job.params,
+        params=replace(params, weights=weights),
         seconds=time.perf_counter() - started,
     )
 
 
-def _state(
-    k: int, x: Any, m: Any, v: Any, best_x: Any, best_loss: float, best_iteration: int,
-    elapsed: float,
-) -> EngineState:  # fmt: skip
-    """The loop's state after iteration ``k`` as NumPy float32 copies."""
+def _prepare_scale(
+    content: np.ndarray,
+    styles: list[np.ndarray],
+    params: TransferParams,
+    weights: str,
+    plan: list[scales.Scale],
+    index: int,
+) -> _Job:
+    """The job at scale ``index`` of ``plan``; a coarse scale too small for the layers says
+    which scale it is."""
+    try:
+        return _prepare(content, styles, params, weights, plan[index].longest)
+    except ParamError:
+        raise
+    except ValueError as exc:
+        if index == len(plan) - 1:
+            raise
+        raise ValueError(
+            f"scale {index + 1} of {len(plan)} ({plan[index].longest} px): {exc}; use fewer scales"
+        ) from exc
 
-    def host(t: Any) -> np.ndarray:
-        return np.array(ops.convert_to_numpy(t)[0], dtype=np.float32)
 
-    return EngineState(
-        iteration=k, image=host(x), adam_m=host(m), adam_v=host(v), best_image=host(best_x),
-        best_loss=best_loss, best_iteration=best_iteration, elapsed=elapsed,
-    )  # fmt: skip
+def _targets(job: _Job) -> tuple[Any, ...]:
+    """The compiled steps' target arguments: (content targets, style targets, content layer
+    weights, style layer weights, hyper-parameters)."""
+    return (
+        list(job.content_targets),
+        list(job.style_targets),
+        ops.convert_to_tensor(job.content_lw),
+        ops.convert_to_tensor(job.style_lw),
+        ops.convert_to_tensor(job.hyper),
+    )
+
+
+class _Step(NamedTuple):
+    """One dispatched step: its iteration number and what the optimiser returned (the
+    losses still on the device until read)."""
+
+    k: int
+    stepped: optimizers.Stepped
+
+
+class _Loop:
+    """The iterations of every scale: reports, the best image, checkpoints and stopping.
+
+    The best image is tracked within a scale (losses of two sizes are not comparable): a
+    scale starts from the previous one's best, and the result is the last scale's best.
+    """
+
+    def __init__(
+        self,
+        on_iteration: Callable[[IterationReport], None] | None,
+        should_stop: Callable[[], bool] | None,
+        checkpoint_due: Callable[[int], bool] | None,
+        on_checkpoint: Callable[[EngineState], None] | None,
+        iterations: int,
+        final_size: tuple[int, int],
+        elapsed_before: float,
+    ) -> None:
+        self.on_iteration, self.should_stop = on_iteration, should_stop
+        self.checkpoint_due, self.on_checkpoint = checkpoint_due, on_checkpoint
+        self.n, self.final_size = iterations, final_size
+        self.elapsed_before = elapsed_before
+        self.loop_start = time.perf_counter()
+        self.history: list[dict[str, Any]] = []
+        self.stopped = False
+        self.done = 0
+        self.first = 1
+        self.best_x: Any = None
+        self.best_loss = math.inf
+        self.best_iteration = 0
+
+    def begin(self, opt: optimizers.Optimizer, x: Any) -> tuple[Any, ...]:
+        """A scale starts at ``x``: the optimiser at rest, no best image yet."""
+        self.best_x, self.best_loss, self.best_iteration = x, math.inf, 0
+        return opt.start(x)
+
+    def resume(
+        self, opt: optimizers.Optimizer, state: EngineState, job: _Job, stage: scales.Scale
+    ) -> tuple[Any, ...]:
+        shape = job.content.shape
+        state.check(shape)
+        if state.scale_start != stage.first - 1:
+            raise StateError(f"a state of a scale from {state.scale_start + 1}, not {stage.first}")
+        if state.optimizer != opt.name:
+            raise StateError(f"a state of {state.optimizer}, the job uses {opt.name}")
+        self.best_x = ops.convert_to_tensor(state.best_image[None])
+        self.best_loss, self.best_iteration = state.best_loss, state.best_iteration
+        self.first = self.done = state.iteration
+        self.first += 1
+        return opt.restore(state)
+
+    def run(
+        self,
+        opt: optimizers.Optimizer,
+        carry: tuple[Any, ...],
+        job: _Job,
+        index: int,
+        stage: scales.Scale,
+        behind: bool,
+    ) -> None:
+        """Iterations ``max(stage.first, resumed + 1)`` to ``stage.last``. With ``behind``,
+        step ``k + 1`` is queued before step ``k``'s losses are read (an asynchronous device
+        then never waits for the host); a stop after ``k`` drops it, unreported, as if it
+        never ran."""
+        first = max(self.first, stage.first)
+        ts = step_tf.iteration_tensors(first - stage.first + 1, stage.last - stage.first + 1)
+        queued: _Step | None = None  # dispatched, its losses not read yet
+        for k, t in zip(range(first, stage.last + 1), ts, strict=True):
+            current = _Step(k, opt.step(carry, t))
+            carry = current.stepped.carry
+            ready, queued = (queued, current) if behind else (current, None)
+            if ready is not None and self._finish(ready, opt, job, index, stage):
+                self.stopped = True
+                return
+        if queued is not None and self._finish(queued, opt, job, index, stage):
+            self.stopped = True
+
+    def _finish(
+        self, s: _Step, opt: optimizers.Optimizer, job: _Job, index: int, stage: scales.Scale
+    ) -> bool:
+        """Iteration ``s.k`` is over: its losses read (which waits for its step on an
+        asynchronous device), the best kept, reported, checkpointed if due; True when the
+        caller asks to stop after it."""
+        k, stepped = s.k, s.stepped
+        total, c_loss, s_loss, tv_loss = step_tf.host_floats(stepped.losses)
+        elapsed = self.elapsed_before + (time.perf_counter() - self.loop_start)
+        self.done = k
+        if not math.isfinite(total):
+            raise FloatingPointError(
+                f"loss became {total} at iteration {k}; lower learning_rate or the weights"
+            )
+        is_best = total < self.best_loss
+        if is_best:
+            # tensors are immutable, so keeping the reference is the copy
+            self.best_x, self.best_loss, self.best_iteration = stepped.measured, total, k
+        render = None
+        every = job.params.snapshot_every
+        if self.on_iteration is not None and ((every and k % every == 0) or k == self.n):
+            render = partial(self._snapshot, opt.image(stepped.carry), job)
+        report = IterationReport(k, total, c_loss, s_loss, tv_loss, elapsed, render, is_best)
+        self.history.append(report.as_dict())
+        if self.on_iteration is not None:
+            self.on_iteration(report)
+        if k >= self.n:
+            return False
+        if self._checkpoint_due(k):
+            assert self.on_checkpoint is not None
+            self.on_checkpoint(self._state(k, opt, stepped.carry, index, stage, elapsed))
+        return self.should_stop is not None and self.should_stop()
+
+    def _checkpoint_due(self, k: int) -> bool:
+        return (
+            self.on_checkpoint is not None
+            and self.checkpoint_due is not None
+            and self.checkpoint_due(k)
+        )
+
+    def _snapshot(self, x: Any, job: _Job) -> np.ndarray:
+        """The image after the update, at the final size (a coarse scale's is enlarged)."""
+        image = _finish(np.asarray(ops.convert_to_numpy(x))[0], job)
+        return imageio.resize_to(image, self.final_size)
+
+    def _state(
+        self,
+        k: int,
+        opt: optimizers.Optimizer,
+        carry: tuple[Any, ...],
+        index: int,
+        stage: scales.Scale,
+        elapsed: float,
+    ) -> EngineState:
+        """The loop's state after iteration ``k`` as NumPy float32 copies."""
+
+        def host(t: Any) -> np.ndarray:
+            return np.array(ops.convert_to_numpy(t)[0], dtype=np.float32)
+
+        return EngineState(
+            iteration=k, image=host(opt.image(carry)), best_image=host(self.best_x),
+            best_loss=self.best_loss, best_iteration=self.best_iteration, elapsed=elapsed,
+            scale=index, scale_start=stage.first - 1, **opt.state_fields(carry),
+        )  # fmt: skip
 
 
 def evaluate(

@@ -23,7 +23,7 @@ import numpy as np
 from keras import layers as klayers
 from keras import ops
 
-from stylequeue.shared.params import PRECISIONS, VGG19_LAYERS
+from stylequeue.shared.params import PRECISIONS, VGG19_LAYERS, min_side
 from stylequeue.worker.engine.errors import WeightsUnavailable
 
 # Keras's own ImageNet "no top" weights for VGG19 (keras/src/applications/vgg19.py).
@@ -80,7 +80,7 @@ class Extractor:
         self.channels: dict[str, int] = {
             name: int(out.shape[-1]) for name, out in zip(layers, model.outputs, strict=True)
         }
-        self.min_side = 2 ** (max(_block(n) for n in layers) - 1)
+        self.min_side = min_side(layers)  # shared with the web's check at submit
         # step functions compiled for this model, keyed by backend-specific structure keys
         self.steps: dict[Hashable, Callable[..., Any]] = {}
         self.lock = threading.Lock()
@@ -147,10 +147,6 @@ def get_extractor(weights: str, layers: tuple[str, ...], precision: str) -> Extr
 
 
 # ---- building -----------------------------------------------------------------------------
-
-
-def _block(layer: str) -> int:
-    return int(layer[len("block")])
 
 
 def _build_model(weights: str, layers: tuple[str, ...], precision: str) -> keras.Model:

@@ -64,8 +64,13 @@ def test_read_behind_queues_the_next_step_before_reading_the_losses(
         assert queued_at_report == [1, 2, 3, 4, 5]
 
 
-def test_read_behind_reports_exactly_what_reading_at_once_does(content: Any, style: Any) -> None:
-    params = replace(FAST, iterations=7, snapshot_every=2)
+@pytest.mark.parametrize(
+    "how", [{}, {"optimizer": "lbfgs"}, {"scales": 2}], ids=["adam", "lbfgs", "two-scales"]
+)
+def test_read_behind_reports_exactly_what_reading_at_once_does(
+    content: Any, style: Any, how: dict[str, Any]
+) -> None:
+    params = replace(FAST, iterations=7, snapshot_every=2, **how)
     now, now_seen = _run(content, style, params, read_behind=False)
     behind, behind_seen = _run(content, style, params, read_behind=True)
     assert behind_seen == now_seen and len(now_seen) == 7

@@ -14,6 +14,10 @@ from stylequeue.worker.engine import EngineState, IterationReport, StateError, t
 
 # OVERSHOOT's loss falls, then rises again: the best image is one from before the later
 # checkpoints, so it must travel in the state.
+LBFGS = replace(FAST, optimizer="lbfgs")
+# two scales of four iterations: the stops below fall on the boundary (4) and either side
+SCALED = replace(FAST, scales=2)
+LBFGS_SCALED = replace(LBFGS, scales=2)
 COMPARED = ("iteration", "loss", "content", "style", "tv")
 
 
@@ -48,7 +52,11 @@ def _interrupted(
     raise AssertionError("unreachable")
 
 
-@pytest.mark.parametrize("params", [FAST, OVERSHOOT], ids=["falling", "overshoot"])
+@pytest.mark.parametrize(
+    "params",
+    [FAST, OVERSHOOT, LBFGS, SCALED, LBFGS_SCALED],
+    ids=["falling", "overshoot", "lbfgs", "scales", "lbfgs-scales"],
+)
 @pytest.mark.parametrize("stops", [(3,), (1, 2, 4), (4, 5)])
 def test_resumed_run_is_bit_identical_to_the_undisturbed_one(
     content: Any, style: Any, params: Any, stops: tuple[int, ...]

@@ -89,3 +89,46 @@ def test_auto_follows_this_machine() -> None:
         cpuinfo = Path("/proc/cpuinfo").read_text()
         native = bool(re.search(r"^flags\s*:.*\b(avx512_bf16|amx_bf16)\b", cpuinfo, re.M))
     assert resolve_precision("auto") == ("mixed_bfloat16" if native else "float32")
+
+
+# ---- memory: what the machine can give a job ------------------------------------------------
+
+MEMINFO = "MemTotal:       24000000 kB\nMemFree:  100 kB\nMemAvailable:   20000000 kB\n"
+
+
+def test_cpu_budget_is_what_is_available_plus_what_the_process_holds() -> None:
+    from stylequeue.worker.engine.hardware import cpu_budget
+
+    assert cpu_budget(10**9, MEMINFO, cgroup=None) == 20_000_000 * 1024 + 10**9
+    # in a container: its limit, less what the others in it use
+    limited = cpu_budget(10**9, MEMINFO, cgroup=(6 * 10**9, 3 * 10**9))
+    assert limited == 6 * 10**9 - (3 * 10**9 - 10**9)
+    assert cpu_budget(0, "", cgroup=None) is None
+
+
+def test_cgroup_limits_v2_and_v1(tmp_path: Path) -> None:
+    from stylequeue.worker.engine.hardware import cgroup_limit
+
+    (tmp_path / "memory.max").write_text("6442450944\n")
+    (tmp_path / "memory.current").write_text("1073741824\n")
+    assert cgroup_limit(tmp_path) == (6442450944, 1073741824)
+    (tmp_path / "memory.max").write_text("max\n")
+    assert cgroup_limit(tmp_path) is None
+    v1 = tmp_path / "v1"
+    (v1 / "memory").mkdir(parents=True)
+    (v1 / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # no limit
+    assert cgroup_limit(v1) is None
+    (v1 / "memory" / "memory.limit_in_bytes").write_text("4000000000\n")
+    (v1 / "memory" / "memory.usage_in_bytes").write_text("5000\n")
+    assert cgroup_limit(v1) == (4_000_000_000, 5000)
+    assert cgroup_limit(tmp_path / "none") is None
+
+
+def test_gpu_free_memory_of_the_gpu_tensorflow_computes_on() -> None:
+    from stylequeue.worker.engine.hardware import gpu_free_memory
+
+    smi = "0, 1000\n1, 80000\n"
+    assert gpu_free_memory(smi) == 1000 * 2**20  # GPU:0 is the first one
+    assert gpu_free_memory(smi, "1,0") == 80000 * 2**20  # CUDA_VISIBLE_DEVICES=1,0
+    assert gpu_free_memory(smi, "7") is None
+    assert gpu_free_memory("") is None

@@ -127,12 +127,9 @@ export async function showFleetBanners(url, { skipRandom = false, wanted = () =>
   let fleet;
   try { fleet = await api(url); } catch { return null; }
   if (!fleet || !wanted()) return null;
-  const workers = fleet.workers || [];
   if (!skipRandom) setBanner("fleet-banner", fleet.random_weights);
-  const broken = setBanner("weights-banner", fleet.weights_unavailable);
-  const detail = broken && broken.querySelector("[data-weights-error]");
-  if (detail) detail.textContent = fleet.weights_unavailable ? fleet.weights_error || "" : "";
-  setBanner("workers-banner", !workers.length);
+  setBanner("weights-banner", fleet.weights_unavailable);
+  setBanner("workers-banner", !fleet.online);
   return fleet;
 }
 

@@ -15,6 +15,7 @@ let cursor = null; // progress stream id of the last entry we have
 let lastIteration = 0;
 const recent = []; // [{iteration, elapsed}] of the newest entries, for speed and ETA
 let lastStatus = null;
+let tiles = null; // a tiled job's progress within its iteration ({iteration, phase, done, total})
 
 const chart = new LossChart($("chart"), { readout: $("readout"), total: job.iterations_total });
 $("log").addEventListener("change", (e) => chart.setLog(e.target.checked));
@@ -40,6 +41,7 @@ async function fetchProgress() {
   const data = await api(url);
   addEntries(data.entries || []);
   if (data.last_id) cursor = data.last_id;
+  tiles = data.tiles || null;
   return data;
 }
 
@@ -152,6 +154,12 @@ const PHASE = {
   canceled: "Canceled",
 };
 
+/** A print's progress within its iteration: it is painted in tiles, minutes an iteration. */
+function tileText(t) {
+  if (t.phase === "targets") return `preparing: tile ${t.done} of ${t.total}`;
+  return `iteration ${t.iteration}: tile ${t.done} of ${t.total}`;
+}
+
 function render() {
   const status = job.status;
   const terminal = isTerminal(job);
@@ -173,6 +181,7 @@ function render() {
   } else if (status === "queued" && job.resumes_at === 1) {
     phase = "Waiting for a worker, starts again at iteration 1 (no checkpoint yet)…";
   }
+  if (status === "running" && tiles && !job.cancel_requested) phase = `${phase} ${tileText(tiles)}`;
   $("phase").textContent = phase;
 
   const rate = speed();
@@ -194,6 +203,7 @@ function render() {
 
   $("cancel").hidden = terminal;
   $("cancel").disabled = Boolean(job.cancel_requested);
+  renderExpiry(terminal);
   $("download").hidden = !job.result_available;
 
   const errorBox = $("error-box");
@@ -276,6 +286,51 @@ async function cancel() {
   if (timer.stopped) { job = await api(job.links.self); render(); }
 }
 $("cancel").addEventListener("click", cancel);
+
+// ---- deleting, and when retention does it ---------------------------------------------------
+
+/** "Deleted automatically on <date>" once the job has ended (the job JSON's expires_at). */
+function renderExpiry(terminal) {
+  const time = $("expires-at");
+  const days = config.retention_days;
+  let text = "Kept until you delete it.";
+  if (job.expires_at) text = "Deleted automatically on";
+  else if (!terminal && days > 0) text = `Deleted automatically ${days} days after it ends.`;
+  $("expiry-text").textContent = text;
+  time.hidden = !job.expires_at;
+  if (job.expires_at && time.getAttribute("datetime") !== job.expires_at) {
+    time.setAttribute("datetime", job.expires_at);
+  }
+  if (job.expires_at) time.textContent = absTime(job.expires_at);
+}
+
+const deleteDialog = $("delete-dialog");
+$("delete").addEventListener("click", () => {
+  deleteDialog.returnValue = "";
+  deleteDialog.showModal();
+});
+deleteDialog.addEventListener("close", () => {
+  if (deleteDialog.returnValue === "delete") deleteJob();
+});
+
+async function deleteJob() {
+  const button = $("delete");
+  button.setAttribute("aria-busy", "true");
+  button.disabled = true;
+  $("action-error").textContent = "";
+  try {
+    await api(job.links.self, { method: "DELETE" });
+  } catch (err) {
+    if (!(err instanceof ApiError && err.status === 404)) { // 404: gone already
+      $("action-error").textContent = `Could not delete: ${err.message}`;
+      button.disabled = false;
+      button.removeAttribute("aria-busy");
+      return;
+    }
+  }
+  timer.stop();
+  window.location.assign(`${config.urls.jobs}?deleted=${encodeURIComponent(job.id.slice(0, 8))}`);
+}
 
 // ---- the fleet's banners ------------------------------------------------------------------
 

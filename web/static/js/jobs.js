@@ -120,4 +120,17 @@ async function refresh() {
   }
 }
 
+// A job's dashboard comes back here after deleting it, with ?deleted=<its short id>: say so
+// once, and take the word off the URL (the pager's links copy the query).
+const deleted = new URLSearchParams(window.location.search).get("deleted");
+if (deleted !== null) {
+  if (/^[0-9a-f]{8}$/.test(deleted)) {
+    $("deleted-note").textContent = `Job ${deleted} deleted.`;
+    $("deleted-note").hidden = false;
+  }
+  const url = new URL(window.location.href);
+  url.searchParams.delete("deleted");
+  window.history.replaceState(null, "", url.pathname + url.search);
+}
+
 poller(refresh, { interval: 3000, hiddenInterval: 15000 }).start();

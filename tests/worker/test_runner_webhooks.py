@@ -123,7 +123,7 @@ def test_a_broker_that_is_down_does_not_fail_the_job_the_sweeper_sends_later(
         dead.close()
     assert outcome.status == "succeeded"
     recorded = events(settings, job.id)
-    assert [m.event for m in recorded][::len(recorded) - 1] == ["started", "completed"]
+    assert [m.event for m in recorded][:: len(recorded) - 1] == ["started", "completed"]
     assert len(recorded) >= 3 and all(m.enqueued_at is None for m in recorded)
     assert queued_ids(settings) == []
     live = create_celery(settings)

@@ -152,7 +152,7 @@ class Racer:
         # Adam's moments carried over keep counting their steps from the previous scale
         if self.carry_moments and index > 0:
             local = self.k
-        stepped = self.opt.step(self.carry, local)
+        stepped = self.opt.step(self.carry, ops.convert_to_tensor(np.float32(local)))
         self.curve.evaluations += int(stepped.evaluations)
         self.carry = stepped.carry
         losses = ops.convert_to_numpy(stepped.losses)

@@ -223,7 +223,7 @@ def _paint(
 
             def on_iteration(report: Any) -> None:
                 progress.update(report)
-                if snaps is not None and report.snapshot is not None:
+                if snaps is not None and report.has_snapshot:
                     path = snaps / f"iter_{report.iteration:05d}.png"
                     path.write_bytes(encode_png(report.snapshot))
 

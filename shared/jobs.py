@@ -305,7 +305,7 @@ class CancelFlag(Protocol):
 class CancelOutcome(StrEnum):
     NOT_FOUND = "not_found"  # no such job for this owner
     CANCELED = "canceled"  # it was queued: canceled now
-    REQUESTED = "requested"  # it is running: its worker stops within an iteration
+    REQUESTED = "requested"  # it is running: its worker stops within ~0.1 s or an iteration
     ALREADY_CANCELED = "already_canceled"  # nothing more to do (a cancel is idempotent)
     FINISHED = "finished"  # it succeeded or failed: nothing to cancel
 

@@ -1,26 +1,28 @@
 """Per-job progress as a Redis Stream (``XADD`` with ``MAXLEN``, read with ``XRANGE``).
 
-The worker appends one entry per iteration; the dashboard reads entries after the last id
-it has seen. Streams expire some days after the job ends; the full history is also saved to
-object storage, so Redis forgetting loses nothing.
+The worker appends one entry per iteration, in batches a few times a second; the dashboard
+reads entries after the last id it has seen. Streams expire some days after the job ends;
+the full history is also saved to object storage, so Redis forgetting loses nothing.
 
-The same module holds the cancel flag, a key the worker reads every iteration.
+The same module holds the cancel flag, a key the worker reads with each batch of entries it
+writes (and on its own when no entries are due), a few times a second.
 
 Every job's stream expires once the job has ended, whoever ended it: the runner that finished
 it (fenced, below), or, for a job that ended outside a runner's normal finish (canceled while
 queued, a duplicate delivery of an ended job, a runner that lost a job that then ended), the
 unfenced :func:`expire_job_stream`.
 
-A runner writes through :class:`AttemptStream`: each write (entry, reset, trim, expiry) is a Lua
-script that first checks that the job's lock still holds the runner's token (its fencing
-token) and refuses the write otherwise (:class:`Fenced`). A runner presumed dead, whose job
-another runner restarted, can then never add its iterations to the new attempt's stream.
+A runner writes through :class:`AttemptStream`: each write (a batch of entries, reset, trim,
+expiry) is a Lua script that first checks that the job's lock still holds the runner's token
+(its fencing token) and refuses the write otherwise (:class:`Fenced`). A runner presumed dead,
+whose job another runner restarted, can then never add its iterations to the new attempt's
+stream.
 :class:`ProgressStream` is the unfenced reader (web) and test helper.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import redis
@@ -114,6 +116,19 @@ if redis.call('get', KEYS[1]) ~= ARGV[1] then return {0} end
 local id = redis.call('xadd', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
 return {1, id, redis.call('exists', KEYS[3])}
 """
+# The same for several entries in one call (the worker's batches): ARGV[3] = fields per entry
+# times 2, ARGV[4..] = the entries' field, value pairs one after another; trimmed once.
+# -> {0} when the lock is not ours (nothing written), else {1, cancel flag, id, id, ...}
+_APPEND_MANY = """
+if redis.call('get', KEYS[1]) ~= ARGV[1] then return {0} end
+local width = tonumber(ARGV[3])
+local out = {1, redis.call('exists', KEYS[3])}
+for i = 4, #ARGV, width do
+  out[#out + 1] = redis.call('xadd', KEYS[2], '*', unpack(ARGV, i, i + width - 1))
+end
+redis.call('xtrim', KEYS[2], 'MAXLEN', '~', ARGV[2])
+return out
+"""
 # KEYS[1] = lock key, KEYS[2] = stream key, ARGV[1] = fencing token -> 0 fenced, 1 done
 _RESET = """
 if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -154,6 +169,7 @@ class AttemptStream:
         self.maxlen = maxlen
         self._keys = [lock_key(job_id), stream_key(job_id), cancel_key(job_id)]
         self._append = client.register_script(_APPEND)
+        self._append_many = client.register_script(_APPEND_MANY)
         self._reset = client.register_script(_RESET)
         self._trim_after = client.register_script(_TRIM_AFTER)
         self._expire = client.register_script(_EXPIRE)
@@ -167,6 +183,23 @@ class AttemptStream:
             raise Fenced(self.job_id)
         sid = reply[1]
         return (sid.decode() if isinstance(sid, bytes) else sid), bool(reply[2])
+
+    def append_many_checking_cancel(
+        self, entries: Sequence[Mapping[str, Any]]
+    ) -> tuple[list[str], bool]:
+        """Add several iterations in order in one fenced script call (one round trip; all or
+        nothing: the lock is checked once, before the first), trim to about ``maxlen``, and
+        read the cancel flag: the entries' ids and whether a cancel is requested. Keep a call
+        to a few hundred entries (the caller splits longer runs)."""
+        if not entries:
+            raise ValueError("no entries to append")
+        fields = [item for e in entries for pair in _encode(e).items() for item in pair]
+        width = 2 * len(FIELDS)
+        reply = self._append_many(keys=self._keys, args=[self.token, self.maxlen, width, *fields])
+        if not reply[0]:
+            raise Fenced(self.job_id)
+        ids = [sid.decode() if isinstance(sid, bytes) else str(sid) for sid in reply[2:]]
+        return ids, bool(reply[1])
 
     def reset(self) -> None:
         """Forget earlier attempts' entries (a re-delivered job restarts from iteration 1)."""

@@ -23,7 +23,7 @@ def tiles_key(job_id: str) -> str:
 
 
 def cancel_key(job_id: str) -> str:
-    """The job's cancel flag, read by its runner every iteration."""
+    """The job's cancel flag, read by its runner's stream writer a few times a second."""
     return f"{NAMESPACE}cancel:{job_id}"
 
 

@@ -181,7 +181,7 @@ def job_progress(job_id: str) -> Response:
 
 @bp.post("/jobs/<job_id>/cancel")
 def cancel_job(job_id: str) -> tuple[Response, int]:
-    """Queued: canceled at once. Running: flagged; the worker stops within an iteration.
+    """Queued: canceled at once. Running: flagged; the worker stops within ~0.1 s or an iteration.
     Already canceled: 202 again (idempotent). Succeeded or failed: 409."""
     svc = services()
     with svc.db() as session:

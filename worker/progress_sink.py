@@ -2,17 +2,19 @@
 
 Every write goes through :class:`~stylequeue.shared.progress.AttemptStream`, fenced by the
 attempt's lock token: a refused write raises :class:`~stylequeue.shared.progress.Fenced`,
-which the runner reads as "this attempt is lost". Redis errors are absorbed instead: while
-Redis is away the sink hands out made-up, still increasing ids (the history saved to storage
-keeps every entry) and tries Redis again only every ``retry_seconds``.
+which the runner reads as "this attempt is lost". Redis errors are absorbed instead: the sink
+notes that Redis is away and, until ``retry_seconds`` have passed, does not try it again
+(:meth:`backing_off`); its caller (``worker.stream_writer``) keeps the entries meanwhile.
+Entries that cannot wait any longer get :meth:`stand_in_ids`: made-up, still increasing ids
+(the history saved to storage keeps every entry; only the stream misses them).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -21,11 +23,18 @@ from stylequeue.shared.progress import AttemptStream
 
 log = logging.getLogger("stylequeue.worker")
 
+CHUNK = 256  # entries per script call (its arguments stay a few thousand)
 
-@dataclass(frozen=True)
+
+@dataclass
 class Appended:
-    id: str  # the stream's id for the entry, or a stand-in while Redis is away
-    cancel: bool | None  # the cancel flag, read in the same round trip; None: not read
+    ids: list[str] = field(default_factory=list)  # the first len(ids) entries were streamed
+    cancel: bool | None = None  # the cancel flag, read in the same round trip; None: not read
+
+
+def _id_key(sid: str) -> tuple[int, int]:
+    ms, seq = (int(x) for x in sid.split("-"))
+    return ms, seq
 
 
 class ProgressSink:
@@ -41,32 +50,53 @@ class ProgressSink:
     def redis_down(self) -> bool:
         return self._down
 
-    def append(self, entry: Mapping[str, Any]) -> Appended:
-        """XADD ``entry`` (reading the cancel flag on the way); raises ``Fenced``."""
-        cancel: bool | None = None
+    def backing_off(self) -> bool:
+        """Redis was away at the last try and its retry time has not come."""
+        return self._down and time.monotonic() < self._retry_at
+
+    def append_many(self, entries: Sequence[Mapping[str, Any]], *, force: bool = False) -> Appended:
+        """XADD ``entries`` in order, a chunk per fenced script call, reading the cancel flag
+        on the way. Returns the ids of those written: all of them, or a first part when Redis
+        went away (or none while it is backed off from, unless ``force``). Raises ``Fenced``."""
+        done = Appended()
+        if self.backing_off() and not force:
+            return done
         try:
-            if self._down and time.monotonic() < self._retry_at:
-                raise redis.ConnectionError("still backing off")
-            sid, cancel = self.stream.append_checking_cancel(entry)
-            if self._down:
-                log.info("job %s: progress stream back", self.job_id)
-                self._down = False
-            ms, seq = (int(x) for x in sid.split("-"))
+            for start in range(0, len(entries), CHUNK):
+                ids, cancel = self.stream.append_many_checking_cancel(
+                    entries[start : start + CHUNK]
+                )
+                done.ids += ids
+                done.cancel = bool(done.cancel) or cancel
+                self._last_id = max(self._last_id, _id_key(ids[-1]))
         except redis.RedisError as exc:
             self._went_away(exc)
-            ms, seq = int(time.time() * 1000), 0
-            if ms <= self._last_id[0]:
+            return done
+        if self._down:
+            log.info("job %s: progress stream back", self.job_id)
+            self._down = False
+        return done
+
+    def stand_in_ids(self, n: int) -> list[str]:
+        """``n`` made-up ids for entries that will not be streamed: above every id seen, so
+        the history's ids keep increasing."""
+        ms, seq = int(time.time() * 1000), 0
+        out = []
+        for _ in range(n):
+            if (ms, seq) <= self._last_id:
                 ms, seq = self._last_id[0], self._last_id[1] + 1
-        self._last_id = (ms, seq)
-        return Appended(f"{ms}-{seq}", cancel)
+            self._last_id = (ms, seq)
+            out.append(f"{ms}-{seq}")
+        return out
 
     def read_cancel_flag(self) -> bool | None:
         """The Redis cancel flag; None while Redis is away (not retried before its time)."""
-        if self._down:
+        if self.backing_off():
             return None
         try:
             return self.stream.cancel_requested()
-        except redis.RedisError:
+        except redis.RedisError as exc:
+            self._went_away(exc)
             return None
 
     def reset(self) -> None:
@@ -92,8 +122,7 @@ class ProgressSink:
                 break
             kept.append(entry)
         newest = later[-1]["id"] if later else last_id
-        ms, seq = (int(x) for x in str(newest).split("-"))
-        self._last_id = max(self._last_id, (ms, seq))
+        self._last_id = max(self._last_id, _id_key(str(newest)))
         deleted = self.stream.trim_after(kept[-1]["id"] if kept else last_id)
         return kept, deleted
 
@@ -105,10 +134,7 @@ class ProgressSink:
             log.warning("job %s: could not set the stream's expiry: %s", self.job_id, exc)
 
     def _went_away(self, exc: redis.RedisError) -> None:
-        now = time.monotonic()
         if not self._down:
             log.warning("job %s: progress stream unavailable: %s", self.job_id, exc)
             self._down = True
-            self._retry_at = now + self.retry_seconds
-        elif now >= self._retry_at:
-            self._retry_at = now + self.retry_seconds
+        self._retry_at = time.monotonic() + self.retry_seconds

@@ -35,8 +35,9 @@ and another runner start attempt N + 1 while the first still runs. Every write o
 is therefore checked where it is written, not only by the lock renewer's ``lost`` flag:
 
 - Redis (stream entries, reset, expiry): a Lua script writes only while the job's lock still
-  holds this attempt's token (``shared.progress.AttemptStream``); a refusal stops the attempt
-  (outcome ``lost``).
+  holds this attempt's token (``shared.progress.AttemptStream``; entries go a batch per
+  script call, from the stream writer's thread); a refusal stops the attempt (outcome
+  ``lost``).
 - Storage (snapshots, result, history): under the attempt's own prefix
   (``jobs/<id>/attempts/<n>/``, ``shared.keys``), so a stale attempt never overwrites the
   live one's files; the row points at the winning attempt's, and the winner deletes the
@@ -48,6 +49,14 @@ is therefore checked where it is written, not only by the lock renewer's ``lost`
 - The row: updated under ``SELECT ... FOR UPDATE`` only while it is ``running`` with this
   attempt's number (:class:`AttemptFence`).
 
+The loop thread does no I/O (``_Recorder``): each iteration's entry goes to the stream writer
+(``worker.stream_writer``: batches at most every 100 ms, the cancel flag read with them),
+snapshots to the snapshot writer (``worker.snapshot_writer``: made, encoded and stored off
+the loop, two at most in memory), the row's progress to a flusher (``worker.row_flusher``,
+about once a second). ``_Recorder.writing`` drains them and writes the row once more on
+every way out of the engine, so each ending above finds every iteration streamed (or, Redis
+away, given a stand-in id: logged) and every snapshot stored.
+
 Deleting: ``DELETE /api/v1/jobs/<id>`` (or retention) removes the row at once and sets the
 cancel flag. The attempt notices at its next fenced row write (a flush, every second or
 snapshot) or by the flag, and before it stores a result it looks for the row once more:
@@ -55,7 +64,9 @@ gone, it writes nothing more and purges the whole job under its lock (``shared.d
 files of earlier attempts and checkpoints included, so nothing of it is left.
 
 Checkpoints (``worker.checkpoints``): every ``STYLEQUEUE_CHECKPOINT_SECONDS`` the engine hands
-over its whole state and it goes to storage with the history and snapshot list so far (per
+over its whole state and, once the writers have caught up (``_Recorder.drain``: a
+checkpoint holds only streamed entries and stored snapshots; a periodic one waits while
+Redis is away), it goes to storage with the history and snapshot list so far (per
 job, one new object each time, checked by checksum and the job's fingerprint when read). A
 new attempt resumes from the newest valid one: same iteration numbering; the stream keeps
 the entries up to the checkpoint and the dead runner's entries after it (those iterations
@@ -87,7 +98,7 @@ from stylequeue.shared.deletion import purge
 from stylequeue.shared.locks import JobLock
 from stylequeue.shared.models import Job
 from stylequeue.shared.params import TransferParams
-from stylequeue.shared.progress import FIELDS, AttemptStream, Fenced, expire_job_stream
+from stylequeue.shared.progress import AttemptStream, Fenced, expire_job_stream
 from stylequeue.shared.redis_client import redis_client
 from stylequeue.shared.settings import Settings
 from stylequeue.shared.states import JobStatus, transition
@@ -97,7 +108,10 @@ from stylequeue.shared.webhook_outbox import PROGRESS, record, record_change
 from stylequeue.worker.budget import worker_budget
 from stylequeue.worker.checkpoints import Checkpoint, CheckpointStore, fingerprint
 from stylequeue.worker.progress_sink import ProgressSink
+from stylequeue.worker.row_flusher import RowFlusher
+from stylequeue.worker.snapshot_writer import SnapshotWriter
 from stylequeue.worker.stop_signal import StopReason, StopSignal, preempt_requested
+from stylequeue.worker.stream_writer import StreamWriter
 from stylequeue.worker.webhook_events import AttemptWebhooks
 
 if TYPE_CHECKING:
@@ -109,7 +123,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("stylequeue.worker")
 
 MAX_ATTEMPTS = 3  # a job whose runner died this many times fails instead of looping
-DB_FLUSH_SECONDS = 1.0  # progress fields in the row are written at most this often
+DB_FLUSH_SECONDS = 1.0  # progress fields in the row are written this often (and on snapshots)
 MAX_ERROR_CHARS = 1000
 REDIS_RETRY_SECONDS = 5.0  # Redis unreachable mid-job: retry the stream this often
 
@@ -320,7 +334,6 @@ class _Attempt:
         self.stop = StopSignal(
             deadline if deadline is not None else soft_deadline(settings, self.started),
             is_lost=lambda: self.fence.lost,
-            read_flag=self.sink.read_cancel_flag,
         )
         self.recorder: _Recorder | None = None
         self.unreferenced: list[int] = []  # attempts to delete when it ends without running
@@ -533,15 +546,19 @@ class _Attempt:
         checkpointer = _Checkpointer(
             self.checkpoints, recorder, self.fingerprint, float(self.settings.checkpoint_seconds)
         )
-        result = engine.transfer(
-            content, styles, params, weights=weights,
-            on_iteration=recorder.on_iteration, should_stop=self.stop.should_stop,
-            xla=self.settings.engine_xla, deterministic=self.settings.engine_deterministic,
-            resume=resume.state if resume else None,
-            checkpoint_due=checkpointer.due, on_checkpoint=checkpointer.save,
-            # above the worker's memory budget the engine paints in tiles (or refuses)
-            memory_budget=worker_budget(self.settings.engine).bytes, on_tile=recorder.on_tile,
-        )  # fmt: skip
+        # The stream, snapshots and row are written from background threads, drained before
+        # each checkpoint and on the way out of this block, whatever ends the loop.
+        with recorder.writing(self.settings.progress_maxlen):
+            result = engine.transfer(
+                content, styles, params, weights=weights,
+                on_iteration=recorder.on_iteration, should_stop=self.stop.should_stop,
+                xla=self.settings.engine_xla, deterministic=self.settings.engine_deterministic,
+                resume=resume.state if resume else None,
+                checkpoint_due=checkpointer.due, on_checkpoint=checkpointer.save,
+                # above the worker's memory budget the engine paints in tiles (or refuses)
+                memory_budget=worker_budget(self.settings.engine).bytes,
+                on_tile=recorder.on_tile,
+            )  # fmt: skip
         # deleted meanwhile (the cancel flag may have stopped us before any row write)?
         if self.fence.lost or self.fence.check_gone():
             return self._lost()
@@ -750,8 +767,10 @@ class _Attempt:
 
 @dataclass
 class _Recorder:
-    """The engine's per-iteration callback: stream the entry, store snapshots (this
-    attempt's keys), keep the best, flush progress to the row now and then."""
+    """The engine's per-iteration callback: hand the entry to the stream writer and the
+    snapshot to the snapshot writer (this attempt's keys), keep the best. Nothing here waits
+    for Redis, storage or the database: the row follows by time (:class:`RowFlusher`), and
+    :meth:`drain` waits for the writers where a checkpoint or the ending needs them done."""
 
     job_id: str
     fence: AttemptFence
@@ -768,13 +787,15 @@ class _Recorder:
     best_iteration: int | None = None
     latest_snapshot: np.ndarray | None = None
     latest_snapshot_iteration: int | None = None
-    last_flush: float = 0.0
     resumed_from: int = 0  # the checkpoint's iteration (0: started at 1)
     # iteration -> the stream's entry a dead runner wrote after the checkpoint: recorded as
     # is (id and values) when computed again, not streamed twice
     replay: dict[int, dict[str, Any]] = field(default_factory=dict)
     computed_before: int = 0  # iterations earlier attempts ran
     tiles: AttemptTiles | None = None  # progress within an iteration (tiled jobs)
+    stream: StreamWriter | None = None  # while the engine runs (writing())
+    snapshotter: SnapshotWriter | None = None
+    row: RowFlusher | None = None
 
     @property
     def iterations(self) -> int:
@@ -785,40 +806,30 @@ class _Recorder:
         """Iterations run across all attempts, this one's so far included."""
         return self.computed_before + max(0, self.iterations - self.resumed_from)
 
+    @property
+    def stream_backing_off(self) -> bool:
+        return self.stream is not None and self.stream.backing_off
+
     def on_iteration(self, report: Any) -> None:
         if self.fence.lost:
             return
-        entry: dict[str, Any] | None = self.replay.pop(int(report.iteration), None)
+        k = int(report.iteration)
+        entry: dict[str, Any] | None = self.replay.pop(k, None) if self.replay else None
         if entry is None:
-            entry = {"iteration": int(report.iteration)}
-            for name in FIELDS[1:]:
-                entry[name] = float(getattr(report, name))
-            try:
-                appended = self.sink.append(entry)
-            except Fenced:  # the job is another runner's now: write nothing more of it
-                self.fence.refused()
-                return
-            self.stop.note_flag(appended.cancel)
-            if appended.cancel and self.fence.gone_now():
-                return  # a delete sets the flag: the job is gone, store nothing more of it
-            entry = {"id": appended.id, **entry}
+            # FIELDS, in order; the writer sets the id once the entry is streamed
+            entry = {
+                "id": None, "iteration": k, "loss": float(report.loss),
+                "content": float(report.content), "style": float(report.style),
+                "tv": float(report.tv), "elapsed": float(report.elapsed),
+            }  # fmt: skip
+            assert self.stream is not None, "on_iteration outside writing()"
+            self.stream.put(entry)
         self.entries.append(entry)
         if report.is_best:
-            self.best_loss, self.best_iteration = float(report.loss), int(report.iteration)
-        flush = time.monotonic() - self.last_flush >= DB_FLUSH_SECONDS
-        if report.snapshot is not None:
-            self.storage.put(
-                keys.snapshot_key(self.job_id, entry["iteration"], attempt=self.fence.attempt),
-                self.encode_png(report.snapshot),
-                "image/png",
-            )
-            self.snapshots.append(entry["iteration"])
-            self.latest_snapshot = report.snapshot
-            self.latest_snapshot_iteration = entry["iteration"]
-            flush = True
-        progress = self.webhooks.progress_due()
-        if flush or progress:
-            self.flush(progress=progress)
+            self.best_loss, self.best_iteration = float(report.loss), k
+        if report.has_snapshot:
+            assert self.snapshotter is not None, "on_iteration outside writing()"
+            self.snapshotter.put(k, report)
 
     def on_tile(self, report: Any) -> None:
         """A tiled job's progress within an iteration: to the tile stream, reading the cancel
@@ -839,10 +850,61 @@ class _Recorder:
             return
         self.stop.note_flag(cancel)
 
+    def _store_snapshot(self, iteration: int, report: Any) -> None:
+        """The snapshot writer's thread: make the image, encode it, store it, list it."""
+        if self.fence.lost:  # another runner's, or deleted: store nothing more of it
+            return
+        image = report.snapshot
+        self.storage.put(
+            keys.snapshot_key(self.job_id, iteration, attempt=self.fence.attempt),
+            self.encode_png(image),
+            "image/png",
+        )
+        self.snapshots.append(iteration)
+        self.latest_snapshot, self.latest_snapshot_iteration = image, iteration
+        if self.row is not None:
+            self.row.poke()  # the page lists it within a moment
+
+    @contextmanager
+    def writing(self, bound: int) -> Iterator[None]:
+        """The background writers while the engine runs: drained and stopped on the way
+        out, whatever ends the loop (a failed snapshot store is raised then if nothing else
+        was), and the row written once more where the loop stopped."""
+        self.stream = StreamWriter(
+            self.sink, on_cancel=self._on_cancel, on_fenced=self.fence.refused, bound=bound
+        ).start()
+        self.snapshotter = SnapshotWriter(self.job_id, self._store_snapshot).start()
+        self.row = RowFlusher(self.job_id, self._flush_by_time, DB_FLUSH_SECONDS).start()
+        try:
+            yield
+            self.snapshotter.drain()
+        finally:
+            self.stream.close()
+            self.snapshotter.close()
+            self.row.close()
+
+    def drain(self) -> None:
+        """Every iteration so far streamed (or given a stand-in id: Redis away) and every
+        snapshot stored; raises a failed snapshot store's error."""
+        if self.stream is not None:
+            self.stream.drain()
+        if self.snapshotter is not None:
+            self.snapshotter.drain()
+
+    def _on_cancel(self, flag: bool) -> None:
+        """The stream writer's thread read the cancel flag. A delete sets it too: then the
+        job is gone (``fence.lost``), and nothing more of it is stored."""
+        self.stop.note_flag(flag)
+        if flag:
+            self.fence.gone_now()
+
+    def _flush_by_time(self) -> None:
+        """The row flusher's turn; the ``progress`` webhook event goes with it when due."""
+        self.flush(progress=self.webhooks.progress_due())
+
     def flush(self, *, progress: bool = False) -> None:
         """Write progress fields to the row while it is ours; read its cancel_requested.
         With ``progress``, the job's ``progress`` webhook event goes with them."""
-        self.last_flush = time.monotonic()
         with self.fence.row() as job:
             if job is None:
                 return
@@ -877,11 +939,19 @@ class _Checkpointer:
         # so the next runner loses nothing; even with periodic checkpoints off.
         if preempt_requested():
             return True
-        return self.seconds > 0 and time.monotonic() >= self.next_at
+        # While Redis is away the entries since the last batch wait in the stream writer: a
+        # periodic checkpoint waits with them (it holds streamed entries only).
+        return (
+            self.seconds > 0
+            and time.monotonic() >= self.next_at
+            and not self.recorder.stream_backing_off
+        )
 
     def save(self, state: EngineState) -> None:
         recorder = self.recorder
-        # Only a state whose every iteration was streamed (not refused) and recorded.
+        # Only a state whose every iteration was streamed (not refused) and recorded, and
+        # whose snapshots are stored: the writers catch up first.
+        recorder.drain()
         if recorder.fence.lost or recorder.iterations != state.iteration or not self.fingerprint:
             return
         ckpt = Checkpoint(

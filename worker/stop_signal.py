@@ -3,9 +3,13 @@
 ``worker.app``), the soft deadline, or the attempt being lost (lock gone, or a fenced write
 refused).
 
-The Redis cancel flag usually comes back with each iteration's XADD (:meth:`note_flag`); when
-it did not, :meth:`should_stop` reads it itself. The row's ``cancel_requested`` arrives with
-each progress flush (:meth:`note_row_cancel`).
+Nothing here does I/O: :meth:`should_stop` runs after every iteration on the loop thread and
+only reads what the background writers noted. The Redis cancel flag comes from the stream
+writer (``worker.stream_writer``: read with each batch of entries, or on its own, every
+~100 ms: :meth:`note_flag`); the row's ``cancel_requested`` from each progress flush of the
+row (``worker.row_flusher``, about once a second: :meth:`note_row_cancel`). So a cancel
+stops the loop within about 100 ms or at the end of the iteration under way, whichever is
+later.
 """
 
 from __future__ import annotations
@@ -40,18 +44,10 @@ class StopReason(StrEnum):
 
 
 class StopSignal:
-    def __init__(
-        self,
-        deadline: float,
-        *,
-        is_lost: Callable[[], bool],
-        read_flag: Callable[[], bool | None],
-    ) -> None:
+    def __init__(self, deadline: float, *, is_lost: Callable[[], bool]) -> None:
         self.deadline = deadline
         self._is_lost = is_lost
-        self._read_flag = read_flag  # None: the flag cannot be read now
-        self._cancel = False
-        self._flag_fresh = False  # the flag came back with the last XADD
+        self._cancel = False  # set from the writers' threads, read by the loop's
         self.reason: StopReason | None = None  # why should_stop last said yes
 
     @property
@@ -59,19 +55,18 @@ class StopSignal:
         return self._cancel
 
     def note_flag(self, flag: bool | None) -> None:
-        """The Redis flag as read with an XADD (None: Redis was not reached)."""
-        if flag is None:
-            return
-        self._flag_fresh = True
-        self._cancel = self._cancel or flag
+        """The Redis flag as the stream writer read it (None: Redis was not reached)."""
+        if flag:
+            self._cancel = True
 
     def note_row_cancel(self, requested: bool) -> None:
-        self._cancel = self._cancel or requested
+        if requested:
+            self._cancel = True
 
     def should_stop(self) -> bool:
         if self._is_lost():
             self.reason = StopReason.LOST
-        elif self._cancel or self._poll_flag():
+        elif self._cancel:
             self.reason = StopReason.CANCEL
         elif preempt_requested():
             self.reason = StopReason.PREEMPT
@@ -80,10 +75,3 @@ class StopSignal:
         else:
             self.reason = None
         return self.reason is not None
-
-    def _poll_flag(self) -> bool:
-        if self._flag_fresh:  # read with this iteration's XADD, a moment ago
-            self._flag_fresh = False
-        elif self._read_flag():
-            self._cancel = True
-        return self._cancel

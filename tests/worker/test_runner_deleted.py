@@ -129,12 +129,16 @@ def test_deleted_mid_run_the_runner_stores_nothing_more_and_leaves_nothing(
 
     before, result, files_then = seen["result"]
     assert result is PurgeResult.BUSY
-    # by then: the inputs, attempt 1's files, this attempt's snapshots 1-4 and checkpoint
+    # by then: the inputs, attempt 1's files, this attempt's checkpoint and the snapshots
+    # it waited for (the snapshot writer stores later ones off the loop thread)
     assert keys.checkpoint_key(job.id, attempt=2, iteration=3).split(f"{job.id}/")[1] in files_then
-    assert "attempts/2/snapshots/000004.png" in files_then
-    assert puts[before:] == []  # nothing stored after the delete: no snapshot 5, no result
+    assert "attempts/2/snapshots/000003.png" in files_then
+    # after the delete: no result, history or checkpoint; at most snapshots handed to the
+    # writer before the runner read the flag (purged with the rest, below)
+    after = [key.split(f"{job.id}/")[1] for key in puts[before:]]
+    assert all(key.startswith("attempts/2/snapshots/") for key in after), after
     assert (outcome.action, outcome.status) == ("deleted", None)
-    assert 4 <= outcome.iterations <= 5 < 40  # the iteration in flight at most
+    assert 4 <= outcome.iterations < 40  # stopped by the flag (within ~0.1 s)
     assert_purged(settings, client, job.id)
 
 

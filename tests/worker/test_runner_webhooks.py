@@ -57,15 +57,18 @@ def with_progress_every(settings: Settings, seconds: int) -> Settings:
 
 
 def test_a_job_records_started_progress_and_completed(wsettings: Settings) -> None:
-    settings = with_progress_every(wsettings, 0)  # 0: one per iteration
+    settings = with_progress_every(wsettings, 0)  # 0: one with every write of the row
     job = make_job(settings, params={"iterations": 6}, webhook_url=HOOK, webhook_events=EVERY)
     outcome = runner.execute(job.id, settings, worker_name=WORKER)
     assert outcome.status == "succeeded"
     recorded = events(settings, job.id)
-    assert [m.event for m in recorded] == ["started"] + ["progress"] * 6 + ["completed"]
     started, *progress, completed = recorded
+    assert (started.event, completed.event) == ("started", "completed")
+    assert progress and {m.event for m in progress} == {"progress"}
     assert (started.job_row["status"], started.job_row["attempts"]) == ("running", 1)
-    assert [m.job_row["iterations_done"] for m in progress] == [1, 2, 3, 4, 5, 6]
+    # the row's progress as written (about once a second, and where the loop stopped)
+    done = [m.job_row["iterations_done"] for m in progress]
+    assert done == sorted(done) and done[-1] == 6
     assert completed.job_row["status"] == "succeeded"
     assert completed.job_row["result_key"] == get_job(settings, job.id).result_key
     # each sent to the webhooks queue after its commit, and stamped so
@@ -120,14 +123,15 @@ def test_a_broker_that_is_down_does_not_fail_the_job_the_sweeper_sends_later(
         dead.close()
     assert outcome.status == "succeeded"
     recorded = events(settings, job.id)
-    assert len(recorded) == 6 and all(m.enqueued_at is None for m in recorded)
+    assert [m.event for m in recorded][:: len(recorded) - 1] == ["started", "completed"]
+    assert len(recorded) >= 3 and all(m.enqueued_at is None for m in recorded)
     assert queued_ids(settings) == []
     live = create_celery(settings)
     try:
         report = sweep(replace(settings, queued_grace_seconds=0), live)
     finally:
         live.close()
-    assert report.webhooks == 6
+    assert report.webhooks == len(recorded)
     assert sorted(queued_ids(settings)) == sorted(repr([m.id]) for m in recorded)
     assert all(m.enqueued_at is not None for m in events(settings, job.id))
 

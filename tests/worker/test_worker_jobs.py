@@ -111,9 +111,10 @@ def test_cancel_mid_run(
 
     done = wait_for_status(worker_settings, job.id, "canceled", "succeeded", "failed")
     assert done.status == "canceled", done.error
-    # The loop reads the flag with each iteration's XADD: the iteration after the one
-    # streamed when the flag appeared is the last that may run.
-    assert at_flag <= done.iterations_done <= at_flag + 1 < LONG["iterations"]
+    # The stream writer reads the flag with each batch (or on its own) a few times a second
+    # and the loop stops at the end of the iteration under way: how many iterations that is
+    # depends on their speed (bench/queue.py measures the time); never the whole job.
+    assert at_flag <= done.iterations_done < LONG["iterations"]
     entries = read_stream(worker_settings, job.id)
     assert [e["iteration"] for e in entries] == list(range(1, done.iterations_done + 1))
     from stylequeue.shared.storage import get_storage

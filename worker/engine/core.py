@@ -13,7 +13,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from functools import partial
+from typing import Any, NamedTuple
 
 import numpy as np
 from keras import ops
@@ -27,13 +28,15 @@ from stylequeue.worker.engine.state import EngineState, StateError
 STYLE_CACHE_SIZE = 8  # style Gram sets kept per process (a few MB each at 512 px)
 
 
-@dataclass(frozen=True)
-class IterationReport:
-    """What one iteration tells the caller.
+class IterationReport(NamedTuple):
+    """What one iteration tells the caller (immutable; a NamedTuple because one is made per
+    iteration on the loop thread, where a frozen dataclass costs several times as much).
 
     ``loss`` (the total) and its weighted parts describe the image the iteration started
     from; ``snapshot`` is the image after the iteration's update, given every
-    ``snapshot_every`` iterations and on the last one (colour-preserved if asked).
+    ``snapshot_every`` iterations and on the last one (colour-preserved if asked). It is made
+    on access, from whichever thread asks (the worker's snapshot writer, not the loop), and
+    again on each access: ``has_snapshot`` says whether there is one without making it.
     """
 
     iteration: int  # 1-based
@@ -42,8 +45,18 @@ class IterationReport:
     style: float
     tv: float
     elapsed: float  # seconds since the loop started
-    snapshot: np.ndarray | None
-    is_best: bool
+    render: Callable[[], np.ndarray] | None = None  # makes the snapshot
+    is_best: bool = False
+
+    @property
+    def has_snapshot(self) -> bool:
+        return self.render is not None
+
+    @property
+    def snapshot(self) -> np.ndarray | None:
+        """HxWx3 uint8, made now (a copy of the image to the host, the colour post-process,
+        the conversion); None on iterations without a snapshot."""
+        return None if self.render is None else self.render()
 
     def as_dict(self) -> dict[str, float | int]:
         """The history entry (``TransferResult.history``): everything but the image."""
@@ -231,6 +244,7 @@ def transfer(
     memory_budget: int | None = None,
     tile: int | None = None,
     on_tile: Callable[[Any], None] | None = None,
+    read_behind: bool | None = None,
 ) -> TransferResult:
     """Stylise ``content`` (HxWx3 uint8 RGB, any size) after ``styles``.
 
@@ -250,6 +264,13 @@ def transfer(
 
     ``xla`` and ``deterministic`` are the host's knobs, not the job's (see
     :func:`step_tf.get_step`); the engine reads no settings, its callers pass them.
+
+    ``read_behind``: queue step ``k + 1`` before reading step ``k``'s losses to the host, so
+    an asynchronous device (a GPU) never waits for the host between steps; ``None`` (the
+    default) does so where the backend runs asynchronously (:func:`step_tf.runs_async`).
+    Every iteration is still reported once, in order, with the same values; when
+    ``should_stop`` says yes after iteration ``k``, the step ``k + 1`` already queued is
+    dropped unreported (the result is as if it never ran).
 
     Checkpoints: after iteration ``k``'s callback (``k`` < ``params.iterations``),
     ``checkpoint_due(k)`` is asked, and if it says yes ``on_checkpoint`` gets the loop's whole
@@ -289,6 +310,7 @@ def transfer(
         on_iteration, should_stop, checkpoint_due, on_checkpoint, params.iterations,
         (final[1], final[0]), resume.elapsed if resume is not None else 0.0,
     )  # fmt: skip
+    behind = step_tf.runs_async() if read_behind is None else read_behind
     job: _Job | None = None
     previous_best: np.ndarray | None = None
     for index, stage in enumerate(plan):
@@ -308,7 +330,7 @@ def transfer(
                 previous_best, job.content.shape[:2]
             )  # fmt: skip
             carry = loop.begin(opt, ops.convert_to_tensor(start[None]))
-        loop.run(opt, carry, job, index, stage)
+        loop.run(opt, carry, job, index, stage, behind)
         if loop.stopped:
             break
         previous_best = np.asarray(ops.convert_to_numpy(loop.best_x))[0]
@@ -358,6 +380,14 @@ def _targets(job: _Job) -> tuple[Any, ...]:
         ops.convert_to_tensor(job.style_lw),
         ops.convert_to_tensor(job.hyper),
     )
+
+
+class _Step(NamedTuple):
+    """One dispatched step: its iteration number and what the optimiser returned (the
+    losses still on the device until read)."""
+
+    k: int
+    stepped: optimizers.Stepped
 
 
 class _Loop:
@@ -417,38 +447,57 @@ class _Loop:
         job: _Job,
         index: int,
         stage: scales.Scale,
+        behind: bool,
     ) -> None:
-        """Iterations ``max(stage.first, resumed + 1)`` to ``stage.last``."""
-        every = job.params.snapshot_every
-        for k in range(max(self.first, stage.first), stage.last + 1):
-            stepped = opt.step(carry, k - stage.first + 1)
-            carry = stepped.carry
-            total, c_loss, s_loss, tv_loss = (
-                float(a) for a in ops.convert_to_numpy(stepped.losses)
-            )
-            elapsed = self.elapsed_before + (time.perf_counter() - self.loop_start)
-            self.done = k
-            if not math.isfinite(total):
-                raise FloatingPointError(
-                    f"loss became {total} at iteration {k}; lower learning_rate or the weights"
-                )
-            is_best = total < self.best_loss
-            if is_best:
-                # tensors are immutable, so keeping the reference is the copy
-                self.best_x, self.best_loss, self.best_iteration = stepped.measured, total, k
-            snapshot = None
-            if self.on_iteration is not None and ((every and k % every == 0) or k == self.n):
-                snapshot = self._snapshot(opt.image(carry), job)
-            report = IterationReport(k, total, c_loss, s_loss, tv_loss, elapsed, snapshot, is_best)
-            self.history.append(report.as_dict())
-            if self.on_iteration is not None:
-                self.on_iteration(report)
-            if k < self.n and self._checkpoint_due(k):
-                assert self.on_checkpoint is not None
-                self.on_checkpoint(self._state(k, opt, carry, index, stage, elapsed))
-            if k < self.n and self.should_stop is not None and self.should_stop():
+        """Iterations ``max(stage.first, resumed + 1)`` to ``stage.last``. With ``behind``,
+        step ``k + 1`` is queued before step ``k``'s losses are read (an asynchronous device
+        then never waits for the host); a stop after ``k`` drops it, unreported, as if it
+        never ran."""
+        first = max(self.first, stage.first)
+        ts = step_tf.iteration_tensors(first - stage.first + 1, stage.last - stage.first + 1)
+        queued: _Step | None = None  # dispatched, its losses not read yet
+        for k, t in zip(range(first, stage.last + 1), ts, strict=True):
+            current = _Step(k, opt.step(carry, t))
+            carry = current.stepped.carry
+            ready, queued = (queued, current) if behind else (current, None)
+            if ready is not None and self._finish(ready, opt, job, index, stage):
                 self.stopped = True
                 return
+        if queued is not None and self._finish(queued, opt, job, index, stage):
+            self.stopped = True
+
+    def _finish(
+        self, s: _Step, opt: optimizers.Optimizer, job: _Job, index: int, stage: scales.Scale
+    ) -> bool:
+        """Iteration ``s.k`` is over: its losses read (which waits for its step on an
+        asynchronous device), the best kept, reported, checkpointed if due; True when the
+        caller asks to stop after it."""
+        k, stepped = s.k, s.stepped
+        total, c_loss, s_loss, tv_loss = step_tf.host_floats(stepped.losses)
+        elapsed = self.elapsed_before + (time.perf_counter() - self.loop_start)
+        self.done = k
+        if not math.isfinite(total):
+            raise FloatingPointError(
+                f"loss became {total} at iteration {k}; lower learning_rate or the weights"
+            )
+        is_best = total < self.best_loss
+        if is_best:
+            # tensors are immutable, so keeping the reference is the copy
+            self.best_x, self.best_loss, self.best_iteration = stepped.measured, total, k
+        render = None
+        every = job.params.snapshot_every
+        if self.on_iteration is not None and ((every and k % every == 0) or k == self.n):
+            render = partial(self._snapshot, opt.image(stepped.carry), job)
+        report = IterationReport(k, total, c_loss, s_loss, tv_loss, elapsed, render, is_best)
+        self.history.append(report.as_dict())
+        if self.on_iteration is not None:
+            self.on_iteration(report)
+        if k >= self.n:
+            return False
+        if self._checkpoint_due(k):
+            assert self.on_checkpoint is not None
+            self.on_checkpoint(self._state(k, opt, stepped.carry, index, stage, elapsed))
+        return self.should_stop is not None and self.should_stop()
 
     def _checkpoint_due(self, k: int) -> bool:
         return (

@@ -52,7 +52,9 @@ class Optimizer:
     def restore(self, state: EngineState) -> tuple[Any, ...]:
         raise NotImplementedError
 
-    def step(self, carry: tuple[Any, ...], local_iteration: int) -> Stepped:
+    def step(self, carry: tuple[Any, ...], t: Any) -> Stepped:
+        """One iteration; ``t`` is its number within the scale (1-based), a float32 scalar
+        tensor (``step_tf.iteration_tensors``: no conversion on the loop thread)."""
         raise NotImplementedError
 
     def image(self, carry: tuple[Any, ...]) -> Any:
@@ -78,9 +80,8 @@ class Adam(Optimizer):
             ops.convert_to_tensor(a[None]) for a in (state.image, state.adam_m, state.adam_v)
         )
 
-    def step(self, carry: tuple[Any, ...], local_iteration: int) -> Stepped:
+    def step(self, carry: tuple[Any, ...], t: Any) -> Stepped:
         x, m, v = carry
-        t = ops.convert_to_tensor(np.float32(local_iteration))
         x_new, m, v, losses = self._step(x, m, v, t, *self._targets)
         return Stepped((x_new, m, v), losses, x)
 
@@ -130,7 +131,7 @@ class Lbfgs(Optimizer):
             ops.convert_to_tensor(lb.head, "int32"),
         )  # fmt: skip
 
-    def step(self, carry: tuple[Any, ...], local_iteration: int) -> Stepped:
+    def step(self, carry: tuple[Any, ...], t: Any) -> Stepped:
         out = self._step(*carry, *self._targets)
         carry = tuple(out[:10])
         return Stepped(carry, carry[1], carry[0], out[10])

@@ -13,7 +13,8 @@ Like the rest of the engine, nothing here reads settings: the caller passes its 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from functools import lru_cache
 from typing import Any
 
 import tensorflow as tf
@@ -127,6 +128,31 @@ def _build_step(
 
     compiled: StepFn = step  # a tf.function (TensorFlow is untyped)
     return compiled
+
+
+def iteration_tensors(first: int, last: int, chunk: int = 64) -> Iterator[Any]:
+    """The step's ``t`` for iterations ``first..last``: float32 scalar tensors made a chunk at
+    a time by one op. On the CPU the first TensorFlow calls after a step are the slow ones
+    (caches cold: some 40 us each here, against 4 us warm), so the loop makes one call per
+    iteration (reading the losses), not two."""
+    for start in range(first, last + 1, chunk):
+        stop = min(start + chunk, last + 1)
+        yield from tf.unstack(tf.range(start, stop, dtype=tf.float32))
+
+
+def host_floats(tensor: Any) -> list[float]:
+    """A small tensor's values on the host (waits for the step that computes them)."""
+    values: list[float] = tensor.numpy().tolist()
+    return values
+
+
+@lru_cache(maxsize=1)
+def runs_async() -> bool:
+    """Whether a step call returns before the device has done the step: on a GPU the
+    kernels are queued on its stream and the call returns at once; on the CPU TensorFlow
+    runs the step in the call (eager execution is synchronous by default), so reading the
+    losses one step behind gains nothing there."""
+    return bool(tf.config.list_logical_devices("GPU"))
 
 
 def get_features(extractor: Extractor) -> Callable[[Any], dict[str, Any]]:

@@ -30,6 +30,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -159,8 +160,8 @@ def _forward_pass(
                 y0, x0 = (window[0] + int(box[0])) // cell, (window[2] + int(box[2])) // cell
                 arr = np.asarray(ops.convert_to_numpy(crop))[0]
                 target[y0 : y0 + arr.shape[0], x0 : x0 + arr.shape[1]] = arr
-        for gram, partial in zip(grams, partials, strict=True):
-            gram += np.asarray(ops.convert_to_numpy(partial), np.float64)
+        for gram, part in zip(grams, partials, strict=True):
+            gram += np.asarray(ops.convert_to_numpy(part), np.float64)
         report(done, tiles.count)
         if stop():
             return None
@@ -470,10 +471,11 @@ def transfer_tiled(
         is_best = state.note(loss, k)
         adam_host(state.x, grad, state.m, state.v, k, job.hyper)
         state.elapsed = clock()
-        snapshot = None
+        render = None
         if on_iteration is not None and ((every and k % every == 0) or k == n):
-            snapshot = _finish(state.x, job)
-        report = core.IterationReport(k, loss, *losses, state.elapsed, snapshot, is_best)
+            # made now: the host image changes in place, and an iteration takes seconds here
+            render = partial(np.asarray, _finish(state.x, job))
+        report = core.IterationReport(k, loss, *losses, state.elapsed, render, is_best)
         history.append(report.as_dict())
         if on_iteration is not None:
             on_iteration(report)

@@ -15,6 +15,7 @@ from stylequeue.cli.transfer import transfer
 from stylequeue.shared.memory import estimate_memory, estimate_tiled_memory
 from stylequeue.shared.params import TransferParams
 from stylequeue.shared.settings import Limits
+from stylequeue.worker.engine.hardware import device_kind
 
 WIDE = (40, 1100)  # a strip wider than the service's default cap (1024 px)
 F32 = TransferParams(precision="float32")
@@ -43,8 +44,9 @@ def test_the_cli_paints_above_the_service_cap_in_tiles(
 ) -> None:
     content, style = images
     assert WIDE[1] > Limits().max_size
-    untiled = estimate_memory(WIDE, F32)
-    tiled = estimate_tiled_memory(WIDE, 256, F32)
+    device = device_kind()  # the machine's constants, as the CLI takes them
+    untiled = estimate_memory(WIDE, F32, device=device)
+    tiled = estimate_tiled_memory(WIDE, 256, F32, device=device)
     assert tiled < untiled
     budget = (tiled + untiled) // 2
     out = tmp_path / "out.png"

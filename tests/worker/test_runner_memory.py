@@ -17,7 +17,7 @@ from stylequeue.shared.memory import estimate_memory, estimate_tiled_memory
 from stylequeue.shared.redis_keys import cancel_key, tiles_key
 from stylequeue.shared.settings import Settings
 from stylequeue.worker import runner
-from stylequeue.worker.engine.hardware import resolve_precision
+from stylequeue.worker.engine.hardware import device_kind, resolve_precision
 from tests.factories import SMALL_PARAMS, get_job, make_job
 from tests.worker_process import check_finished_job
 
@@ -35,8 +35,8 @@ def _tiling_budget(settings: Settings) -> int:
     """A budget that holds the job in 192 px tiles but not untiled."""
     precision = resolve_precision(settings.precision)
     params = replace(PARAMS, precision=precision)
-    tiled = estimate_tiled_memory(SIZE, 192, params, precision)
-    untiled = estimate_memory(SIZE, params, precision)
+    tiled = estimate_tiled_memory(SIZE, 192, params, precision, device=device_kind())
+    untiled = estimate_memory(SIZE, params, precision, device=device_kind())
     assert tiled < untiled
     return (tiled + untiled) // 2
 

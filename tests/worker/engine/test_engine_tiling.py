@@ -13,6 +13,7 @@ from keras import ops
 
 from stylequeue.shared.memory import BudgetError, estimate_memory
 from stylequeue.worker.engine import EngineState, extractor, step_tf, tiling, transfer
+from stylequeue.worker.engine.hardware import device_kind
 from stylequeue.worker.engine.tiling import TileReport, transfer_tiled
 
 # Shallow layers (halo 16 px), so a 96 px picture makes real 32 px tiles: 3 x 3 of them.
@@ -153,7 +154,7 @@ def test_a_job_over_the_budget_is_refused_before_any_work(
     assert "200 MB" in str(info.value)
     assert extractor.build_count() == builds  # not even VGG19 was built
     # with room for it, the same job runs untiled
-    room = estimate_memory((53, 64), params)
+    room = estimate_memory((53, 64), params, device=device_kind())
     result = transfer(picture, [painting], params, weights="random", memory_budget=room)
     assert result.iterations_done == params.iterations
 

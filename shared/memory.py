@@ -272,17 +272,19 @@ def estimate_memory(
     precision: str | None = None,
     optimizer: str | None = None,
     *,
-    history: int = DEFAULT_LBFGS_HISTORY,
+    history: int | None = None,
     device: str = "cpu",
 ) -> int:
     """Peak bytes of an untiled transfer painting ``size`` ((height, width), or a square's
     side) with ``params`` (a TransferParams: its layers; its precision and optimizer unless
-    given). ``history``: L-BFGS's m. ``device``: ``cpu`` (peak RSS) or ``gpu`` (the
-    allocator's peak)."""
+    given). ``history``: L-BFGS's m (default: the parameters' ``lbfgs_history``).
+    ``device``: one of :data:`DEVICES` (a CPU's peak RSS, or a GPU allocator's peak)."""
     h, w = _hw(size)
     precision = precision or params.precision
     optimizer = optimizer or _optimizer_of(params)
     _, layers = _layers_of(params)
+    if history is None:
+        history = int(getattr(params, "lbfgs_history", DEFAULT_LBFGS_HISTORY))
     vectors = optimizer_vectors(optimizer, history)
     return int(_fit(precision, device).peak(h * w, activation_values(layers), vectors))
 
@@ -370,7 +372,7 @@ def plan(
     precision: str | None = None,
     optimizer: str | None = None,
     *,
-    history: int = DEFAULT_LBFGS_HISTORY,
+    history: int | None = None,
     device: str = "cpu",
     core: int | None = None,
 ) -> Plan:
@@ -430,7 +432,7 @@ def fits(
     precision: str | None = None,
     optimizer: str | None = None,
     *,
-    history: int = DEFAULT_LBFGS_HISTORY,
+    history: int | None = None,
     device: str = "cpu",
 ) -> bool:
     """Can a machine with ``budget`` bytes paint ``size``, untiled or tiled?"""
@@ -447,7 +449,7 @@ def largest_size(
     precision: str | None = None,
     optimizer: str | None = None,
     *,
-    history: int = DEFAULT_LBFGS_HISTORY,
+    history: int | None = None,
     device: str = "cpu",
     aspect: float = 1.0,
     cap: int = 1 << 15,
@@ -478,7 +480,7 @@ def largest_untiled_size(
     precision: str | None = None,
     optimizer: str | None = None,
     *,
-    history: int = DEFAULT_LBFGS_HISTORY,
+    history: int | None = None,
     device: str = "cpu",
     aspect: float = 1.0,
     cap: int = 1 << 15,

@@ -95,6 +95,8 @@ def test_lbfgs_counts_its_history_of_whole_image_vectors() -> None:
     assert lbfgs - adam == pytest.approx(side * side * 12 * 20, abs=2)
     five = estimate_memory(side, DEFAULT, optimizer="lbfgs", history=5)
     assert five - adam == pytest.approx(side * side * 12 * 10, abs=2)
+    # unless given, the job's own history length counts
+    assert estimate_memory(side, replace(DEFAULT, optimizer="lbfgs", lbfgs_history=5)) == five
     with pytest.raises(ValueError, match="optimizer"):
         estimate_memory(1000, DEFAULT, optimizer="sgd")
 

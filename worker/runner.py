@@ -83,7 +83,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -796,6 +796,7 @@ class _Recorder:
     stream: StreamWriter | None = None  # while the engine runs (writing())
     snapshotter: SnapshotWriter | None = None
     row: RowFlusher | None = None
+    flag_seen: bool = False  # the cancel flag was seen set (and the row looked for)
 
     @property
     def iterations(self) -> int:
@@ -870,18 +871,17 @@ class _Recorder:
         """The background writers while the engine runs: drained and stopped on the way
         out, whatever ends the loop (a failed snapshot store is raised then if nothing else
         was), and the row written once more where the loop stopped."""
-        self.stream = StreamWriter(
-            self.sink, on_cancel=self._on_cancel, on_fenced=self.fence.refused, bound=bound
-        ).start()
-        self.snapshotter = SnapshotWriter(self.job_id, self._store_snapshot).start()
-        self.row = RowFlusher(self.job_id, self._flush_by_time, DB_FLUSH_SECONDS).start()
-        try:
+        with ExitStack() as closing:  # each closed, whatever the one before it raised
+            self.row = RowFlusher(self.job_id, self._flush_by_time, DB_FLUSH_SECONDS).start()
+            closing.callback(self.row.close)
+            self.snapshotter = SnapshotWriter(self.job_id, self._store_snapshot).start()
+            closing.callback(self.snapshotter.close)
+            self.stream = StreamWriter(
+                self.sink, on_cancel=self._on_cancel, on_fenced=self.fence.refused, bound=bound
+            ).start()
+            closing.callback(self.stream.close)
             yield
             self.snapshotter.drain()
-        finally:
-            self.stream.close()
-            self.snapshotter.close()
-            self.row.close()
 
     def drain(self) -> None:
         """Every iteration so far streamed (or given a stand-in id: Redis away) and every
@@ -895,7 +895,8 @@ class _Recorder:
         """The stream writer's thread read the cancel flag. A delete sets it too: then the
         job is gone (``fence.lost``), and nothing more of it is stored."""
         self.stop.note_flag(flag)
-        if flag:
+        if flag and not self.flag_seen:  # once: the flag stays set until the job ends
+            self.flag_seen = True
             self.fence.gone_now()
 
     def _flush_by_time(self) -> None:

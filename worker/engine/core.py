@@ -336,7 +336,7 @@ def transfer(
         previous_best = np.asarray(ops.convert_to_numpy(loop.best_x))[0]
     assert job is not None  # plan() has at least one scale
     return TransferResult(
-        image=_finish(np.asarray(ops.convert_to_numpy(loop.best_x))[0], job),
+        image=loop.at_final_size(loop.best_x, job),  # stopped in a coarse scale: enlarged
         best_iteration=loop.best_iteration,
         best_loss=loop.best_loss,
         iterations_done=loop.done,
@@ -487,7 +487,7 @@ class _Loop:
         render = None
         every = job.params.snapshot_every
         if self.on_iteration is not None and ((every and k % every == 0) or k == self.n):
-            render = partial(self._snapshot, opt.image(stepped.carry), job)
+            render = partial(self.at_final_size, opt.image(stepped.carry), job)
         report = IterationReport(k, total, c_loss, s_loss, tv_loss, elapsed, render, is_best)
         self.history.append(report.as_dict())
         if self.on_iteration is not None:
@@ -506,7 +506,7 @@ class _Loop:
             and self.checkpoint_due(k)
         )
 
-    def _snapshot(self, x: Any, job: _Job) -> np.ndarray:
+    def at_final_size(self, x: Any, job: _Job) -> np.ndarray:
         """The image after the update, at the final size (a coarse scale's is enlarged)."""
         image = _finish(np.asarray(ops.convert_to_numpy(x))[0], job)
         return imageio.resize_to(image, self.final_size)

@@ -255,6 +255,15 @@ def test_scales_paint_small_first_and_number_iterations_through(
         assert reports[4].loss < start
 
 
+def test_a_job_stopped_in_a_coarse_scale_gives_its_result_at_the_final_size(
+    content: Any, style: Any
+) -> None:
+    params = replace(FAST, scales=2, iterations=8)
+    result = transfer(content, [style], params, weights="random", should_stop=lambda: True)
+    assert result.stopped and result.iterations_done == 1  # in the 24 px scale
+    assert result.image.shape == content.shape  # enlarged, as its snapshots are
+
+
 def test_scales_need_a_size_the_layers_can_see(content: Any, style: Any) -> None:
     # the parameters alone: 48 px / 4 = 12 px at the coarsest
     with pytest.raises(ParamError) as info:

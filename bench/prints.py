@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
     # child mode
     parser.add_argument("--run", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--grams", default="previous", help=argparse.SUPPRESS)
+    parser.add_argument("--grams", default="first-pass", help=argparse.SUPPRESS)
     parser.add_argument("--core", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--limit", default="", help=argparse.SUPPRESS)  # a run's budget
     parser.add_argument("--save", help=argparse.SUPPRESS)

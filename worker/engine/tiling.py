@@ -9,13 +9,16 @@ needs the whole image's Gram matrices, which are sums over the cores.
 
 Which Grams the style gradient is taken at (``grams``):
 
-- ``"previous"`` (the default): the Grams the previous iteration's tile pass summed, one
-  pass a iteration; the gradient's style part lags one step of the image. The loss reported
-  is exact (this iteration's partials, summed after its pass). Iteration 1 (and a resumed
-  run's first) takes a forward pass first.
-- ``"first-pass"``: a forward pass over every tile first, then the gradient pass: the exact
-  gradient, about 1.3 x the time. ``bench/engine.py --prints`` measures both
-  (``bench/RESULTS.md``).
+- ``"first-pass"`` (the default): a forward pass over every tile first, then the gradient
+  pass: the exact gradient, so the picture is the untiled one (the same final loss at
+  1024 px), for about 1.2-1.3 x the time of one pass.
+- ``"previous"``: the Grams the previous iteration's tile pass summed, one pass an
+  iteration; the gradient's style part lags one step of the image (+1% final loss at
+  1024 px after 5 iterations). The loss reported is exact (this iteration's partials,
+  summed after its pass). Iteration 1 (and a resumed run's first) takes a forward pass
+  first.
+
+``bench/engine.py --prints`` measures both (``bench/RESULTS.md``).
 
 The optimiser (Adam, the same arithmetic as ``losses.adam_update``) and its state live on the
 host for the whole image, in NumPy, updated in row bands to bound the temporaries; so does
@@ -426,7 +429,7 @@ def transfer_tiled(
     *,
     weights: str,
     tile: int,
-    grams: str = "previous",
+    grams: str = "first-pass",
     on_iteration: Callable[[core.IterationReport], None] | None = None,
     on_tile: Callable[[TileReport], None] | None = None,
     should_stop: Callable[[], bool] | None = None,

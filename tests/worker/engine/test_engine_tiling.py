@@ -94,8 +94,9 @@ def test_tiled_with_the_previous_iterations_grams_stays_within_a_percent(
     whole = transfer(picture, [painting], SHALLOW, weights="random")
     tiles: list[TileReport] = []
     tiled = transfer_tiled(
-        picture, [painting], SHALLOW, weights="random", tile=TILE, on_tile=tiles.append
-    )
+        picture, [painting], SHALLOW, weights="random", tile=TILE, on_tile=tiles.append,
+        grams="previous",
+    )  # fmt: skip
     # iteration 1 starts from the content, whose Grams the targets pass made: exact
     assert _losses(tiled)[0] == pytest.approx(_losses(whole)[0], rel=1e-5)
     assert _losses(tiled)[-1] == pytest.approx(_losses(whole)[-1], rel=0.01)
@@ -139,7 +140,9 @@ def test_transfer_runs_in_tiles_when_told(picture: np.ndarray, painting: np.ndar
         picture, [painting], replace(SHALLOW, iterations=2), weights="random", tile=TILE,
         on_tile=tiles.append,
     )  # fmt: skip
-    assert result.iterations_done == 2 and tiles and tiles[-1].total == 9
+    # the default takes the Grams in a first pass: two passes over the 9 tiles an iteration
+    assert result.iterations_done == 2 and tiles and tiles[-1].total == 18
+    assert {t.phase for t in tiles if t.iteration == 2} == {"grams", "step"}
 
 
 def test_a_job_over_the_budget_is_refused_before_any_work(

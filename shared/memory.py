@@ -20,9 +20,10 @@ TensorFlow, the weights); ``kept`` the bytes a value adds to it while the step i
 ``whole`` what a value costs once the step's working set (activations, their gradients,
 float32 copies of the loss layers) outgrows what the process held at rest, which it then
 reuses: the measured peak grows by about 1.5 KB a pixel from 512 to 1024 px and 2.1 KB from
-1536 to 2048 (bfloat16). Fitted per precision to the peak RSS that ``bench/engine.py
---prints`` measures on the 2-core build machine (``bench/RESULTS.md``): within 15% of the
-measurement from 256 to 2048 px.
+1536 to 2048 (bfloat16). Fitted per precision and per class of CPU (``cpu``: AVX-512;
+``cpu-avx2``: oneDNN's AVX2 kernels need about a third more) to the peak RSS that
+``bench/engine.py --prints`` measures on the 2-core build machines (``bench/RESULTS.md``):
+within 15% of the measurement from 256 to 2048 px.
 
 **GPUs** (not measured here: no GPU on the build machine). The budget there is the GPU's
 free memory, and TensorFlow's allocator holds what the backward pass keeps: each

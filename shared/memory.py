@@ -96,10 +96,8 @@ CPU_FITS = {
     "float32": Fit(base=795 * 2**20, kept=6.5, whole=8.5),
     "mixed_bfloat16": Fit(base=795 * 2**20, kept=4.7, whole=6.4),
 }
-CPU_AVX2_FITS = {
-    "float32": Fit(base=1045 * 2**20, kept=11.0, whole=11.0),
-    "mixed_bfloat16": Fit(base=1045 * 2**20, kept=11.0, whole=11.0),
-}
+_AVX2_FLOAT32 = Fit(base=1045 * 2**20, kept=11.0, whole=11.0)
+CPU_AVX2_FITS = {"float32": _AVX2_FLOAT32, "mixed_bfloat16": _AVX2_FLOAT32}
 # GPU, TensorFlow's allocator (see the module's docstring: derived, not measured here)
 GPU_FITS = {
     "float32": Fit(base=400 * 2**20, kept=10.0, whole=10.0),

@@ -128,6 +128,9 @@ class LoopClock:
         self.ends: list[float] = []
         self.callbacks = 0.0
         self.ended: dict[int, float] = {}  # iteration -> monotonic time its callback began
+        # monotonic time each step call returned: iteration k's end is step_ends[k - 1] (the
+        # engine reads losses in groups, so a callback may come well after its step)
+        self.step_ends: list[float] = []
         self.stopped_at: float | None = None  # when should_stop first said yes
 
     def host_us(self) -> float:
@@ -154,6 +157,7 @@ def clocked(clock: LoopClock) -> Iterator[None]:
         def timed(*args: Any) -> Any:
             clock.starts.append(time.perf_counter())
             out = fn(*args)
+            clock.step_ends.append(time.monotonic())
             clock.ends.append(time.perf_counter())
             return out
 
@@ -271,6 +275,8 @@ def one_job(settings: Settings, size: int, args: argparse.Namespace) -> dict[str
         raise RuntimeError(f"bench job ended {outcome.status}: {outcome.error}")
     history = json.loads(get_storage(settings).get(get_job(settings, job.id).history_key))
     entries = history["entries"]
+    if len(clock.step_ends) != params.iterations:
+        raise RuntimeError(f"{len(clock.step_ends)} steps ran for {params.iterations} iterations")
     if watcher.order != list(range(1, params.iterations + 1)):
         raise RuntimeError(f"the stream was not 1..{params.iterations} once in order")
     loop = entries[-1]["elapsed"]
@@ -279,7 +285,7 @@ def one_job(settings: Settings, size: int, args: argparse.Namespace) -> dict[str
         "host_us": clock.host_us(),
         "host_us_median": clock.host_us_median(),
         "share": clock.callbacks / loop,
-        "visible": [watcher.seen[k] - clock.ended[k] for k in sorted(clock.ended)],
+        "visible": [watcher.seen[k] - clock.step_ends[k - 1] for k in sorted(clock.ended)],
     }
 
 

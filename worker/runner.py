@@ -532,8 +532,7 @@ class _Attempt:
             storage=self.storage, encode_png=engine.encode_png, params=params, weights=weights,
             webhooks=self.webhooks,
             entries=list(resume.history) if resume else [],
-            best_loss=resume.state.best_loss if resume else None,
-            best_iteration=resume.state.best_iteration if resume else None,
+            best=(resume.state.best_loss, resume.state.best_iteration) if resume else (None, None),
             resumed_from=resume.iteration if resume else 0,
             computed_before=self.computed_before,
             tiles=AttemptTiles(
@@ -625,7 +624,7 @@ class _Attempt:
                 job, JobStatus.QUEUED,
                 preemptions=(job.preemptions or 0) + 1, worker=None,
                 iterations_done=recorder.iterations, iterations_computed=recorder.computed,
-                best_loss=recorder.best_loss, best_iteration=recorder.best_iteration,
+                best_loss=recorder.best[0], best_iteration=recorder.best[1],
                 snapshot_iterations=list(recorder.snapshots),
             )  # fmt: skip
         log.info(
@@ -653,8 +652,8 @@ class _Attempt:
                 "iterations_done": recorder.iterations,
                 "iterations_computed": recorder.computed,
                 "snapshot_iterations": list(recorder.snapshots),
-                "best_loss": recorder.best_loss,
-                "best_iteration": recorder.best_iteration,
+                "best_loss": recorder.best[0],
+                "best_iteration": recorder.best[1],
             }
             try:
                 extra["history_key"] = self._save_history()
@@ -783,8 +782,9 @@ class _Recorder:
     webhooks: AttemptWebhooks
     entries: list[dict[str, Any]] = field(default_factory=list)
     snapshots: list[int] = field(default_factory=list)
-    best_loss: float | None = None
-    best_iteration: int | None = None
+    # (loss, iteration) as ONE attribute: the row flusher's thread reads it while the loop
+    # writes it, and two attributes could be read between the two writes
+    best: tuple[float | None, int | None] = (None, None)
     latest_snapshot: np.ndarray | None = None
     latest_snapshot_iteration: int | None = None
     resumed_from: int = 0  # the checkpoint's iteration (0: started at 1)
@@ -827,7 +827,7 @@ class _Recorder:
             self.stream.put(entry)
         self.entries.append(entry)
         if report.is_best:
-            self.best_loss, self.best_iteration = float(report.loss), k
+            self.best = (float(report.loss), k)
         if report.has_snapshot:
             assert self.snapshotter is not None, "on_iteration outside writing()"
             self.snapshotter.put(k, report)
@@ -911,8 +911,7 @@ class _Recorder:
                 return
             job.iterations_done = self.iterations
             job.iterations_computed = self.computed
-            job.best_loss = self.best_loss
-            job.best_iteration = self.best_iteration
+            job.best_loss, job.best_iteration = self.best
             job.snapshot_iterations = list(self.snapshots)
             self.stop.note_row_cancel(bool(job.cancel_requested))
             if progress:

@@ -26,6 +26,12 @@ from stylequeue.worker.engine.losses import gram_matrix, hyper_vector, loss_term
 from stylequeue.worker.engine.state import EngineState, StateError
 
 STYLE_CACHE_SIZE = 8  # style Gram sets kept per process (a few MB each at 512 px)
+# Losses are read to the host in groups: once the oldest unread step is this old, or
+# the group is full. One read and the bookkeeping of several iterations together cost the
+# host little more than one (right after a step the caches are cold: bench/RESULTS-loop.md).
+GROUP_SECONDS = 0.1
+GROUP_MAX = 32  # steps
+GROUP_BYTES = 16 * 2**20  # the carries a group holds (float32); two groups live at once
 
 
 class IterationReport(NamedTuple):
@@ -383,11 +389,20 @@ def _targets(job: _Job) -> tuple[Any, ...]:
 
 
 class _Step(NamedTuple):
-    """One dispatched step: its iteration number and what the optimiser returned (the
-    losses still on the device until read)."""
+    """One dispatched step: its iteration number, what the optimiser returned (the losses
+    still on the device until read) and when the step call returned (``perf_counter``)."""
 
     k: int
     stepped: optimizers.Stepped
+    ended: float
+
+
+def group_limit(carry: tuple[Any, ...]) -> int:
+    """How many finished steps may wait to be read together: each holds its carry (new
+    tensors every step), so a group stays within ``GROUP_BYTES`` and ``GROUP_MAX`` (the
+    group read last is kept until the next is read: twice that in all)."""
+    held = sum(4 * math.prod(int(n) for n in ops.shape(t)) for t in carry)
+    return max(1, min(GROUP_MAX, GROUP_BYTES // max(held, 1)))
 
 
 class _Loop:
@@ -419,6 +434,7 @@ class _Loop:
         self.best_x: Any = None
         self.best_loss = math.inf
         self.best_iteration = 0
+        self.spent: list[_Step] = []  # the last group read, freed when the next is read
 
     def begin(self, opt: optimizers.Optimizer, x: Any) -> tuple[Any, ...]:
         """A scale starts at ``x``: the optimiser at rest, no best image yet."""
@@ -449,32 +465,80 @@ class _Loop:
         stage: scales.Scale,
         behind: bool,
     ) -> None:
-        """Iterations ``max(stage.first, resumed + 1)`` to ``stage.last``. With ``behind``,
-        step ``k + 1`` is queued before step ``k``'s losses are read (an asynchronous device
-        then never waits for the host); a stop after ``k`` drops it, unreported, as if it
-        never ran."""
+        """Iterations ``max(stage.first, resumed + 1)`` to ``stage.last``.
+
+        Steps are dispatched back to back and their losses read in groups (``GROUP_*``),
+        at once when ``should_stop`` says yes: each iteration is then finished in order,
+        exactly as if it had been read at once.
+        With ``behind``, the newest step stays queued when a group is read (an asynchronous
+        device then never waits for the host). A stop after ``k`` drops the later steps,
+        unreported, as if they never ran."""
         first = max(self.first, stage.first)
         ts = step_tf.iteration_tensors(first - stage.first + 1, stage.last - stage.first + 1)
-        queued: _Step | None = None  # dispatched, its losses not read yet
+        keep = 1 if behind else 0  # steps left queued when a group is read
+        limit = keep + group_limit(carry)
+        pending: list[_Step] = []  # dispatched, their losses not read yet
         for k, t in zip(range(first, stage.last + 1), ts, strict=True):
-            current = _Step(k, opt.step(carry, t))
-            carry = current.stepped.carry
-            ready, queued = (queued, current) if behind else (current, None)
-            if ready is not None and self._finish(ready, opt, job, index, stage):
+            stepped = opt.step(carry, t)
+            carry = stepped.carry
+            now = time.perf_counter()
+            pending.append(_Step(k, stepped, now))
+            if self._group_due(pending, keep, limit, now) and self._finish_group(
+                pending, len(pending) - keep, opt, job, index, stage
+            ):
                 self.stopped = True
                 return
-        if queued is not None and self._finish(queued, opt, job, index, stage):
+        if pending and self._finish_group(pending, len(pending), opt, job, index, stage):
             self.stopped = True
 
-    def _finish(
-        self, s: _Step, opt: optimizers.Optimizer, job: _Job, index: int, stage: scales.Scale
+    def _group_due(self, pending: list[_Step], keep: int, limit: int, now: float) -> bool:
+        """Whether the unread steps (but the ``keep`` newest) are read now: the group is
+        full or its oldest step has waited ``GROUP_SECONDS``, or a stop is asked (at once)."""
+        return len(pending) > keep and (
+            len(pending) >= limit
+            or now - pending[0].ended >= GROUP_SECONDS
+            or (self.should_stop is not None and self.should_stop())
+        )
+
+    def _finish_group(
+        self,
+        pending: list[_Step],
+        n: int,
+        opt: optimizers.Optimizer,
+        job: _Job,
+        index: int,
+        stage: scales.Scale,
     ) -> bool:
-        """Iteration ``s.k`` is over: its losses read (which waits for its step on an
-        asynchronous device), the best kept, reported, checkpointed if due; True when the
-        caller asks to stop after it."""
+        """The first ``n`` pending steps' losses read in one host read, then each finished
+        in order (and removed); True when the caller asks to stop (the rest are dropped)."""
+        # The previous group's tensors are freed here, before this group's callbacks: freeing
+        # a tensor lets another thread take the GIL, and a writer those callbacks wake would
+        # then hold up the loop for milliseconds (bench/RESULTS-loop.md).
+        self.spent.clear()
+        group = pending[:n]
+        del pending[:n]
+        rows = step_tf.host_rows([s.stepped.losses for s in group])
+        for s, row in zip(group, rows, strict=True):
+            if self._finish(s, row, opt, job, index, stage):
+                pending.clear()
+                return True
+        self.spent = group
+        return False
+
+    def _finish(
+        self,
+        s: _Step,
+        losses: list[float],
+        opt: optimizers.Optimizer,
+        job: _Job,
+        index: int,
+        stage: scales.Scale,
+    ) -> bool:
+        """Iteration ``s.k`` is over (``losses`` its values on the host): the best kept,
+        reported, checkpointed if due; True when the caller asks to stop after it."""
         k, stepped = s.k, s.stepped
-        total, c_loss, s_loss, tv_loss = step_tf.host_floats(stepped.losses)
-        elapsed = self.elapsed_before + (time.perf_counter() - self.loop_start)
+        total, c_loss, s_loss, tv_loss = losses
+        elapsed = self.elapsed_before + (s.ended - self.loop_start)
         self.done = k
         if not math.isfinite(total):
             raise FloatingPointError(

@@ -14,8 +14,7 @@ losses) per iteration, and the arrays only for a snapshot or a checkpoint.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from keras import ops
@@ -30,10 +29,10 @@ def _host(t: Any) -> np.ndarray:
     return np.array(ops.convert_to_numpy(t)[0], dtype=np.float32)
 
 
-@dataclass(frozen=True)
-class Stepped:
+class Stepped(NamedTuple):
     """One iteration's outcome: the new carry, the losses (a (4,) tensor) and the image
-    they were measured on (Adam: the one the iteration started from; L-BFGS: the new one)."""
+    they were measured on (Adam: the one the iteration started from; L-BFGS: the new one).
+    A NamedTuple: one is made per iteration on the loop thread."""
 
     carry: tuple[Any, ...]
     losses: Any

@@ -130,7 +130,7 @@ def _build_step(
     return compiled
 
 
-def iteration_tensors(first: int, last: int, chunk: int = 64) -> Iterator[Any]:
+def iteration_tensors(first: int, last: int, chunk: int = 1024) -> Iterator[Any]:
     """The step's ``t`` for iterations ``first..last``: float32 scalar tensors made a chunk at
     a time by one op. On the CPU the first TensorFlow calls after a step are the slow ones
     (caches cold: some 40 us each here, against 4 us warm), so the loop makes one call per
@@ -144,6 +144,13 @@ def host_floats(tensor: Any) -> list[float]:
     """A small tensor's values on the host (waits for the step that computes them)."""
     values: list[float] = tensor.numpy().tolist()
     return values
+
+
+def host_rows(tensors: Sequence[Any]) -> list[list[float]]:
+    """Several small tensors' values on the host, read one after another: only the first
+    read after a step is slow (caches cold: tens of microseconds), the next ones are not,
+    and a ``tf.stack`` first costs more than it saves (one more eager op)."""
+    return [host_floats(t) for t in tensors]
 
 
 @lru_cache(maxsize=1)

@@ -1,17 +1,18 @@
-"""Reading the losses one step behind (``read_behind``, on by default where the backend runs
-asynchronously, a GPU): step k + 1 is queued before step k's losses are read, and nothing a
-caller sees changes: the same reports in the same order, the same best image, snapshots,
-checkpoints and stops."""
+"""Reading the losses in groups, and one step behind (``read_behind``, on by default where
+the backend runs asynchronously, a GPU): steps are dispatched before earlier steps' losses
+are read, and nothing a caller sees changes: the same reports in the same order, the same
+best image, snapshots, checkpoints and stops."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import Any
 
 import pytest
 from engine_samples import FAST
 
-from stylequeue.worker.engine import EngineState, IterationReport, step_tf, transfer
+from stylequeue.worker.engine import EngineState, IterationReport, core, step_tf, transfer
 
 COMPARED = ("iteration", "loss", "content", "style", "tv", "is_best")
 
@@ -50,6 +51,20 @@ def steps_called(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
+@pytest.fixture
+def groups_of_3(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Groups close only when full: three steps each (the time rule never fires)."""
+    monkeypatch.setattr(core, "GROUP_SECONDS", math.inf)
+    monkeypatch.setattr(core, "GROUP_MAX", 3)
+
+
+@pytest.fixture
+def at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every group closes at once: each step's losses read as soon as the rule allows."""
+    monkeypatch.setattr(core, "GROUP_SECONDS", 0.0)
+
+
+@pytest.mark.usefixtures("at_once")
 @pytest.mark.parametrize("behind", [False, True])
 def test_read_behind_queues_the_next_step_before_reading_the_losses(
     content: Any, style: Any, steps_called: list[int], behind: bool
@@ -64,33 +79,80 @@ def test_read_behind_queues_the_next_step_before_reading_the_losses(
         assert queued_at_report == [1, 2, 3, 4, 5]
 
 
+@pytest.mark.usefixtures("groups_of_3")
+@pytest.mark.parametrize("behind", [False, True])
+def test_losses_are_read_a_group_at_a_time(
+    content: Any, style: Any, steps_called: list[int], behind: bool
+) -> None:
+    """Iterations 1-3 are reported together once their group is full (with ``behind``, once
+    step 4 is queued too); the rest at the end."""
+    params = replace(FAST, iterations=5)
+    queued_at_report: list[int] = []
+    transfer(content, [style], params, weights="random", read_behind=behind,
+             on_iteration=lambda r: queued_at_report.append(len(steps_called)))  # fmt: skip
+    if behind:
+        assert queued_at_report == [4, 4, 4, 5, 5]
+    else:
+        assert queued_at_report == [3, 3, 3, 5, 5]
+
+
+def test_a_group_holds_no_more_carries_than_its_byte_budget(
+    content: Any, style: Any, steps_called: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large image makes small groups: the unread steps' carries stay within the budget
+    (here two Adam carries: the image and its two moments, float32)."""
+    monkeypatch.setattr(core, "GROUP_SECONDS", math.inf)
+    params = replace(FAST, iterations=5)
+    h, w = core._prepare(content, [style], params, "random").content.shape[:2]
+    monkeypatch.setattr(core, "GROUP_BYTES", 2 * 3 * (h * w * 3 * 4))
+    queued_at_report: list[int] = []
+    transfer(content, [style], params, weights="random", read_behind=False,
+             on_iteration=lambda r: queued_at_report.append(len(steps_called)))  # fmt: skip
+    assert queued_at_report == [2, 2, 4, 4, 5]
+
+
+def _grouping(monkeypatch: pytest.MonkeyPatch, how: str) -> bool:
+    """Set the group rule for ``how`` (``at-once``, ``behind``, ``groups``); returns
+    ``read_behind``."""
+    monkeypatch.setattr(core, "GROUP_SECONDS", math.inf if how == "groups" else 0.0)
+    monkeypatch.setattr(core, "GROUP_MAX", 3)
+    return how == "behind"
+
+
+@pytest.mark.parametrize("reading", ["behind", "groups"])
 @pytest.mark.parametrize(
     "how", [{}, {"optimizer": "lbfgs"}, {"scales": 2}], ids=["adam", "lbfgs", "two-scales"]
 )
-def test_read_behind_reports_exactly_what_reading_at_once_does(
-    content: Any, style: Any, how: dict[str, Any]
-) -> None:
+def test_reading_later_reports_exactly_what_reading_at_once_does(
+    content: Any, style: Any, how: dict[str, Any], reading: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
     params = replace(FAST, iterations=7, snapshot_every=2, **how)
-    now, now_seen = _run(content, style, params, read_behind=False)
-    behind, behind_seen = _run(content, style, params, read_behind=True)
-    assert behind_seen == now_seen and len(now_seen) == 7
-    assert [s[0] for s in behind_seen] == list(range(1, 8))
-    assert behind.image.tobytes() == now.image.tobytes()
-    assert (behind.best_iteration, behind.best_loss) == (now.best_iteration, now.best_loss)
+    now, now_seen = _run(content, style, params, read_behind=_grouping(monkeypatch, "at-once"))
+    later, later_seen = _run(content, style, params, read_behind=_grouping(monkeypatch, reading))
+    assert later_seen == now_seen and len(now_seen) == 7
+    assert [s[0] for s in later_seen] == list(range(1, 8))
+    assert later.image.tobytes() == now.image.tobytes()
+    assert (later.best_iteration, later.best_loss) == (now.best_iteration, now.best_loss)
     untimed = [{**h, "elapsed": 0} for h in now.history]
-    assert [{**h, "elapsed": 0} for h in behind.history] == untimed
-    assert behind.iterations_done == now.iterations_done == 7
+    assert [{**h, "elapsed": 0} for h in later.history] == untimed
+    assert later.iterations_done == now.iterations_done == 7
+    assert [h["elapsed"] for h in later.history] == sorted(h["elapsed"] for h in later.history)
 
 
-@pytest.mark.parametrize("k", [1, 3])
-def test_a_stop_after_k_drops_the_step_already_queued(
-    content: Any, style: Any, steps_called: list[int], k: int
-) -> None:
+@pytest.mark.parametrize("k", [1, 3, 4])
+def test_a_stop_after_k_drops_the_steps_already_dispatched(
+    content: Any, style: Any, steps_called: list[int], k: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
     """should_stop says yes after iteration k's callback: the run ends at k as it does
-    when reading at once, though step k + 1 had been called: it is dropped, unreported."""
+    when reading at once, though later steps had been called: they are dropped, unreported
+    (behind: step k + 1; in groups of three: the rest of k's group)."""
     params = replace(FAST, iterations=20)
+    called = {"at-once": k, "behind": k + 1, "groups": 3 * math.ceil(k / 3)}
     results = {}
-    for behind in (False, True):
+    for reading, expected_calls in called.items():
+        behind = _grouping(monkeypatch, reading)
         steps_called.clear()
         seen: list[int] = []
         result = transfer(
@@ -100,26 +162,43 @@ def test_a_stop_after_k_drops_the_step_already_queued(
         )  # fmt: skip
         assert result.stopped and result.iterations_done == k
         assert seen == list(range(1, k + 1)) and len(result.history) == k
-        assert len(steps_called) == (k + 1 if behind else k)
-        results[behind] = result
-    assert results[True].image.tobytes() == results[False].image.tobytes()
-    assert results[True].best_iteration == results[False].best_iteration
+        assert len(steps_called) == expected_calls, reading
+        results[reading] = result
+    for reading in ("behind", "groups"):
+        assert results[reading].image.tobytes() == results["at-once"].image.tobytes()
+        assert results[reading].best_iteration == results["at-once"].best_iteration
 
 
-def test_a_checkpoint_read_behind_holds_the_state_after_its_own_iteration(
-    content: Any, style: Any
+def test_a_checkpoint_read_later_holds_the_state_after_its_own_iteration(
+    content: Any, style: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The state offered after iteration k is step k's, not the step queued after it."""
+    """The state offered after iteration k is step k's, not that of a step dispatched
+    after it."""
     params = replace(FAST, iterations=6)
-    states: dict[bool, list[EngineState]] = {}
-    for behind in (False, True):
+    states: dict[str, list[EngineState]] = {}
+    for reading in ("at-once", "behind", "groups"):
+        behind = _grouping(monkeypatch, reading)
         saved: list[EngineState] = []
         transfer(content, [style], params, weights="random", read_behind=behind,
                  checkpoint_due=lambda k: k in (2, 4), on_checkpoint=saved.append)  # fmt: skip
-        states[behind] = saved
-    assert [s.iteration for s in states[True]] == [2, 4]
-    for a, b in zip(states[True], states[False], strict=True):
-        assert a.iteration == b.iteration
-        for name in ("image", "adam_m", "adam_v", "best_image"):
-            assert getattr(a, name).tobytes() == getattr(b, name).tobytes(), name
-        assert (a.best_loss, a.best_iteration) == (b.best_loss, b.best_iteration)
+        states[reading] = saved
+    for reading in ("behind", "groups"):
+        assert [s.iteration for s in states[reading]] == [2, 4]
+        for a, b in zip(states[reading], states["at-once"], strict=True):
+            assert a.iteration == b.iteration
+            for name in ("image", "adam_m", "adam_v", "best_image"):
+                assert getattr(a, name).tobytes() == getattr(b, name).tobytes(), name
+            assert (a.best_loss, a.best_iteration) == (b.best_loss, b.best_iteration)
+
+
+@pytest.mark.usefixtures("groups_of_3")
+def test_a_stop_asked_mid_group_is_acted_on_without_waiting_for_the_group(
+    content: Any, style: Any, steps_called: list[int]
+) -> None:
+    """A cancel arriving while a group fills (the flag set once step 1 has run) stops the
+    run after that step: the group is read at once, not after two more steps."""
+    params = replace(FAST, iterations=20)
+    result = transfer(content, [style], params, weights="random", read_behind=False,
+                      should_stop=lambda: len(steps_called) >= 1)  # fmt: skip
+    assert result.stopped and result.iterations_done == 1
+    assert len(steps_called) == 1

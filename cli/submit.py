@@ -299,6 +299,15 @@ def follow(
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), help="Optimiser [server: adam].")
 @click.option("--scales", type=int, help="Coarse to fine: paint at 1/2, 1/4... first (1: off).")
 @click.option(
+    "--webhook",
+    help="URL told of the job's events by a signed POST (Standard Webhooks; the signing "
+    "secret: GET /api/v1/webhook-secret).",
+)
+@click.option(
+    "--webhook-events",
+    help="Which events, comma-separated: started, progress, completed [all three].",
+)
+@click.option(
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),

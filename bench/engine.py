@@ -16,10 +16,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# `python bench/engine.py` puts bench/ first on sys.path, where sibling scripts (e.g.
-# bench/queue.py) would shadow standard-library modules that TensorFlow imports.
 _HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 import argparse  # noqa: E402
 import datetime as dt  # noqa: E402
@@ -144,7 +141,7 @@ def run_variant(args: argparse.Namespace) -> dict:
 
 
 def _load_sibling(name: str) -> object:
-    """Import bench/<name>.py by path (bench/ is kept off sys.path, see the top)."""
+    """Import bench/<name>.py by path (bench/ is not a package)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(f"bench_{name}", _HERE / f"{name}.py")

@@ -51,9 +51,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-# Run as a script, this file's folder comes first on sys.path (see bench/queue.py): drop it.
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))

@@ -17,10 +17,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# `python bench/loss_read.py` puts bench/ first on sys.path, where bench/queue.py would
-# shadow the standard library's queue module.
 _HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 import argparse  # noqa: E402
 import os  # noqa: E402

@@ -25,7 +25,6 @@ import sys
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 import argparse  # noqa: E402
 import datetime as dt  # noqa: E402
@@ -231,7 +230,7 @@ def seams(args: argparse.Namespace, workdir: str) -> None:
 
 
 def _engine_module() -> Any:
-    """bench/engine.py, by path (bench/ is kept off sys.path, see the top)."""
+    """bench/engine.py, by path (bench/ is not a package)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("bench_engine", _HERE / "engine.py")

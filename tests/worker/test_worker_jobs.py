@@ -113,7 +113,7 @@ def test_cancel_mid_run(
     assert done.status == "canceled", done.error
     # The stream writer reads the flag with each batch (or on its own) a few times a second
     # and the loop stops at the end of the iteration under way: how many iterations that is
-    # depends on their speed (bench/queue.py measures the time); never the whole job.
+    # depends on their speed (bench/queue_latency.py measures the time); never the whole job.
     assert at_flag <= done.iterations_done < LONG["iterations"]
     entries = read_stream(worker_settings, job.id)
     assert [e["iteration"] for e in entries] == list(range(1, done.iterations_done + 1))

@@ -1,6 +1,6 @@
 """Queue benchmark: submit-to-first-progress latency and what the job loop costs the host.
 
-    python bench/queue.py [--jobs 10] [--size 64] [--sizes 32,64] [--iterations 100]
+    python bench/queue_latency.py [--jobs 10] [--size 64] [--sizes 32,64] [--iterations 100]
                           [--snapshot-every 10] [--repeats 5] [--out FILE]
 
 1. **Latency.** A warm worker (a real ``celery worker`` subprocess, prefork, one child that
@@ -39,10 +39,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-# Run as a script, this file's folder comes first on sys.path and this "queue.py" would
-# shadow the standard library's ``queue`` (which redis, kombu and celery import): drop it.
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -354,12 +351,12 @@ def report(lat: dict[str, Any], ovh: dict[str, Any], args: argparse.Namespace) -
     cpu = f"{os.cpu_count()} CPU cores"
     load = os.getloadavg()
     lines = [
-        "# Queue benchmark (bench/queue.py)",
+        "# Queue benchmark (bench/queue_latency.py)",
         "",
         f"Machine: {platform.machine()}, {cpu}, Python {platform.python_version()}, "
         f"{platform.system()}; TensorFlow CPU, random VGG19 weights; load average at the end "
         f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}. "
-        f"Run: `python bench/queue.py --jobs {args.jobs} --size {args.size} "
+        f"Run: `python bench/queue_latency.py --jobs {args.jobs} --size {args.size} "
         f"--sizes {','.join(map(str, args.sizes))} --iterations {args.iterations} "
         f"--snapshot-every {args.snapshot_every} --repeats {args.repeats}`.",
         "",

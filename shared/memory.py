@@ -23,7 +23,10 @@ reuses: the measured peak grows by about 1.5 KB a pixel from 512 to 1024 px and 
 1536 to 2048 (bfloat16). Fitted per precision and per class of CPU (``cpu``: AVX-512;
 ``cpu-avx2``: oneDNN's AVX2 kernels need about a third more) to the peak RSS that
 ``bench/engine.py --prints`` measures on the 2-core build machines (``bench/RESULTS.md``):
-within 15% of the measurement from 256 to 2048 px.
+within 15% of the measurement from 256 to 2048 px. The model leaves out what the loop holds
+while it reads losses in groups on the CPU (``worker.engine.core.GROUP_BYTES``: at most two
+groups' optimiser states, 32 MiB, and only at sizes small enough for a group of two or more):
+a few percent of ``base``, inside that margin.
 
 **GPUs** (not measured here: no GPU on the build machine). The budget there is the GPU's
 free memory, and TensorFlow's allocator holds what the backward pass keeps: each

@@ -617,6 +617,7 @@ class _Attempt:
         runner. The caller releases the lock; the task re-sends the message."""
         recorder = self.recorder
         assert recorder is not None
+        best_loss, best_iteration = recorder.best
         with self.fence.row() as job:
             if job is None:
                 return self._lost()
@@ -624,7 +625,7 @@ class _Attempt:
                 job, JobStatus.QUEUED,
                 preemptions=(job.preemptions or 0) + 1, worker=None,
                 iterations_done=recorder.iterations, iterations_computed=recorder.computed,
-                best_loss=recorder.best[0], best_iteration=recorder.best[1],
+                best_loss=best_loss, best_iteration=best_iteration,
                 snapshot_iterations=list(recorder.snapshots),
             )  # fmt: skip
         log.info(
@@ -648,12 +649,13 @@ class _Attempt:
         recorder = self.recorder
         extra: dict[str, Any] = {}
         if recorder is not None:
+            best_loss, best_iteration = recorder.best
             extra = {
                 "iterations_done": recorder.iterations,
                 "iterations_computed": recorder.computed,
                 "snapshot_iterations": list(recorder.snapshots),
-                "best_loss": recorder.best[0],
-                "best_iteration": recorder.best[1],
+                "best_loss": best_loss,
+                "best_iteration": best_iteration,
             }
             try:
                 extra["history_key"] = self._save_history()
@@ -909,9 +911,10 @@ class _Recorder:
         with self.fence.row() as job:
             if job is None:
                 return
+            best = self.best  # first: its iteration is never past iterations_done
             job.iterations_done = self.iterations
             job.iterations_computed = self.computed
-            job.best_loss, job.best_iteration = self.best
+            job.best_loss, job.best_iteration = best
             job.snapshot_iterations = list(self.snapshots)
             self.stop.note_row_cancel(bool(job.cancel_requested))
             if progress:

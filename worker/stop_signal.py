@@ -3,13 +3,14 @@
 ``worker.app``), the soft deadline, or the attempt being lost (lock gone, or a fenced write
 refused).
 
-Nothing here does I/O: :meth:`should_stop` runs after every iteration on the loop thread and
-only reads what the background writers noted. The Redis cancel flag comes from the stream
-writer (``worker.stream_writer``: read with each batch of entries, or on its own, every
-~100 ms: :meth:`note_flag`); the row's ``cancel_requested`` from each progress flush of the
-row (``worker.row_flusher``, about once a second: :meth:`note_row_cancel`). So a cancel
-stops the loop within about 100 ms or at the end of the iteration under way, whichever is
-later.
+Nothing here does I/O: :meth:`should_stop` runs on the loop thread after every iteration
+and as each step is dispatched (the engine reads losses in groups, and a yes reads the group
+at once), and only reads what the background writers noted. The Redis cancel flag comes
+from the stream writer (``worker.stream_writer``: read with each batch of entries, or on
+its own, every ~100 ms: :meth:`note_flag`); the row's ``cancel_requested`` from each
+progress flush of the row (``worker.row_flusher``, about once a second:
+:meth:`note_row_cancel`). So a cancel stops the loop within about 100 ms or at the end of
+the iteration under way, whichever is later.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from keras import ops
+from keras.backend import standardize_dtype
 
 from stylequeue.shared.params import ParamError, TransferParams
 from stylequeue.worker.engine import imageio, optimizers, scales, step_tf
@@ -259,6 +260,9 @@ def transfer(
     weights (``params.weights`` is the caller's business); the result records them.
     ``should_stop`` is asked after each iteration's callback, so a cancel takes effect
     within one iteration; the first iteration always runs, so a result always has a loss.
+    It is also asked as each step is dispatched (losses are read in groups on the CPU:
+    a yes there reads the group at once), so it must be cheap and may be asked more often
+    than once an iteration.
     Same inputs, params and machine -> bit-identical output.
 
     ``params.optimizer`` picks Adam or L-BFGS (:mod:`optimizers`): an Adam iteration reports
@@ -274,9 +278,11 @@ def transfer(
     ``read_behind``: queue step ``k + 1`` before reading step ``k``'s losses to the host, so
     an asynchronous device (a GPU) never waits for the host between steps; ``None`` (the
     default) does so where the backend runs asynchronously (:func:`step_tf.runs_async`).
-    Every iteration is still reported once, in order, with the same values; when
-    ``should_stop`` says yes after iteration ``k``, the step ``k + 1`` already queued is
-    dropped unreported (the result is as if it never ran).
+    Otherwise losses are read in groups (``GROUP_SECONDS``: a report may come up to that
+    much after its step). Every iteration is still reported once, in order, with the same
+    values; when ``should_stop`` says yes after iteration ``k``, the steps already
+    dispatched after it (``k + 1`` reading behind; the rest of ``k``'s group) are dropped
+    unreported (the result is as if they never ran).
 
     Checkpoints: after iteration ``k``'s callback (``k`` < ``params.iterations``),
     ``checkpoint_due(k)`` is asked, and if it says yes ``on_checkpoint`` gets the loop's whole
@@ -401,7 +407,10 @@ def group_limit(carry: tuple[Any, ...]) -> int:
     """How many finished steps may wait to be read together: each holds its carry (new
     tensors every step), so a group stays within ``GROUP_BYTES`` and ``GROUP_MAX`` (the
     group read last is kept until the next is read: twice that in all)."""
-    held = sum(4 * math.prod(int(n) for n in ops.shape(t)) for t in carry)
+    held: int = sum(
+        int(np.dtype(standardize_dtype(t.dtype)).itemsize) * math.prod(int(n) for n in ops.shape(t))
+        for t in carry
+    )
     return max(1, min(GROUP_MAX, GROUP_BYTES // max(held, 1)))
 
 
@@ -435,6 +444,7 @@ class _Loop:
         self.best_loss = math.inf
         self.best_iteration = 0
         self.spent: list[_Step] = []  # the last group read, freed when the next is read
+        self.behind = False
 
     def begin(self, opt: optimizers.Optimizer, x: Any) -> tuple[Any, ...]:
         """A scale starts at ``x``: the optimiser at rest, no best image yet."""
@@ -467,29 +477,34 @@ class _Loop:
     ) -> None:
         """Iterations ``max(stage.first, resumed + 1)`` to ``stage.last``.
 
-        Steps are dispatched back to back and their losses read in groups (``GROUP_*``),
-        at once when ``should_stop`` says yes: each iteration is then finished in order,
-        exactly as if it had been read at once.
-        With ``behind``, the newest step stays queued when a group is read (an asynchronous
-        device then never waits for the host). A stop after ``k`` drops the later steps,
-        unreported, as if they never ran."""
+        Synchronous backend (the CPU): steps are dispatched back to back and their losses
+        read in groups (``GROUP_*``; at once when ``should_stop`` says yes), then each
+        iteration is finished in order, exactly as if it had been read at once.
+        ``behind`` (an asynchronous device): step ``k + 1`` is queued before step ``k``'s
+        losses are read, one at a time, so the device never waits for the host (a group
+        would leave it one step while the host finished the rest). Either way a stop after
+        ``k`` drops the later steps, unreported, as if they never ran."""
         first = max(self.first, stage.first)
         ts = step_tf.iteration_tensors(first - stage.first + 1, stage.last - stage.first + 1)
         keep = 1 if behind else 0  # steps left queued when a group is read
-        limit = keep + group_limit(carry)
+        limit = 2 if behind else group_limit(carry)
+        self.behind = behind
         pending: list[_Step] = []  # dispatched, their losses not read yet
-        for k, t in zip(range(first, stage.last + 1), ts, strict=True):
-            stepped = opt.step(carry, t)
-            carry = stepped.carry
-            now = time.perf_counter()
-            pending.append(_Step(k, stepped, now))
-            if self._group_due(pending, keep, limit, now) and self._finish_group(
-                pending, len(pending) - keep, opt, job, index, stage
-            ):
+        try:
+            for k, t in zip(range(first, stage.last + 1), ts, strict=True):
+                stepped = opt.step(carry, t)
+                carry = stepped.carry
+                now = time.perf_counter()
+                pending.append(_Step(k, stepped, now))
+                if self._group_due(pending, keep, limit, now) and self._finish_group(
+                    pending, len(pending) - keep, opt, job, index, stage
+                ):
+                    self.stopped = True
+                    return
+            if pending and self._finish_group(pending, len(pending), opt, job, index, stage):
                 self.stopped = True
-                return
-        if pending and self._finish_group(pending, len(pending), opt, job, index, stage):
-            self.stopped = True
+        finally:
+            self.spent = []  # a scale's tensors go with it
 
     def _group_due(self, pending: list[_Step], keep: int, limit: int, now: float) -> bool:
         """Whether the unread steps (but the ``keep`` newest) are read now: the group is
@@ -517,7 +532,13 @@ class _Loop:
         self.spent.clear()
         group = pending[:n]
         del pending[:n]
-        rows = step_tf.host_rows([s.stepped.losses for s in group])
+        if self.behind:  # a step ended on the device when its losses could be read
+            rows = []
+            for i, s in enumerate(group):
+                rows.append(step_tf.host_floats(s.stepped.losses))
+                group[i] = s._replace(ended=time.perf_counter())
+        else:  # the step call returned when the step was done
+            rows = step_tf.host_rows([s.stepped.losses for s in group])
         for s, row in zip(group, rows, strict=True):
             if self._finish(s, row, opt, job, index, stage):
                 pending.clear()

@@ -84,14 +84,15 @@ def test_read_behind_queues_the_next_step_before_reading_the_losses(
 def test_losses_are_read_a_group_at_a_time(
     content: Any, style: Any, steps_called: list[int], behind: bool
 ) -> None:
-    """Iterations 1-3 are reported together once their group is full (with ``behind``, once
-    step 4 is queued too); the rest at the end."""
+    """Iterations 1-3 are reported together once their group is full, the rest at the end.
+    Reading behind (an asynchronous device) reads one step at a time, step k + 1 queued:
+    a group would leave the device one step while the host finished the others."""
     params = replace(FAST, iterations=5)
     queued_at_report: list[int] = []
     transfer(content, [style], params, weights="random", read_behind=behind,
              on_iteration=lambda r: queued_at_report.append(len(steps_called)))  # fmt: skip
     if behind:
-        assert queued_at_report == [4, 4, 4, 5, 5]
+        assert queued_at_report == [2, 3, 4, 5, 5]
     else:
         assert queued_at_report == [3, 3, 3, 5, 5]
 
@@ -169,12 +170,20 @@ def test_a_stop_after_k_drops_the_steps_already_dispatched(
         assert results[reading].best_iteration == results["at-once"].best_iteration
 
 
+STATE_FIELDS = {
+    "adam": ("image", "adam_m", "adam_v", "best_image"),
+    "lbfgs": ("image", "best_image"),
+}
+LBFGS_FIELDS = ("losses", "grad", "v", "s_hist", "y_hist", "rho")
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
 def test_a_checkpoint_read_later_holds_the_state_after_its_own_iteration(
-    content: Any, style: Any, monkeypatch: pytest.MonkeyPatch
+    content: Any, style: Any, monkeypatch: pytest.MonkeyPatch, optimizer: str
 ) -> None:
     """The state offered after iteration k is step k's, not that of a step dispatched
-    after it."""
-    params = replace(FAST, iterations=6)
+    after it (in groups of three, iterations 2 and 4 are inside groups)."""
+    params = replace(FAST, iterations=6, optimizer=optimizer)
     states: dict[str, list[EngineState]] = {}
     for reading in ("at-once", "behind", "groups"):
         behind = _grouping(monkeypatch, reading)
@@ -186,9 +195,38 @@ def test_a_checkpoint_read_later_holds_the_state_after_its_own_iteration(
         assert [s.iteration for s in states[reading]] == [2, 4]
         for a, b in zip(states[reading], states["at-once"], strict=True):
             assert a.iteration == b.iteration
-            for name in ("image", "adam_m", "adam_v", "best_image"):
+            for name in STATE_FIELDS[optimizer]:
                 assert getattr(a, name).tobytes() == getattr(b, name).tobytes(), name
+            if optimizer == "lbfgs":
+                assert a.lbfgs is not None and b.lbfgs is not None
+                for name in LBFGS_FIELDS:
+                    assert getattr(a.lbfgs, name).tobytes() == getattr(b.lbfgs, name).tobytes()
+                assert (a.lbfgs.count, a.lbfgs.head) == (b.lbfgs.count, b.lbfgs.head)
             assert (a.best_loss, a.best_iteration) == (b.best_loss, b.best_iteration)
+
+
+@pytest.mark.usefixtures("groups_of_3")
+def test_a_stop_in_the_second_scale_ends_there_as_reading_at_once_does(
+    content: Any, style: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two scales of five iterations; a stop after iteration 7 (inside a group of the
+    second scale): the same result as reading at once, with the second scale's best."""
+    params = replace(FAST, iterations=10, scales=2)
+    results = {}
+    for reading in ("at-once", "groups"):
+        _grouping(monkeypatch, reading)
+        seen: list[int] = []
+        results[reading] = transfer(
+            content, [style], params, weights="random", read_behind=False,
+            on_iteration=lambda r, seen=seen: seen.append(r.iteration),
+            should_stop=lambda seen=seen: len(seen) >= 7,
+        )  # fmt: skip
+        assert seen == list(range(1, 8))
+    now, later = results["at-once"], results["groups"]
+    assert later.stopped and later.iterations_done == 7
+    assert later.image.tobytes() == now.image.tobytes()
+    assert (later.best_iteration, later.best_loss) == (now.best_iteration, now.best_loss)
+    assert later.best_iteration >= 6  # the second scale's
 
 
 @pytest.mark.usefixtures("groups_of_3")

@@ -24,6 +24,7 @@ from stylequeue.shared.settings import Settings
 from stylequeue.shared.states import utcnow
 from stylequeue.shared.storage import get_storage
 from stylequeue.worker import runner, stop_signal, stream_writer
+from stylequeue.worker.engine import core
 from tests.factories import get_job, make_job
 from tests.worker_process import check_finished_job, read_stream
 
@@ -254,6 +255,7 @@ def test_redis_blip_mid_job_loses_nothing(
     once, in order, with the history's ids."""
     monkeypatch.setattr(runner, "REDIS_RETRY_SECONDS", 0.0)
     monkeypatch.setattr(stream_writer, "INTERVAL_SECONDS", 0.0)  # a batch per iteration
+    monkeypatch.setattr(core, "GROUP_SECONDS", 0.0)  # each iteration reported at once
     sent = _flaky_redis(monkeypatch, lambda call: call in (2, 3))
     job = make_job(wsettings, params={"iterations": 8, "snapshot_every": 4})
     with caplog.at_level("INFO", logger="stylequeue.worker"):
@@ -273,7 +275,8 @@ def test_redis_gone_for_the_rest_of_the_job_does_not_fail_it(
     the job; what could not be streamed is logged, and the history in storage stays complete
     with increasing ids."""
     monkeypatch.setattr(runner, "REDIS_RETRY_SECONDS", 0.0)
-    monkeypatch.setattr(stream_writer, "INTERVAL_SECONDS", 0.0)
+    monkeypatch.setattr(stream_writer, "INTERVAL_SECONDS", 0.0)  # a batch per iteration
+    monkeypatch.setattr(core, "GROUP_SECONDS", 0.0)  # each iteration reported at once
     sent = _flaky_redis(monkeypatch, lambda call: call >= 3)
     job = make_job(wsettings, params={"iterations": 8, "snapshot_every": 4})
     with caplog.at_level("WARNING", logger="stylequeue.worker"):
@@ -378,6 +381,7 @@ def test_lost_runner_lets_the_stream_of_an_ended_job_expire(
         return real(*args, on_iteration=hook, **kwargs)
 
     monkeypatch.setattr(engine, "transfer", ended_meanwhile)
+    monkeypatch.setattr(core, "GROUP_SECONDS", 0.0)  # iteration 1 handed over before 2 runs
     job = make_job(settings, params={"iterations": 6, "snapshot_every": 1})
     outcome = runner.execute(job.id, settings, worker_name=WORKER)
     assert outcome.action == "lost"

@@ -30,7 +30,7 @@ STYLE_CACHE_SIZE = 8  # style Gram sets kept per process (a few MB each at 512 p
 # Losses are read to the host in groups: once the oldest unread step is this old, or
 # the group is full. One read and the bookkeeping of several iterations together cost the
 # host little more than one (right after a step the caches are cold: bench/RESULTS-loop.md).
-GROUP_SECONDS = 0.1
+GROUP_SECONDS = 0.2
 GROUP_MAX = 32  # steps
 GROUP_BYTES = 16 * 2**20  # the carries a group holds (float32); two groups live at once
 

@@ -24,7 +24,6 @@ from stylequeue.shared.db import session_scope
 from stylequeue.shared.models import Job
 from stylequeue.shared.settings import Settings
 from stylequeue.web import create_app
-from tests.web import images
 from tests.web.live import serve
 
 
@@ -103,14 +102,6 @@ def lossy_proxy(upstream: str, drop_first: int) -> Iterator[tuple[str, list[byte
 def _count(settings: Settings) -> int:
     with session_scope(settings.database_url) as session:
         return session.scalar(select(func.count()).select_from(Job)) or 0
-
-
-@pytest.fixture
-def pictures(tmp_path: Path) -> tuple[Path, Path]:
-    content, style = tmp_path / "photo.png", tmp_path / "painting.jpg"
-    content.write_bytes(images.png())
-    style.write_bytes(images.jpeg())
-    return content, style
 
 
 MAKE_SESSION = cli.make_session

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
@@ -15,16 +14,7 @@ from stylequeue.shared.db import session_scope
 from stylequeue.shared.models import Job
 from stylequeue.shared.settings import Settings, WebhookSettings
 from stylequeue.web import create_app
-from tests.web import images
 from tests.web.live import serve
-
-
-@pytest.fixture
-def pictures(tmp_path: Path) -> tuple[Path, Path]:
-    content, style = tmp_path / "photo.png", tmp_path / "painting.jpg"
-    content.write_bytes(images.png())
-    style.write_bytes(images.jpeg())
-    return content, style
 
 
 def _jobs(settings: Settings) -> list[tuple[str | None, list[str] | None]]:

@@ -524,21 +524,21 @@ class _Loop:
         index: int,
         stage: scales.Scale,
     ) -> bool:
-        """The first ``n`` pending steps' losses read in one host read, then each finished
-        in order (and removed); True when the caller asks to stop (the rest are dropped)."""
+        """The first ``n`` pending steps' losses read, then each finished in order (and
+        removed); True when the caller asks to stop (the rest are dropped). Only the first
+        read after a step is slow (caches cold), so reading them one after another costs
+        little more than one read (a ``tf.stack`` first would cost an eager op more)."""
         # The previous group's tensors are freed here, before this group's callbacks: freeing
         # a tensor lets another thread take the GIL, and a writer those callbacks wake would
         # then hold up the loop for milliseconds (bench/RESULTS-loop.md).
         self.spent.clear()
         group = pending[:n]
         del pending[:n]
-        if self.behind:  # a step ended on the device when its losses could be read
-            rows = []
-            for i, s in enumerate(group):
-                rows.append(step_tf.host_floats(s.stepped.losses))
+        rows = []
+        for i, s in enumerate(group):
+            rows.append(step_tf.host_floats(s.stepped.losses))
+            if self.behind:  # the step ended on the device when its losses could be read
                 group[i] = s._replace(ended=time.perf_counter())
-        else:  # the step call returned when the step was done
-            rows = step_tf.host_rows([s.stepped.losses for s in group])
         for s, row in zip(group, rows, strict=True):
             if self._finish(s, row, opt, job, index, stage):
                 pending.clear()

@@ -146,13 +146,6 @@ def host_floats(tensor: Any) -> list[float]:
     return values
 
 
-def host_rows(tensors: Sequence[Any]) -> list[list[float]]:
-    """Several small tensors' values on the host, read one after another: only the first
-    read after a step is slow (caches cold: tens of microseconds), the next ones are not,
-    and a ``tf.stack`` first costs more than it saves (one more eager op)."""
-    return [host_floats(t) for t in tensors]
-
-
 @lru_cache(maxsize=1)
 def runs_async() -> bool:
     """Whether a step call returns before the device has done the step: on a GPU the
